@@ -1,0 +1,5 @@
+"""``python -m klinestore`` is the ``klinestore`` command."""
+
+from klinestore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per ``klinestore`` subcommand (see ``klinestore.cli``)."""
