@@ -1,0 +1,58 @@
+"""The benchmark record and small timing helpers."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One measured figure beside its baseline from the same run.
+
+    ``better`` says which way is good; ``ratio`` is value/baseline (for "higher") or
+    baseline/value (for "lower"), so a ratio above 1 always means klinestore is ahead.
+    ``goal`` is the target from the issue, in the figure's own unit, if there is one.
+    """
+
+    area: str
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    better: Literal["higher", "lower"] = "higher"
+    goal: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.baseline == 0 or self.value == 0:
+            return None
+        return self.value / self.baseline if self.better == "higher" else self.baseline / self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def time_best(fn: Callable[[], Any], *, repeat: int = 5, number: int = 1) -> float:
+    """Best wall time of ``number`` calls of ``fn`` over ``repeat`` rounds, in seconds per call."""
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
+
+
+def measure(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall time of one call and its result."""
+    gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
