@@ -28,18 +28,3 @@ def shared_data() -> Path:
         pytest.skip(f"real Binance data not found at {SHARED_DATA} (set KLINESTORE_SHARED_DATA)")
     return SHARED_DATA
 
-
-def klinestore_command(*args: str) -> list[str]:
-    """argv that runs the klinestore CLI of this checkout in a subprocess."""
-    import sys
-
-    return [sys.executable, "-m", "klinestore", *args]
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for CLI subprocesses: this checkout first on the path, no user config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLINESTORE_", "WEBSOCKET_ONLY", "DISABLE_REST"))}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
