@@ -37,6 +37,7 @@ GAP_PENALTY_CAP = 0.30
 STALE_PENALTY = 0.30
 DEFAULT_HALF_LIFE_S = 15 * 60.0
 _EVENT_HISTORY = 256  # events remembered per symbol and kind (older ones weigh ~0)
+_HOUR_MS = 3_600_000
 
 
 def missing_stream_penalty(count: int) -> float:
@@ -70,7 +71,7 @@ class Score:
     ts_ms: int
     score: float
     missing_streams: int
-    mismatches: float
+    mismatches: int  # mismatch events in the last hour
     gaps: int
     penalties: Mapping[str, float]
     reasons: tuple[str, ...]
@@ -133,7 +134,7 @@ class DataQualModel:
             ts_ms=now_ms,
             score=round(value, 6),
             missing_streams=missing,
-            mismatches=round(weight_mismatch, 4),
+            mismatches=sum(1 for t in events.mismatches if now_ms - t <= _HOUR_MS) if events else 0,
             gaps=health.gap_bars,
             penalties=penalties,
             reasons=tuple(reasons),
