@@ -10,6 +10,7 @@ one symbol (44 640 rows) spans at most two row groups.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
@@ -49,21 +50,28 @@ def write_partitions(publish: Publish, root: Path, frame: pl.DataFrame, *, gener
     return rows
 
 
-def write_file(frame: pl.DataFrame, path: Path) -> None:
-    """Write a sorted working frame to ``path`` (a tmp name) and fsync it."""
-    table = to_arrow(frame)
+def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path) -> int:
+    """Write sorted working frames, in order, to ``path`` (a tmp name) and fsync it; return rows.
+
+    Several frames (consecutive symbol ranges of a compaction) stream into one file, so a
+    merge never holds a whole partition in memory.
+    """
+    rows = 0
     try:
         with open(path, "wb") as handle:
             with pq.ParquetWriter(
                 handle, FILE_SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
                 sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(2)],
             ) as writer:
-                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+                for frame in [frames] if isinstance(frames, pl.DataFrame) else frames:
+                    writer.write_table(to_arrow(frame), row_group_size=ROW_GROUP_ROWS)
+                    rows += frame.height
             handle.flush()
             os.fsync(handle.fileno())
     except (OSError, pa.ArrowException) as exc:
         path.unlink(missing_ok=True)
         raise DatasetError(f"cannot write {path}: {exc}") from exc
+    return rows
 
 
 def to_arrow(frame: pl.DataFrame) -> pa.Table:
