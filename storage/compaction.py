@@ -58,8 +58,14 @@ class CompactReport:
         self.details.extend(other.details)
 
 
-def compact(data_dir: Path, writer: str, stamper: Stamper, *, fan_in: int = 8, grace: float = 0.0) -> CompactReport:
-    """Compact every partition of ``writer`` (the caller holds the writer's lock)."""
+def compact(
+    data_dir: Path, writer: str, stamper: Stamper, *, fan_in: int = 8, grace: float = 0.0, merge_closed: bool = True
+) -> CompactReport:
+    """Compact every partition of ``writer`` (the caller holds the writer's lock).
+
+    ``merge_closed=False`` only merges full generations, even in closed partitions (the
+    importer uses it, so importing day after day never rewrites a whole month each time).
+    """
     report = CompactReport()
     before = len(pending_obsolete(data_dir, writer))
     collect(data_dir, writer)
@@ -72,7 +78,7 @@ def compact(data_dir: Path, writer: str, stamper: Stamper, *, fan_in: int = 8, g
         for interval, month, _ in partitions:
             newest[interval] = max(newest.get(interval, month), month)
         for interval, month, path in partitions:
-            closed = month < newest[interval]
+            closed = merge_closed and month < newest[interval]
             report.add(_compact_partition(data_dir, writer, stamper, path, closed, fan_in, grace, retired))
     return report
 

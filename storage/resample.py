@@ -105,8 +105,8 @@ def resample_touched(bars_1m: pl.DataFrame, interval: str, touched: pl.DataFrame
 
 
 def _with_bucket(frame: pl.DataFrame, interval: str) -> pl.DataFrame:
-    bucket = _bucket_numpy(frame.get_column("open_time").to_numpy(), interval)
-    return frame.with_columns(pl.Series("bucket", bucket), pl.Series("end", _end_numpy(bucket, interval)))
+    bucket = bucket_opens(frame.get_column("open_time").to_numpy(), interval)
+    return frame.with_columns(pl.Series("bucket", bucket), pl.Series("end", bucket_ends(bucket, interval)))
 
 
 def interval_minutes(interval: str) -> int:
@@ -168,7 +168,7 @@ class _Partials:
 
     def coarsen(self, interval: str) -> _Partials:
         f = self.f
-        bucket = _bucket_numpy(f["open_time"], interval)
+        bucket = bucket_opens(f["open_time"], interval)
         new = f["symbol_start"].copy()
         new[1:] |= bucket[1:] != bucket[:-1]
         at = np.flatnonzero(new)
@@ -190,7 +190,7 @@ class _Partials:
         opens = f["open_time"]
         any_trade = f["last"] >= 0
         flat = src.close[f["start"]]  # an all-empty bucket: the empty minutes' price
-        expected = (_end_numpy(opens, interval) - opens) // MINUTE_MS
+        expected = (bucket_ends(opens, interval) - opens) // MINUTE_MS
         columns = {
             "symbol": src.symbol.gather(f["start"]),
             "interval": pl.repeat(interval, len(opens), eager=True),
@@ -241,7 +241,8 @@ class _Source:
         self.sums = {c: get(c).to_numpy() for c in SUM_COLUMNS}
 
 
-def _bucket_numpy(open_time: np.ndarray, interval: str) -> np.ndarray:
+def bucket_opens(open_time: np.ndarray, interval: str) -> np.ndarray:
+    """Open time of the ``interval`` bucket holding each open time (Int64 UTC ms, vectorized)."""
     if interval == "1M":
         return pl.Series(open_time).cast(_TIME).dt.truncate("1mo").dt.epoch("ms").to_numpy()
     length = interval_ms(interval)
@@ -249,7 +250,8 @@ def _bucket_numpy(open_time: np.ndarray, interval: str) -> np.ndarray:
     return (open_time - offset) // length * length + offset
 
 
-def _end_numpy(opens: np.ndarray, interval: str) -> np.ndarray:
+def bucket_ends(opens: np.ndarray, interval: str) -> np.ndarray:
+    """Open time of the bucket after each bucket opening at ``opens``."""
     if interval == "1M":
         return pl.Series(opens).cast(_TIME).dt.offset_by("1mo").dt.epoch("ms").to_numpy()
     return opens + interval_ms(interval)
