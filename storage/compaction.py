@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from storage.errors import DatasetError
-from storage.frames import VERSIONED_SCHEMA, latest
+from storage.frames import PARTITION_KEY, latest
 from storage.layout import MARKETS, FileName, Stamper, data_files, dataset_root, list_partitions
 from storage.txn import Publish, collect, pending_obsolete
 from storage.writer import write_file
@@ -144,4 +144,4 @@ def _merged_chunks(paths: list[Path]) -> Iterator[pl.DataFrame]:
 def _read_symbols(sources: list[str], symbols: list[str]) -> pl.DataFrame:
     lazy = pl.scan_parquet(sources, hive_partitioning=False).filter(pl.col("symbol").is_in(symbols))
     frame = lazy.with_columns(pl.col("open_time", "close_time").dt.epoch("ms")).collect()
-    return latest(frame.select(VERSIONED_SCHEMA.keys())).sort("symbol", "open_time")
+    return latest(frame, PARTITION_KEY).sort("symbol", "open_time")

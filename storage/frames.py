@@ -23,6 +23,8 @@ from storage.schema import BAR_SCHEMA, EXCHANGE_SOURCES, Bar
 
 BAR_COLUMNS: tuple[str, ...] = tuple(BAR_SCHEMA.names)
 KEY: tuple[str, ...] = ("symbol", "interval", "open_time")
+#: The key within one partition (one interval).
+PARTITION_KEY: tuple[str, ...] = ("symbol", "open_time")
 TIME = pl.Datetime("ms", "UTC")
 
 MS_SCHEMA: dict[str, pl.DataType] = {
@@ -84,6 +86,14 @@ def to_public(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("open_time", "close_time").cast(TIME))
 
 
-def latest(frame: pl.DataFrame | pl.LazyFrame, key: Sequence[str] = KEY) -> pl.DataFrame | pl.LazyFrame:
-    """One row per key: the one with the largest ``version`` (the storage-wide dedup rule)."""
-    return frame.sort("version").unique(subset=list(key), keep="last", maintain_order=False)
+def latest(frame: pl.DataFrame, key: Sequence[str] = KEY) -> pl.DataFrame:
+    """One row per key: the one with the largest ``version`` (the storage-wide dedup rule).
+
+    Duplicates are rare (a replayed flush, a compaction in its grace period, a correction),
+    so one hash pass finds them and only those rows are sorted; row order is not kept.
+    """
+    duplicated = frame.select(pl.struct(list(key)).is_duplicated()).to_series()
+    if not duplicated.any():
+        return frame
+    winners = frame.filter(duplicated).sort("version").unique(subset=list(key), keep="last")
+    return pl.concat([frame.filter(~duplicated), winners])

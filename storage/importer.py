@@ -5,17 +5,19 @@ service's shards are other writers). Per (symbol, interval) group it reads the f
 parallel (decompression and parsing release the GIL), keeps the bars that differ from what
 is stored (so importing a file twice changes nothing, not even the file list), resamples
 the 1m bars of every bucket it touched (stored minutes of those buckets included) and stages
-the files. Only when every file has been read and validated does one publish make them all
+them, writing one file per partition for every ``STAGE_ROWS`` bars. Only when every file has been read and validated does one publish make them all
 visible; any error drops every staged file. A tiered compaction of the importer's files
 then keeps the file count bounded.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from storage.resample import bucket_ends, bucket_opens, resample_many
 from storage.txn import Publish, recover
 from storage.writer import write_partitions
 
+#: Bars staged in memory before they are written (as tmp files) to the publish.
+STAGE_ROWS = 4_000_000
 _VALUES = ("close_time", "open", "high", "low", "close", "volume", "quote_volume", "trades",
            "taker_buy_volume", "taker_buy_quote_volume", "is_complete")
 
@@ -76,20 +80,23 @@ def import_archives(
         recover(data_dir, IMPORT_WRITER, [dataset_root(data_dir, m) for m in MARKETS])
         stamp = stamper.next()
         publish = Publish(data_dir, IMPORT_WRITER, stamper)
+        staged: list[pl.DataFrame] = []
         try:
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-                for (group_symbol, group_interval), group in groups.items():
-                    bars = _read_group(pool, group, progress)
-                    report.rows += bars.height
-                    changed = _changed(bars, data_dir, market, group_symbol, group_interval)
-                    report.unchanged += bars.height - changed.height
-                    frames = [changed.with_columns(version_expr(stamp))]
-                    if group_interval == "1m":
-                        derived = _resampled(changed, data_dir, market, group_symbol, config.resample_intervals)
-                        frames.append(derived.with_columns(version_expr(stamp)))
-                        report.resampled += derived.height
-                    report.written += changed.height
-                    write_partitions(publish, root, pl.concat(frames))
+            for (group_symbol, group_interval), bars in _groups(groups, progress):
+                report.rows += bars.height
+                changed = _changed(bars, data_dir, market, group_symbol, group_interval)
+                report.unchanged += bars.height - changed.height
+                report.written += changed.height
+                staged.append(changed.with_columns(version_expr(stamp)))
+                if group_interval == "1m":
+                    derived = _resampled(changed, data_dir, market, group_symbol, config.resample_intervals)
+                    staged.append(derived.with_columns(version_expr(stamp)))
+                    report.resampled += derived.height
+                if sum(f.height for f in staged) >= STAGE_ROWS:
+                    write_partitions(publish, root, pl.concat(staged))
+                    staged.clear()
+            if staged:
+                write_partitions(publish, root, pl.concat(staged))
             publish.commit()
         except BaseException:
             publish.abort()
@@ -99,14 +106,31 @@ def import_archives(
     return report
 
 
-def _read_group(pool: ThreadPoolExecutor, group: list[ArchiveFile], progress: Progress | None) -> pl.DataFrame:
-    frames = []
-    for spec, frame in zip(group, pool.map(read_archive, group)):
-        frames.append(frame)
-        if progress is not None:
-            progress(spec)
-    bars = pl.concat(frames)
-    return bars.unique(subset=["open_time"], keep="last", maintain_order=True).sort("open_time")
+def _groups(
+    groups: dict[tuple[str, str], list[ArchiveFile]], progress: Progress | None
+) -> Iterator[tuple[tuple[str, str], pl.DataFrame]]:
+    """Each group's bars (one row per open time, later files winning), files read ahead in parallel.
+
+    At most ``2 * cores`` files are parsed ahead of the group being processed, which bounds
+    memory while decompression and parsing (which release the GIL) use every core.
+    """
+    specs = [spec for group in groups.values() for spec in group]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        ahead: deque[Future[pl.DataFrame]] = deque()
+        queue = iter(specs)
+        for spec in itertools.islice(queue, 2 * (os.cpu_count() or 2)):
+            ahead.append(pool.submit(read_archive, spec))
+        for key, group in groups.items():
+            frames = []
+            for spec in group:
+                frames.append(ahead.popleft().result())
+                following = next(queue, None)
+                if following is not None:
+                    ahead.append(pool.submit(read_archive, following))
+                if progress is not None:
+                    progress(spec)
+            bars = pl.concat(frames)
+            yield key, bars.unique(subset=["open_time"], keep="last", maintain_order=True).sort("open_time")
 
 
 def _stored(data_dir: Path, market: str, symbol: str, interval: str, start: int, end: int) -> pl.DataFrame:

@@ -84,8 +84,10 @@ def read_versioned(
     if files:
         try:
             lazy = pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
-            lazy = lazy.filter(_predicate(symbols, start_ms, end_ms, TIME))
-            parts.append(lazy.with_columns(pl.col("open_time", "close_time").dt.epoch("ms")).collect())
+            lazy = lazy.filter(_predicate(symbols, start_ms, end_ms, TIME)).with_columns(
+                pl.lit(interval).alias("interval"), pl.col("open_time", "close_time").dt.epoch("ms")
+            )
+            parts.append(lazy.select(VERSIONED_SCHEMA.keys()).collect())
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DatasetError(f"cannot read {interval} bars under {dataset_root(data_dir, market)}: {exc}") from exc
     if wal and market == "um":
@@ -93,7 +95,7 @@ def read_versioned(
         parts.append(wal_rows.filter(_predicate(symbols, start_ms, end_ms, pl.Int64)))
     if not parts:
         return pl.DataFrame(schema=VERSIONED_SCHEMA)
-    frame = pl.concat([p.select(VERSIONED_SCHEMA.keys()).cast(VERSIONED_SCHEMA) for p in parts])
+    frame = parts[0] if len(parts) == 1 else pl.concat([p.select(VERSIONED_SCHEMA.keys()) for p in parts])
     return latest(frame).sort("symbol", "open_time")
 
 

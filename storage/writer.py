@@ -18,15 +18,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.errors import DatasetError
-from storage.frames import TIME, latest
+from storage.frames import PARTITION_KEY, TIME, latest
 from storage.layout import FileName, partition_dir
 from storage.schema import BAR_SCHEMA
 from storage.txn import Publish
 
 ROW_GROUP_ROWS = 65_536
 ZSTD_LEVEL = 3
-#: The Parquet schema of a data file: the bar columns plus the dedup version.
-FILE_SCHEMA = BAR_SCHEMA.append(pa.field("version", pa.int64(), nullable=False))
+#: The Parquet schema of a data file: the bar columns but ``interval`` (a Hive partition key:
+#: Spark and pyarrow refuse a column that is both in the files and in the path) plus the version.
+FILE_SCHEMA = BAR_SCHEMA.remove(BAR_SCHEMA.get_field_index("interval")).append(
+    pa.field("version", pa.int64(), nullable=False)
+)
 
 
 def with_month(frame: pl.DataFrame) -> pl.DataFrame:
@@ -42,7 +45,7 @@ def write_partitions(publish: Publish, root: Path, frame: pl.DataFrame, *, gener
         return 0
     rows = 0
     for (interval, month), part in with_month(frame).partition_by(["interval", "month"], as_dict=True).items():
-        part = latest(part.drop("month")).sort("symbol", "open_time")
+        part = latest(part.drop("month"), PARTITION_KEY).sort("symbol", "open_time")
         name = FileName(publish.stamper.next(), publish.writer, generation).name
         final = partition_dir(root, str(interval), str(month)) / name
         write_file(part, publish.new_file(final))
@@ -61,7 +64,7 @@ def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path) -> int
         with open(path, "wb") as handle:
             with pq.ParquetWriter(
                 handle, FILE_SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
-                sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(2)],
+                sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
             ) as writer:
                 for frame in [frames] if isinstance(frames, pl.DataFrame) else frames:
                     writer.write_table(to_arrow(frame), row_group_size=ROW_GROUP_ROWS)
