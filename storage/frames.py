@@ -92,8 +92,10 @@ def latest(frame: pl.DataFrame, key: Sequence[str] = KEY) -> pl.DataFrame:
     Duplicates are rare (a replayed flush, a compaction in its grace period, a correction),
     so one hash pass finds them and only those rows are sorted; row order is not kept.
     """
-    duplicated = frame.select(pl.struct(list(key)).is_duplicated()).to_series()
+    key = list(key)
+    duplicated = frame.select(pl.struct(key).is_duplicated()).to_series()
     if not duplicated.any():
         return frame
-    winners = frame.filter(duplicated).sort("version").unique(subset=list(key), keep="last")
-    return pl.concat([frame.filter(~duplicated), winners])
+    contested = frame.filter(duplicated)
+    winners = contested.filter(pl.col("version") == pl.col("version").max().over(key))
+    return pl.concat([frame.filter(~duplicated), winners.unique(subset=key, keep="any")])

@@ -23,6 +23,7 @@ from klinestore.symbols import check_symbol
 from storage.errors import DatasetError
 from storage.frames import BAR_COLUMNS, TIME, VERSIONED_SCHEMA, from_bars, latest, to_public
 from storage.layout import GLOB, data_files, dataset_root, list_partitions, month_of
+from storage.txn import retired_files
 from storage.wal import read_records
 
 _DUCK_TYPES = {
@@ -61,10 +62,11 @@ def scan_files(
     """Data files of ``interval`` whose month partition can hold opens in ``[start_ms, end_ms)``."""
     low = month_of(start_ms) if start_ms is not None else ""
     high = month_of(end_ms - 1) if end_ms is not None else "9999-99"
+    retired = retired_files(data_dir)
     out: list[Path] = []
     for _, month, path in list_partitions(dataset_root(data_dir, market), interval):
         if low <= month <= high:
-            out.extend(p for _, p in data_files(path))
+            out.extend(p for _, p in data_files(path) if p not in retired)
     return out
 
 
@@ -77,8 +79,12 @@ def read_versioned(
     end_ms: int | None = None,
     market: str = "um",
     wal: bool = False,
+    ordered: bool = True,
 ) -> pl.DataFrame:
-    """Deduplicated working frame (Int64 ms times, ``version`` kept) of one interval."""
+    """Deduplicated working frame (Int64 ms times, ``version`` kept) of one interval.
+
+    Sorted by (symbol, open_time) unless ``ordered`` is off (the caller sorts once later).
+    """
     files = scan_files(data_dir, interval, market=market, start_ms=start_ms, end_ms=end_ms)
     parts: list[pl.DataFrame] = []
     if files:
@@ -96,7 +102,8 @@ def read_versioned(
     if not parts:
         return pl.DataFrame(schema=VERSIONED_SCHEMA)
     frame = parts[0] if len(parts) == 1 else pl.concat([p.select(VERSIONED_SCHEMA.keys()) for p in parts])
-    return latest(frame).sort("symbol", "open_time")
+    frame = latest(frame)
+    return frame.sort("symbol", "open_time") if ordered else frame
 
 
 def wal_frame(data_dir: Path) -> pl.DataFrame:
@@ -158,7 +165,7 @@ def load_recent(
         empty = to_public(frame.clear())
         for symbol in wanted:
             part = groups.get((symbol,))
-            out[(symbol, interval)] = to_public(part) if part is not None else empty
+            out[(symbol, interval)] = to_public(part.sort("open_time")) if part is not None else empty
     return out
 
 
@@ -169,16 +176,16 @@ def _recent(data_dir: Path, market: str, interval: str, symbols: list[str], size
     step = interval_ms(interval) if interval != "1M" else 28 * 86_400_000
     window_start = bar_open(max(top - (size - 1) * step, 0), interval)
     frame = latest(pl.concat([
-        read_versioned(data_dir, interval, symbols=symbols, start_ms=window_start, market=market),
+        read_versioned(data_dir, interval, symbols=symbols, start_ms=window_start, market=market, ordered=False),
         wal.filter(pl.col("symbol").is_in(symbols) & (pl.col("open_time") >= window_start)),
     ]))
     counts = dict(frame.group_by("symbol").len().iter_rows())
     short = [s for s in symbols if counts.get(s, 0) < size]
     if short:  # a gap or a halted symbol: only these read further back
-        older = read_versioned(data_dir, interval, symbols=short, end_ms=window_start, market=market, wal=False)
+        older = read_versioned(data_dir, interval, symbols=short, end_ms=window_start, market=market, ordered=False)
         older = pl.concat([older, wal.filter(pl.col("symbol").is_in(short) & (pl.col("open_time") < window_start))])
         frame = latest(pl.concat([frame, older]))
-    return frame.sort("symbol", "open_time").group_by("symbol", maintain_order=True).tail(size)
+    return frame.filter(pl.col("open_time").rank("ordinal", descending=True).over("symbol") <= size)
 
 
 def _newest_open(data_dir: Path, market: str, interval: str, wal: pl.DataFrame) -> int | None:

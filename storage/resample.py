@@ -77,9 +77,19 @@ def resample_many(bars_1m: pl.DataFrame, intervals: Sequence[str]) -> dict[str, 
 
 
 def resample_touched(bars_1m: pl.DataFrame, interval: str, touched: pl.DataFrame) -> pl.DataFrame:
-    """The buckets that the just-closed minutes in ``touched`` (symbol, open_time) completed or changed.
+    """The buckets of ``interval`` that the just-closed minutes in ``touched`` completed or changed.
 
-    ``bars_1m`` holds every 1m bar known for those symbols around them (``touched``
+    See :func:`resample_touched_many`.
+    """
+    return resample_touched_many(bars_1m, (interval,), touched)[interval]
+
+
+def resample_touched_many(
+    bars_1m: pl.DataFrame, intervals: Sequence[str], touched: pl.DataFrame
+) -> dict[str, pl.DataFrame]:
+    """Incremental resampling: the buckets that the just-closed minutes in ``touched`` (symbol, open_time) complete.
+
+    ``bars_1m`` holds the 1m bars known for those symbols around them (``touched``
     included), back to the start of the oldest bucket involved. Exchange time, per symbol,
     is the end of its latest minute: a bucket is emitted once that time reaches its end, and
     only if a touched minute lies in it or this batch is what closed it (a bucket whose last
@@ -89,19 +99,32 @@ def resample_touched(bars_1m: pl.DataFrame, interval: str, touched: pl.DataFrame
     ms = bars_1m.with_columns(pl.col("open_time", "close_time").dt.epoch("ms")) if datetimes else bars_1m
     if touched.schema["open_time"] != pl.Int64:
         touched = touched.with_columns(pl.col("open_time").dt.epoch("ms"))
-    ms = _with_bucket(ms, interval)
-    older = ms.join(touched, on=["symbol", "open_time"], how="anti")
-    clock = ms.group_by("symbol").agg(now=pl.col("open_time").max() + MINUTE_MS).join(
-        older.group_by("symbol").agg(before=pl.col("open_time").max() + MINUTE_MS), on="symbol", how="left"
+    touched = touched.select("symbol", "open_time")
+    longest = max(interval_minutes(i) for i in intervals) * MINUTE_MS
+    older = ms.select("symbol", "open_time").join(touched, on=["symbol", "open_time"], how="anti")
+    clock = (
+        ms.group_by("symbol").agg(now=pl.col("open_time").max() + MINUTE_MS)
+        .join(older.group_by("symbol").agg(before=pl.col("open_time").max() + MINUTE_MS), on="symbol", how="left")
+        .join(touched.group_by("symbol").agg(first=pl.col("open_time").min()), on="symbol")
+        .with_columns(low=pl.min_horizontal("first", pl.col("before") - MINUTE_MS) - longest)
     )
-    buckets = ms.select("symbol", "bucket", "end").unique().join(clock, on="symbol")
-    closed = buckets.filter(pl.col("end") <= pl.col("now"))
-    hit = _with_bucket(touched.select("symbol", "open_time"), interval).select("symbol", "bucket")
-    newly_closed = closed.filter(pl.col("before").is_null() | (pl.col("end") > pl.col("before")))
-    wanted = closed.join(pl.concat([hit, newly_closed.select("symbol", "bucket")]), on=["symbol", "bucket"], how="semi")
-    subset = ms.join(wanted, on=["symbol", "bucket"], how="semi").drop("bucket", "end")
-    out = resample(subset, interval)
-    return out.with_columns(pl.col("open_time", "close_time").cast(_TIME)) if datetimes else out
+    near = ms.join(clock, on="symbol").filter(pl.col("open_time") >= pl.col("low").fill_null(pl.col("open_time")))
+    wanted: dict[str, pl.DataFrame] = {}
+    for interval in intervals:
+        rows = _with_bucket(near, interval)
+        buckets = rows.select("symbol", "bucket", "end", "now", "before").unique()
+        closed = buckets.filter(pl.col("end") <= pl.col("now"))
+        hit = _with_bucket(touched, interval).select("symbol", "bucket")
+        newly = closed.filter(pl.col("before").is_null() | (pl.col("end") > pl.col("before"))).select("symbol", "bucket")
+        wanted[interval] = closed.select("symbol", "bucket").join(pl.concat([hit, newly]), on=["symbol", "bucket"], how="semi")
+    keep = pl.concat([
+        _with_bucket(near, i).join(w, on=["symbol", "bucket"], how="semi").select(ms.columns) for i, w in wanted.items()
+    ]).unique(subset=["symbol", "open_time"])
+    out = {}
+    for interval, frame in resample_many(keep, intervals).items():
+        frame = frame.join(wanted[interval].rename({"bucket": "open_time"}), on=["symbol", "open_time"], how="semi")
+        out[interval] = frame.with_columns(pl.col("open_time", "close_time").cast(_TIME)) if datetimes else frame
+    return out
 
 
 def _with_bucket(frame: pl.DataFrame, interval: str) -> pl.DataFrame:

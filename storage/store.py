@@ -29,7 +29,7 @@ from storage.frames import VERSIONED_SCHEMA, from_bars, latest
 from storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
 from storage.locks import WriterLock
 from storage.reader import last_open_times, load_recent, missing_after, read_versioned
-from storage.resample import interval_minutes, resample_touched
+from storage.resample import interval_minutes, resample_touched_many
 from storage.schema import EXCHANGE_SOURCES, SOURCES, Bar
 from storage.txn import Publish, recover
 from storage.wal import Wal
@@ -241,8 +241,8 @@ class BarStore:
             known = latest(pl.concat([stored, known]))
         touched = minutes.select("symbol", "open_time")
         stamp = self._stamper.next()
-        out = [resample_touched(known.drop("version"), iv, touched) for iv in intervals]
-        return pl.concat(out).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
+        out = resample_touched_many(known.drop("version"), intervals, touched)
+        return pl.concat(out.values()).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
 
     def _remember(self, frame: pl.DataFrame) -> None:
         minutes = frame.filter(pl.col("interval") == "1m")

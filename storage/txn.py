@@ -163,6 +163,25 @@ def pending_obsolete(data_dir: Path, writer: str) -> set[Path]:
     return out
 
 
+def retired_files(data_dir: Path) -> set[Path]:
+    """Files of any writer whose rows are already in a published merged file.
+
+    Only journals whose creates are done (rewritten to hold just the obsolete list) count,
+    so skipping these files never hides a row; Python readers skip them to read each row
+    once even inside a compaction's grace period.
+    """
+    out: set[Path] = set()
+    directory = state_dir(data_dir)
+    for journal in sorted(directory.glob("txn-*.json")) if directory.is_dir() else ():
+        try:
+            entry = _read_journal(journal)
+        except StorageError:
+            continue  # being replaced or removed right now: skipping nothing is always safe
+        if not entry["create"]:
+            out.update(Path(data_dir) / rel for rel in entry["obsolete"])
+    return out
+
+
 def recover(data_dir: Path, writer: str, roots: Iterable[Path]) -> int:
     """Roll every journal of ``writer`` forward and delete its orphan tmp files.
 
