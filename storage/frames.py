@@ -99,3 +99,14 @@ def latest(frame: pl.DataFrame, key: Sequence[str] = KEY) -> pl.DataFrame:
     contested = frame.filter(duplicated)
     winners = contested.filter(pl.col("version") == pl.col("version").max().over(key))
     return pl.concat([frame.filter(~duplicated), winners.unique(subset=key, keep="any")])
+
+
+def sort_bars(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sorted by (symbol, open_time); one cheap pass skips the sort when it already is."""
+    if frame.height < 2:
+        return frame
+    symbol, open_time = pl.col("symbol"), pl.col("open_time")
+    ordered = frame.select(
+        ((symbol > symbol.shift(1)) | ((symbol == symbol.shift(1)) & (open_time > open_time.shift(1)))).slice(1).all()
+    ).item()
+    return frame if ordered else frame.sort("symbol", "open_time")

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from klinestore.intervals import MINUTE_MS, check_interval, interval_ms
-from storage.frames import BAR_COLUMNS, MS_SCHEMA
+from storage.frames import BAR_COLUMNS, MS_SCHEMA, sort_bars
 
 SUM_COLUMNS: tuple[str, ...] = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 _SCALE = 100_000_000
@@ -61,7 +61,7 @@ def resample_many(bars_1m: pl.DataFrame, intervals: Sequence[str]) -> dict[str, 
             raise ValueError(f"cannot resample 1m bars into {interval}")
     datetimes = bars_1m.schema["open_time"] != pl.Int64
     frame = bars_1m.with_columns(pl.col("open_time", "close_time").dt.epoch("ms")) if datetimes else bars_1m
-    frame = _sorted(frame)
+    frame = sort_bars(frame)
     if frame.is_empty():
         empty = pl.DataFrame(schema=MS_SCHEMA)
         return {iv: empty.with_columns(pl.col("open_time", "close_time").cast(_TIME)) if datetimes else empty for iv in intervals}
@@ -134,16 +134,6 @@ def _with_bucket(frame: pl.DataFrame, interval: str) -> pl.DataFrame:
 
 def interval_minutes(interval: str) -> int:
     return 44_640 if interval == "1M" else interval_ms(interval) // MINUTE_MS
-
-
-def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
-    if frame.height < 2:
-        return frame
-    symbol, open_time = pl.col("symbol"), pl.col("open_time")
-    ordered = frame.select(
-        ((symbol > symbol.shift(1)) | ((symbol == symbol.shift(1)) & (open_time > open_time.shift(1)))).slice(1).all()
-    ).item()
-    return frame if ordered else frame.sort("symbol", "open_time")
 
 
 def _divides(short: str, long: str) -> bool:
