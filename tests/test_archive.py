@@ -157,3 +157,13 @@ def test_cli_import_and_compact(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and str(bad) in failed.stderr
     shutil.rmtree(src)
+
+
+@pytest.mark.parametrize("command", ["import", "compact"])
+def test_storage_commands_have_help_and_examples(command: str) -> None:
+    from klinestore.cli import command_module
+
+    module = command_module(command)
+    assert module.HELP and module.DESCRIPTION and f"klinestore {command}" in module.EXAMPLES
+    shown = subprocess.run(klinestore_command(command, "--help"), env=subprocess_env(), capture_output=True, text=True)
+    assert shown.returncode == 0 and "examples:" in shown.stdout and "--data-dir" in shown.stdout
