@@ -17,7 +17,7 @@ from storage.reader import (
     missing_after,
     read_bars,
 )
-from storage.resample import resample, resample_many, resample_touched
+from storage.resample import resample, resample_many, resample_touched, resample_touched_many
 from storage.schema import BAR_SCHEMA, EXCHANGE_SOURCES, KLINE_FIELDS, SOURCES, Bar
 from storage.store import BarStore, FlushReport, RestartState
 from storage.trades import bars_from_trades
@@ -26,5 +26,5 @@ __all__ = [
     "ArchiveError", "BAR_SCHEMA", "Bar", "BarError", "BarStore", "DatasetError", "EXCHANGE_SOURCES", "FlushReport",
     "ImportReport", "KLINE_FIELDS", "RestartState", "SOURCES", "StorageError", "WalError", "bars_from_trades",
     "bars_relation_sql", "find_gaps", "import_archives", "last_open_times", "last_stored_open_time", "load_recent",
-    "missing_after", "read_bars", "resample", "resample_many", "resample_touched",
+    "missing_after", "read_bars", "resample", "resample_many", "resample_touched", "resample_touched_many",
 ]
