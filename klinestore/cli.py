@@ -19,7 +19,10 @@ from klinestore import __version__
 from klinestore.errors import KlinestoreError
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
-COMMANDS: dict[str, str] = {"import": "import_", "compact": "compact"}
+COMMANDS: dict[str, str] = {
+    "import": "import_", "compact": "compact", "sql": "sql", "export": "export", "status": "status", "chart": "chart",
+    "dataqual": "dataqual",
+}
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -256,7 +256,13 @@ def find_gaps(
     frame = read_versioned(
         Path(data_dir), interval, symbols=[check_symbol(symbol)], start_ms=start_ms, end_ms=end_ms, market=market
     )
-    present = frame.get_column("open_time").to_numpy()
+    return gaps_among(frame.get_column("open_time").to_numpy(), interval, start_ms, end_ms)
+
+
+def gaps_among(present: np.ndarray, interval: str, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+    """The open times in ``[start_ms, end_ms)`` not in ``present`` (unique open times, ms), as
+    inclusive ``(first, last)`` ranges: the gap finder behind :func:`find_gaps`, for callers
+    that already hold the bars (or count some of them, incomplete ones, as missing)."""
     expected = _expected_opens(start_ms, end_ms, interval)
     missing = np.setdiff1d(expected, present, assume_unique=True)
     if missing.size == 0:

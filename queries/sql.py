@@ -1,0 +1,149 @@
+"""A read-only DuckDB session over the dataset, and the guard every user query passes.
+
+Read-only is enforced in two layers, because DuckDB's own settings cannot say "read but
+never write" for a directory:
+
+1. **The session.** An in-memory database (nothing on disk to write to); the views are
+   created first, then ``enable_external_access = false`` with ``allowed_directories`` set
+   to the dataset and the published tables only (so no other file, URL or extension can be
+   read or loaded), extension auto-install/auto-load off, spilling to a private temporary
+   directory, TimeZone UTC, and ``lock_configuration = true`` so no query can undo any of it.
+2. **The statements.** DuckDB would still let ``COPY ... TO``, ``EXPORT DATABASE`` or
+   ``ATTACH`` write *inside* an allowed directory, so every statement of a query is checked
+   against an allow-list before it runs: queries, ``EXPLAIN`` of a query, ``PRAGMA``,
+   ``CALL``, and statements on the in-memory catalogue (``CREATE``/``INSERT``/``DROP``
+   touch only this session). ``COPY``, ``ATTACH``, ``EXPORT``/``IMPORT``, ``INSTALL``/``LOAD``,
+   ``PREPARE``/``EXECUTE`` and anything unknown are refused with one line.
+
+Results leave through Python (:mod:`queries.output`), never through DuckDB's writers.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from queries.errors import SqlError
+from queries.views import create_views, readable_dirs
+
+_ALLOWED = {
+    duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
+    duckdb.StatementType.CALL, duckdb.StatementType.CREATE, duckdb.StatementType.INSERT,
+    duckdb.StatementType.UPDATE, duckdb.StatementType.DELETE, duckdb.StatementType.DROP,
+    duckdb.StatementType.ALTER, duckdb.StatementType.TRANSACTION, duckdb.StatementType.SET,
+    duckdb.StatementType.VARIABLE_SET, duckdb.StatementType.MULTI, duckdb.StatementType.ANALYZE,
+}
+#: Statements DuckDB files under an allowed type that still reach the file system.
+_HIDDEN_WRITERS = re.compile(r"^\s*(IMPORT\s+DATABASE|COPY\b)", re.IGNORECASE)
+_EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+|ANALYSE\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
+BATCH_ROWS = 65_536
+_WHY = "klinestore sql is read-only; write results with --out, or use the Python API"
+
+
+def connect(data_dir: Path | str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views, locked read-only (see the module docstring)."""
+    data_dir = Path(data_dir).resolve()
+    con = duckdb.connect(":memory:")
+    spill = tempfile.mkdtemp(prefix="klinestore-sql-")
+    weakref.finalize(con, shutil.rmtree, spill, ignore_errors=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # it would print into the CSV on stdout
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute(f"SET temp_directory = '{_quote(spill)}'")
+        create_views(con, data_dir)
+        allowed = ", ".join(f"'{_quote(str(d))}/'" for d in readable_dirs(data_dir))
+        con.execute(f"SET allowed_directories = [{allowed}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except duckdb.Error as exc:
+        con.close()
+        raise SqlError(f"cannot open the SQL session on {data_dir}: {one_line(exc)}") from None
+    return con
+
+
+def check_statements(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:
+    """The statements of ``query`` as text, or :class:`SqlError` for one that could write."""
+    try:
+        statements = con.extract_statements(query)
+    except (duckdb.Error, ValueError) as exc:
+        raise SqlError(one_line(exc)) from None
+    if not statements:
+        raise SqlError("empty query")
+    out = []
+    for statement in statements:
+        text = statement.query
+        try:
+            kind = statement.type
+        except ValueError:  # a statement type this duckdb build cannot even name
+            raise SqlError(f"{_verb(text)} is not allowed: {_WHY}") from None
+        _check_one(con, kind, text)
+        out.append(text)
+    return out
+
+
+def execute(con: duckdb.DuckDBPyConnection, query: str) -> pa.RecordBatchReader:
+    """Run ``query`` (checked first); the last statement's result as a stream of Arrow batches."""
+    statements = check_statements(con, query)
+    try:
+        for text in statements[:-1]:
+            con.execute(text)
+            con.complete()
+        relation = con.sql(statements[-1])
+        if relation is None:  # a statement without a result (CREATE, SET...) already ran
+            return _empty_reader()
+        reader = relation.to_arrow_reader(BATCH_ROWS)
+    except duckdb.Error as exc:
+        raise SqlError(one_line(exc)) from None
+    return pa.RecordBatchReader.from_batches(reader.schema, _translated(reader))
+
+
+def _translated(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The batches of ``reader``; an error while the query runs becomes one :class:`SqlError`."""
+    try:
+        yield from reader
+    except (duckdb.Error, pa.ArrowException) as exc:
+        raise SqlError(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """DuckDB's message without its multi-line context (``LINE 1: ...`` and the caret)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_one(con: duckdb.DuckDBPyConnection, kind: duckdb.StatementType, text: str) -> None:
+    if kind not in _ALLOWED or _HIDDEN_WRITERS.match(text):
+        raise SqlError(f"{_verb(text)} is not allowed: {_WHY}")
+    if kind == duckdb.StatementType.EXPLAIN:
+        inner = _EXPLAIN_PREFIX.sub("", text, count=1)
+        try:
+            inner_statements = con.extract_statements(inner)
+        except (duckdb.Error, ValueError):
+            raise SqlError(f"EXPLAIN is allowed only of a query: {_WHY}") from None
+        for statement in inner_statements:
+            if statement.type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+                raise SqlError(f"EXPLAIN is allowed only of a query: {_WHY}")
+            _check_one(con, statement.type, statement.query)
+
+
+def _verb(text: str) -> str:
+    words = text.split(None, 2)[:2] or ["?"]
+    return " ".join(words).upper() if words[0].upper() in ("EXPORT", "IMPORT", "FORCE", "UPDATE") else words[0].upper()
+
+
+def _empty_reader() -> pa.RecordBatchReader:
+    schema = pa.schema([])
+    return pa.RecordBatchReader.from_batches(schema, iter(()))
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")

@@ -1,0 +1,73 @@
+"""The SQL views every klinestore session has: bars, one per interval, and the DataQual tables.
+
+* ``bars``: every USD-M bar of every interval (storage's deduplicated relation, 15 columns,
+  UTC timestamps);
+* ``bars_<interval>``: one interval, always for the five default intervals (empty until
+  data arrives) and for any other interval stored (``bars_1d``...). DuckDB identifiers
+  ignore case, so the calendar month ``1M`` is ``bars_1mo`` (``bars_1m`` is minutes);
+* ``dataqual``, ``reconciliations``, ``gaps``, ``connection_events``, ``api_calls``: the
+  service's tables as it publishes them (``storage.tables``), typed and empty before the
+  first publish.
+
+Views read their Parquet globs at query time: a file the service publishes after the view
+was created is seen by the next query, and nothing here takes a lock the writer waits on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from klinestore.intervals import INTERVALS, interval_sort_key
+from storage.layout import dataset_root, list_partitions
+from storage.reader import bars_relation_sql
+from storage.tables import TABLE_COLUMNS, TABLES_DIR, empty_select, published_glob
+
+#: Interval views that exist even on an empty dataset (the service's default intervals).
+DEFAULT_INTERVALS: tuple[str, ...] = ("1m", "5m", "15m", "1h", "4h")
+TABLE_VIEWS: tuple[str, ...] = tuple(TABLE_COLUMNS)
+
+
+def interval_view(interval: str) -> str:
+    """The view name of one interval (``1M`` is ``bars_1mo``: SQL names ignore case)."""
+    return "bars_1mo" if interval == "1M" else f"bars_{interval}"
+
+
+def stored_intervals(data_dir: Path) -> list[str]:
+    """Intervals with a partition directory in the USD-M dataset, shortest first."""
+    found = {iv for iv, _, _ in list_partitions(dataset_root(data_dir, "um")) if iv in INTERVALS}
+    return sorted(found, key=interval_sort_key)
+
+
+def view_intervals(data_dir: Path) -> list[str]:
+    return sorted(set(DEFAULT_INTERVALS) | set(stored_intervals(data_dir)), key=interval_sort_key)
+
+
+def readable_dirs(data_dir: Path) -> list[Path]:
+    """The only directories a session may read: the bar dataset and the published tables."""
+    return [dataset_root(data_dir, "um"), data_dir / TABLES_DIR]
+
+
+def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> list[str]:
+    """Create every view on ``con``; returns their names (bars first, then intervals, tables)."""
+    names = ["bars"]
+    con.execute(f"CREATE OR REPLACE VIEW bars AS {bars_relation_sql(data_dir)}")
+    for interval in view_intervals(data_dir):
+        name = interval_view(interval)
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {bars_relation_sql(data_dir, interval)}")
+        names.append(name)
+    for table in TABLE_VIEWS:
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS {table_select(data_dir, table)}")
+        names.append(table)
+    return names
+
+
+def table_select(data_dir: Path, table: str) -> str:
+    """A published table with its fixed columns, in order; typed and empty before any publish."""
+    glob = published_glob(data_dir, table).replace("'", "''")
+    columns = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in TABLE_COLUMNS[table])
+    return (
+        f"SELECT {columns} FROM (SELECT * FROM read_parquet('{glob}', union_by_name = true, allow_empty = true) "
+        f"UNION ALL BY NAME {empty_select(table)})"
+    )
