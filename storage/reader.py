@@ -263,7 +263,7 @@ def gaps_among(present: np.ndarray, interval: str, start_ms: int, end_ms: int) -
     """The open times in ``[start_ms, end_ms)`` not in ``present`` (unique open times, ms), as
     inclusive ``(first, last)`` ranges: the gap finder behind :func:`find_gaps`, for callers
     that already hold the bars (or count some of them, incomplete ones, as missing)."""
-    expected = _expected_opens(start_ms, end_ms, interval)
+    expected = expected_opens(start_ms, end_ms, interval)
     missing = np.setdiff1d(expected, present, assume_unique=True)
     if missing.size == 0:
         return []
@@ -274,7 +274,8 @@ def gaps_among(present: np.ndarray, interval: str, start_ms: int, end_ms: int) -
     return [(int(missing[a]), int(missing[b])) for a, b in zip(firsts, lasts)]
 
 
-def _expected_opens(start_ms: int, end_ms: int, interval: str) -> np.ndarray:
+def expected_opens(start_ms: int, end_ms: int, interval: str) -> np.ndarray:
+    """Every open time of ``interval`` in ``[start_ms, end_ms)``, ascending (int64 ms)."""
     first = start_ms if is_aligned(start_ms, interval) else next_open(bar_open(start_ms, interval), interval)
     if interval != "1M":
         return np.arange(first, end_ms, interval_ms(interval), dtype=np.int64)
