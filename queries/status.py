@@ -1,0 +1,298 @@
+"""What ``klinestore status`` reports: the service's own snapshot plus what is on disk.
+
+Three sources, each optional, so status works from another process while the service runs,
+after it stopped, and on a data directory no service ever wrote:
+
+* ``<data_dir>/status.json``, written atomically by the service every ``status_interval_s``
+  (connections, streams, counters, readiness, REST ledger; later versions add DataQual,
+  alerts, jobs, WAL). Fields are read defensively: an older or newer service may lack some
+  or carry more, and everything unknown is passed through under ``status_json``;
+* the published DataQual tables (latest score per symbol) when status.json has none;
+* the dataset itself: per interval the months, files, bytes and newest bar, and the WAL.
+
+The snapshot is *stale* when its own ``written_at`` is older than ``STALE_INTERVALS`` status
+intervals: the service is probably not running. :func:`exit_code` turns the report into the
+command's exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from klinestore.intervals import interval_sort_key
+from klinestore.symbols import check_symbol
+from queries.errors import QueryError
+from queries.sql import connect, execute
+from queries.times import iso
+from storage.layout import data_files, dataset_root, list_partitions
+
+STATUS_FILE = "status.json"
+STALE_INTERVALS = 3
+MIN_STALE_S = 10.0
+DEFAULT_STATUS_INTERVAL_S = 5.0
+
+EXIT_OK = 0
+EXIT_NOT_RUNNING = 3
+EXIT_DEGRADED = 4
+
+_BAD_STATES = {"FAILED"}
+_SHAKY_STATES = {"LOST", "RECONNECTING", "CONNECTING", "DISCONNECTED"}
+
+
+def read_status(data_dir: Path | str, *, now_ms: int | None = None, dataqual_min: float = 0.9) -> dict[str, Any]:
+    """The status report of ``data_dir`` as plain JSON-able data (what ``--json`` prints)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise QueryError(f"no data directory at {data_dir} (give --data-dir or set KLINESTORE_DATA_DIR)")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    raw, service = _service(data_dir / STATUS_FILE, now)
+    live = service["state"] == "running"
+    report: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "checked_at": iso(now),
+        "service": service,
+        "connections": _list(raw.get("connections")) if live else [],
+        "streams": _streams(raw) if live else None,
+        "counters": _dict(raw.get("counters")),
+        "timeframes": _dict(raw.get("timeframes")),
+        "warming_up": _list(raw.get("warming_up")),
+        "dataqual": _dataqual(raw, data_dir),
+        "storage": _storage(raw, data_dir, now),
+        "ledger": _dict(raw.get("ledger")),
+        "rest": _dict(raw.get("rest")),
+        "jobs": _dict(raw.get("jobs")),
+        "dataset": dataset_summary(data_dir, int(_number(raw.get("exchange_time_ms")) or now)),
+    }
+    report["alerts"] = alerts(report, raw, dataqual_min=dataqual_min)
+    report["status_json"] = raw or None
+    return report
+
+
+def exit_code(report: Mapping[str, Any]) -> int:
+    """0 running and healthy, 3 no running service (absent, stale, stopped), 4 running with alerts."""
+    if report["service"]["state"] != "running":
+        return EXIT_NOT_RUNNING
+    return EXIT_DEGRADED if report["alerts"] else EXIT_OK
+
+
+# -- status.json ---------------------------------------------------------------------------------
+
+
+def _service(path: Path, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not path.exists():
+        return {}, {"state": "absent", "message": f"no {STATUS_FILE}: no service has run on this data directory"}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return {}, {"state": "unreadable", "message": f"cannot read {path}: {exc}"}
+    interval = _number(raw.get("status_interval_s")) or DEFAULT_STATUS_INTERVAL_S
+    written = _ms(raw.get("written_at"))
+    age = None if written is None else max(0.0, (now - written) / 1000)
+    service: dict[str, Any] = {
+        "state": "running", "message": "", "written_at": raw.get("written_at"), "age_s": age,
+        "status_interval_s": interval, "mode": raw.get("mode"), "uptime_s": raw.get("uptime_s"),
+        "symbols": _list(raw.get("symbols")), "exchange_time": raw.get("exchange_time"),
+    }
+    limit = max(STALE_INTERVALS * interval, MIN_STALE_S)
+    if raw.get("running") is False:
+        service.update(state="stopped", message=f"the service stopped (status written {_ago(age)})")
+    elif age is None or age > limit:
+        service.update(state="stale", message=f"{STATUS_FILE} was written {_ago(age)} (every {interval:g} s expected): "
+                                              "service not running?")
+    return raw, service
+
+
+def _streams(raw: Mapping[str, Any]) -> dict[str, Any]:
+    connections = [c for c in _list(raw.get("connections")) if isinstance(c, dict)]
+    missing = {str(k): [str(s) for s in _list(v)] for k, v in _dict(raw.get("missing_streams")).items()}
+    return {
+        "total": sum(int(_number(c.get("streams")) or 0) for c in connections),
+        "subscribed": sum(int(_number(c.get("subscribed")) or 0) for c in connections),
+        "missing": missing,
+        "missing_count": sum(len(v) for v in missing.values()),
+    }
+
+
+def _dataqual(raw: Mapping[str, Any], data_dir: Path) -> list[dict[str, Any]]:
+    """Latest score per symbol: from status.json when the service puts it there, else the tables."""
+    given = raw.get("dataqual")
+    rows: list[dict[str, Any]] = []
+    if isinstance(given, dict):
+        for symbol, value in given.items():
+            entry = value if isinstance(value, dict) else {"score": value}
+            rows.append({"symbol": symbol, **entry, "source": "status.json"})
+    elif isinstance(given, list):
+        rows = [{**entry, "source": "status.json"} for entry in given if isinstance(entry, dict) and "symbol" in entry]
+    if rows:
+        return sorted(rows, key=lambda r: str(r["symbol"]))
+    return latest_dataqual(data_dir)
+
+
+def latest_dataqual(data_dir: Path, symbol: str | None = None) -> list[dict[str, Any]]:
+    """The newest published DataQual row per symbol (score, reasons, time)."""
+    where = f"WHERE symbol = '{check_symbol(symbol)}'" if symbol else ""
+    con = connect(data_dir)
+    try:
+        frame = pl.from_arrow(execute(con, (
+            "SELECT symbol, arg_max(score, ts) AS score, arg_max(reasons, ts) AS reasons, "
+            "arg_max(missing_streams, ts) AS missing_streams, arg_max(gaps, ts) AS gaps, max(ts) AS ts "
+            f"FROM dataqual {where} GROUP BY symbol ORDER BY symbol"
+        )).read_all())
+    finally:
+        con.close()
+    return [
+        {**row, "ts": iso(int(row["ts"].timestamp() * 1000)) if row["ts"] else None, "source": "tables"}
+        for row in frame.iter_rows(named=True)  # type: ignore[union-attr]
+    ]
+
+
+def _storage(raw: Mapping[str, Any], data_dir: Path, now: int) -> dict[str, Any]:
+    storage = _dict(raw.get("storage"))
+    last_flush = raw.get("last_flush", storage.get("last_flush"))
+    flushed = _ms(last_flush)
+    wal_given = raw.get("wal") if isinstance(raw.get("wal"), dict) else {}
+    return {
+        **{k: v for k, v in storage.items() if k not in ("last_flush", "restart")},
+        "last_flush": iso(flushed) if flushed is not None else None,
+        "last_flush_age_s": None if flushed is None else max(0.0, (now - flushed) / 1000),
+        "wal": {**wal_on_disk(data_dir), **wal_given},
+    }
+
+
+def wal_on_disk(data_dir: Path) -> dict[str, int]:
+    """WAL segments and bytes waiting to be flushed, per the files themselves."""
+    segments = [p for p in (data_dir / "wal").glob("*/*.wal") if p.is_file()]
+    return {"segments": len(segments), "bytes": sum(p.stat().st_size for p in segments)}
+
+
+# -- the dataset ---------------------------------------------------------------------------------
+
+
+def dataset_summary(data_dir: Path, now: int) -> list[dict[str, Any]]:
+    """Per stored interval: months, files (total and most in one partition), bytes, newest bar.
+
+    ``now`` is exchange time when the service reported it (a simulator's clock runs fast),
+    so ``newest_age_s`` is how far the newest bar lags the market.
+    """
+    by_interval: dict[str, list[Path]] = {}
+    for interval, _, path in list_partitions(dataset_root(data_dir, "um")):
+        by_interval.setdefault(interval, []).append(path)
+    out = []
+    for interval, partitions in by_interval.items():
+        files = [[p for _, p in data_files(part)] for part in partitions]
+        newest = _newest(files)
+        out.append({
+            "interval": interval, "months": len(partitions), "files": sum(len(f) for f in files),
+            "max_files_per_partition": max((len(f) for f in files), default=0),
+            "bytes": sum(p.stat().st_size for f in files for p in f if p.exists()),
+            "symbols": len(newest), "newest_open_time": iso(max(newest.values())) if newest else None,
+            "newest_age_s": max(0.0, (now - max(newest.values())) / 1000) if newest else None,
+        })
+    return sorted(out, key=lambda r: interval_sort_key(r["interval"]))
+
+
+def _newest(files: list[list[Path]]) -> dict[str, int]:
+    """Newest open time per symbol in the newest partition that has files."""
+    for group in reversed(files):
+        if group:
+            try:
+                frame = pl.scan_parquet([str(p) for p in group], hive_partitioning=False).group_by("symbol").agg(
+                    pl.col("open_time").max().dt.epoch("ms")
+                ).collect()
+            except (pl.exceptions.PolarsError, OSError):  # a file compacted away meanwhile: skip, status goes on
+                continue
+            return dict(frame.iter_rows())  # type: ignore[arg-type]
+    return {}
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+
+def alerts(report: Mapping[str, Any], raw: Mapping[str, Any], *, dataqual_min: float) -> list[dict[str, str]]:
+    """The service's own alerts plus what the report shows is wrong, most severe first."""
+    out = [_alert(a) for a in _list(raw.get("alerts"))]
+    service = report["service"]
+    if service["state"] in ("absent", "stale", "unreadable"):
+        out.append({"level": "error", "message": service["message"]})
+    live = service["state"] == "running"
+    for conn in report["connections"] if live else ():
+        state = str(conn.get("state", "?"))
+        if state in _BAD_STATES or state in _SHAKY_STATES:
+            level = "error" if state in _BAD_STATES else "warning"
+            out.append({"level": level, "message": f"connection {conn.get('id', '?')} is {state} "
+                                                   f"(retries {conn.get('retries', '?')})"})
+    streams = report["streams"]
+    if streams and streams["missing_count"]:
+        names = [s for v in streams["missing"].values() for s in v]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        out.append({"level": "warning", "message": f"{len(names)} stream(s) silent: {shown}"})
+    for row in report["dataqual"]:
+        score = _number(row.get("score"))
+        if score is not None and score < dataqual_min:
+            reasons = f": {row['reasons']}" if row.get("reasons") else ""
+            out.append({"level": "warning", "message": f"DataQual {row['symbol']} {score:.2f} < {dataqual_min:g}{reasons}"})
+    rest = report["rest"]
+    if _number(rest.get("banned")):
+        out.append({"level": "error", "message": "REST banned by the exchange (418)"})
+    storage = report["storage"]
+    if storage.get("last_flush_error"):
+        out.append({"level": "error", "message": f"last flush failed: {storage['last_flush_error']}"})
+    counters = report["counters"]
+    if _number(counters.get("sink_errors")):
+        out.append({"level": "warning", "message": f"{counters['sink_errors']} storage write errors"})
+    return sorted(out, key=lambda a: a["level"] != "error")
+
+
+def _alert(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        message = value.get("message") or value.get("text") or json.dumps(value, default=str)
+        return {**{k: str(v) for k, v in value.items()}, "level": str(value.get("level", "warning")),
+                "message": str(message)}
+    return {"level": "warning", "message": str(value)}
+
+
+# -- tolerant field access -------------------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _ms(value: Any) -> int | None:
+    """Epoch ms of an ISO string, epoch seconds (float, as ``time.time()``) or epoch ms (large int)."""
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return None
+    number = _number(value)
+    if number is None:
+        return None
+    return int(number) if number > 1e11 else int(number * 1000)
+
+
+def _ago(age: float | None) -> str:
+    if age is None:
+        return "at an unknown time"
+    if age < 120:
+        return f"{age:.0f} s ago"
+    if age < 7200:
+        return f"{age / 60:.0f} min ago"
+    return f"{age / 3600:.1f} h ago"
