@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import polars as pl
 from klinestore.intervals import interval_sort_key
 from klinestore.symbols import check_symbol
 from queries.errors import QueryError
+from queries.fields import as_dict, as_list, as_number, dataqual_scores, epoch_ms, last_flush_ms
 from queries.sql import connect, execute
 from queries.times import iso
 from storage.layout import data_files, dataset_root, list_partitions
@@ -58,17 +58,17 @@ def read_status(data_dir: Path | str, *, now_ms: int | None = None, dataqual_min
         "data_dir": str(data_dir),
         "checked_at": iso(now),
         "service": service,
-        "connections": _list(raw.get("connections")) if live else [],
+        "connections": as_list(raw.get("connections")) if live else [],
         "streams": _streams(raw) if live else None,
-        "counters": _dict(raw.get("counters")),
-        "timeframes": _dict(raw.get("timeframes")),
-        "warming_up": _list(raw.get("warming_up")),
+        "counters": as_dict(raw.get("counters")),
+        "timeframes": as_dict(raw.get("timeframes")),
+        "warming_up": as_list(raw.get("warming_up")),
         "dataqual": _dataqual(raw, data_dir),
         "storage": _storage(raw, data_dir, now),
-        "ledger": _dict(raw.get("ledger")),
-        "rest": _dict(raw.get("rest")),
-        "jobs": _dict(raw.get("jobs")),
-        "dataset": dataset_summary(data_dir, int(_number(raw.get("exchange_time_ms")) or now)),
+        "ledger": as_dict(raw.get("ledger")),
+        "rest": as_dict(raw.get("rest")),
+        "jobs": as_dict(raw.get("jobs")),
+        "dataset": dataset_summary(data_dir, int(as_number(raw.get("exchange_time_ms")) or now)),
     }
     report["alerts"] = alerts(report, raw, dataqual_min=dataqual_min)
     report["status_json"] = raw or None
@@ -94,13 +94,13 @@ def _service(path: Path, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         return {}, {"state": "unreadable", "message": f"cannot read {path}: {exc}"}
-    interval = _number(raw.get("status_interval_s")) or DEFAULT_STATUS_INTERVAL_S
-    written = _ms(raw.get("written_at"))
+    interval = as_number(raw.get("status_interval_s")) or DEFAULT_STATUS_INTERVAL_S
+    written = epoch_ms(raw.get("written_at"))
     age = None if written is None else max(0.0, (now - written) / 1000)
     service: dict[str, Any] = {
         "state": "running", "message": "", "written_at": raw.get("written_at"), "age_s": age,
         "status_interval_s": interval, "mode": raw.get("mode"), "uptime_s": raw.get("uptime_s"),
-        "symbols": _list(raw.get("symbols")), "exchange_time": raw.get("exchange_time"),
+        "symbols": as_list(raw.get("symbols")), "exchange_time": raw.get("exchange_time"),
     }
     limit = max(STALE_INTERVALS * interval, MIN_STALE_S)
     if raw.get("running") is False:
@@ -112,11 +112,11 @@ def _service(path: Path, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _streams(raw: Mapping[str, Any]) -> dict[str, Any]:
-    connections = [c for c in _list(raw.get("connections")) if isinstance(c, dict)]
-    missing = {str(k): [str(s) for s in _list(v)] for k, v in _dict(raw.get("missing_streams")).items()}
+    connections = [c for c in as_list(raw.get("connections")) if isinstance(c, dict)]
+    missing = {str(k): [str(s) for s in as_list(v)] for k, v in as_dict(raw.get("missing_streams")).items()}
     return {
-        "total": sum(int(_number(c.get("streams")) or 0) for c in connections),
-        "subscribed": sum(int(_number(c.get("subscribed")) or 0) for c in connections),
+        "total": sum(int(as_number(c.get("streams")) or 0) for c in connections),
+        "subscribed": sum(int(as_number(c.get("subscribed")) or 0) for c in connections),
         "missing": missing,
         "missing_count": sum(len(v) for v in missing.values()),
     }
@@ -124,14 +124,7 @@ def _streams(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _dataqual(raw: Mapping[str, Any], data_dir: Path) -> list[dict[str, Any]]:
     """Latest score per symbol: from status.json when the service puts it there, else the tables."""
-    given = raw.get("dataqual")
-    rows: list[dict[str, Any]] = []
-    if isinstance(given, dict):
-        for symbol, value in given.items():
-            entry = value if isinstance(value, dict) else {"score": value}
-            rows.append({"symbol": symbol, **entry, "source": "status.json"})
-    elif isinstance(given, list):
-        rows = [{**entry, "source": "status.json"} for entry in given if isinstance(entry, dict) and "symbol" in entry]
+    rows = [{**row, "source": "status.json"} for row in dataqual_scores(dict(raw))]
     if rows:
         return sorted(rows, key=lambda r: str(r["symbol"]))
     return latest_dataqual(data_dir)
@@ -156,9 +149,8 @@ def latest_dataqual(data_dir: Path, symbol: str | None = None) -> list[dict[str,
 
 
 def _storage(raw: Mapping[str, Any], data_dir: Path, now: int) -> dict[str, Any]:
-    storage = _dict(raw.get("storage"))
-    last_flush = raw.get("last_flush", storage.get("last_flush"))
-    flushed = _ms(last_flush)
+    storage = as_dict(raw.get("storage"))
+    flushed = last_flush_ms(dict(raw))
     wal_given = raw.get("wal") if isinstance(raw.get("wal"), dict) else {}
     return {
         **{k: v for k, v in storage.items() if k not in ("last_flush", "restart")},
@@ -219,7 +211,7 @@ def _newest(files: list[list[Path]]) -> dict[str, int]:
 
 def alerts(report: Mapping[str, Any], raw: Mapping[str, Any], *, dataqual_min: float) -> list[dict[str, str]]:
     """The service's own alerts plus what the report shows is wrong, most severe first."""
-    out = [_alert(a) for a in _list(raw.get("alerts"))]
+    out = [_alert(a) for a in as_list(raw.get("alerts"))]
     service = report["service"]
     if service["state"] in ("absent", "stale", "unreadable"):
         out.append({"level": "error", "message": service["message"]})
@@ -236,18 +228,18 @@ def alerts(report: Mapping[str, Any], raw: Mapping[str, Any], *, dataqual_min: f
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         out.append({"level": "warning", "message": f"{len(names)} stream(s) silent: {shown}"})
     for row in report["dataqual"]:
-        score = _number(row.get("score"))
+        score = as_number(row.get("score"))
         if score is not None and score < dataqual_min:
             reasons = f": {row['reasons']}" if row.get("reasons") else ""
             out.append({"level": "warning", "message": f"DataQual {row['symbol']} {score:.2f} < {dataqual_min:g}{reasons}"})
     rest = report["rest"]
-    if _number(rest.get("banned")):
+    if as_number(rest.get("banned")):
         out.append({"level": "error", "message": "REST banned by the exchange (418)"})
     storage = report["storage"]
     if storage.get("last_flush_error"):
         out.append({"level": "error", "message": f"last flush failed: {storage['last_flush_error']}"})
     counters = report["counters"]
-    if _number(counters.get("sink_errors")):
+    if as_number(counters.get("sink_errors")):
         out.append({"level": "warning", "message": f"{counters['sink_errors']} storage write errors"})
     return sorted(out, key=lambda a: a["level"] != "error")
 
@@ -258,34 +250,6 @@ def _alert(value: Any) -> dict[str, str]:
         return {**{k: str(v) for k, v in value.items()}, "level": str(value.get("level", "warning")),
                 "message": str(message)}
     return {"level": "warning", "message": str(value)}
-
-
-# -- tolerant field access -------------------------------------------------------------------------
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _ms(value: Any) -> int | None:
-    """Epoch ms of an ISO string, epoch seconds (float, as ``time.time()``) or epoch ms (large int)."""
-    if isinstance(value, str):
-        try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-        except ValueError:
-            return None
-    number = _number(value)
-    if number is None:
-        return None
-    return int(number) if number > 1e11 else int(number * 1000)
 
 
 def _ago(age: float | None) -> str:
