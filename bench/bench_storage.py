@@ -27,11 +27,11 @@ MINUTE = 60_000
 AREA = "storage"
 
 
-def minutes_frame(symbols: int, minutes: int, seed: int = 7) -> pl.DataFrame:
-    """Binance-shaped 1m bars: 2-place prices, 3-place volumes, 5-place quote volumes."""
+def minutes_frame(symbols: int, minutes: int, seed: int = 7, *, t0: int = T0) -> pl.DataFrame:
+    """Binance-shaped 1m bars from ``t0``: 2-place prices, 3-place volumes, 5-place quote volumes."""
     rng = np.random.default_rng(seed)
     n = symbols * minutes
-    open_time = np.tile(T0 + np.arange(minutes, dtype=np.int64) * MINUTE, symbols)
+    open_time = np.tile(t0 + np.arange(minutes, dtype=np.int64) * MINUTE, symbols)
     price = np.round(100 + np.cumsum(rng.normal(0, 0.05, n)), 2)
     volume = np.round(rng.random(n) * 50, 3)
     return pl.DataFrame({

@@ -1,0 +1,154 @@
+"""Query and export benchmarks, each beside the freqtrade way of loading the same data.
+
+The dataset: 50 symbols x a year of 1m bars (26.3 M bars) plus their 1h bars, written
+month by month through the storage writer (one file per interval and month, as a compacted
+dataset is) and cached under ``bench/out/`` between runs. The baseline is freqtrade's
+feather layout of the same bars: one file per pair and timeframe, read whole with
+``pandas.read_feather`` and then filtered by date in pandas (its data handlers' load path).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+
+from bench.bench_storage import MINUTE, minutes_frame
+from bench.harness import Figure, measure, time_best
+from queries.export import export
+from queries.sql import connect, execute
+from storage.frames import version_expr
+from storage.layout import IMPORT_WRITER, Stamper, dataset_root
+from storage.resample import resample_many
+from storage.txn import Publish
+from storage.writer import write_partitions
+
+AREA = "queries"
+OUT = Path(__file__).resolve().parent / "out"
+YEAR_START = 1_704_067_200_000  # 2024-01-01
+DAY = 1440 * MINUTE
+
+
+def _months(count: int) -> list[tuple[int, int]]:
+    """(start_ms, minutes) of ``count`` calendar months from January 2024."""
+    out = []
+    for month in range(count):
+        start = pd.Timestamp(2024 + month // 12, month % 12 + 1, 1, tz="UTC")
+        out.append((int(start.timestamp() * 1000), int(start.days_in_month) * 1440))
+    return out
+
+
+def dataset(symbols: int, months: int) -> tuple[Path, Path]:
+    """(data_dir, freqtrade_dir) with the bars, generated once and cached under bench/out/."""
+    root = OUT / f"queries-{symbols}x{months}m-v1"
+    data_dir, feather_dir = root / "data", root / "freqtrade" / "futures"
+    if (root / ".complete").exists():
+        return data_dir, feather_dir
+    shutil.rmtree(root, ignore_errors=True)
+    feather_dir.mkdir(parents=True)
+    stamper = Stamper(IMPORT_WRITER)
+    per_symbol: dict[str, list[pl.DataFrame]] = {"1m": [], "1h": []}
+    for n, (t0, minutes) in enumerate(_months(months)):
+        minute_bars = minutes_frame(symbols, minutes, seed=n, t0=t0).with_columns(pl.lit("import").alias("source"))
+        hourly = resample_many(minute_bars, ["1h"])["1h"]
+        publish = Publish(data_dir, IMPORT_WRITER, stamper)
+        for frame in (minute_bars, hourly):
+            write_partitions(publish, dataset_root(data_dir), frame.with_columns(version_expr(stamper.next())))
+        publish.commit()
+        per_symbol["1m"].append(_feather_columns(minute_bars))
+        per_symbol["1h"].append(_feather_columns(hourly))
+    for timeframe, parts in per_symbol.items():
+        for (symbol,), frame in pl.concat(parts).partition_by("symbol", as_dict=True).items():
+            path = feather_dir / f"{str(symbol)[:-4]}_USDT_USDT-{timeframe}-futures.feather"
+            frame.drop("symbol").to_pandas().to_feather(path, compression="lz4", compression_level=9)
+    (root / ".complete").touch()
+    return data_dir, feather_dir
+
+
+def _feather_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select(
+        "symbol", pl.col("open_time").cast(pl.Datetime("ms", "UTC")).cast(pl.Datetime("ns", "UTC")).alias("date"),
+        "open", "high", "low", "close", "volume",
+    )
+
+
+def freqtrade_load(path: Path, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """What freqtrade's FeatherDataHandler does: read the whole file, fix types, then trim by date."""
+    data = pd.read_feather(path)
+    data.columns = ["date", "open", "high", "low", "close", "volume"]
+    data = data.astype({c: "float" for c in ("open", "high", "low", "close", "volume")})
+    data["date"] = pd.to_datetime(data["date"], unit="ms", utc=True)
+    return data.loc[(data["date"] >= start) & (data["date"] < end)]
+
+
+def run(quick: bool) -> list[Figure]:
+    symbols, months = (5, 2) if quick else (50, 12)
+    started = time.perf_counter()
+    data_dir, feather_dir = dataset(symbols, months)
+    setup = time.perf_counter() - started
+    con = connect(data_dir)
+    figures: list[Figure] = []
+    notes = {"symbols": symbols, "months": months, "dataset_setup_s": round(setup, 1)}
+
+    # one symbol, a whole period of 1h bars
+    symbol, last_day = "S007USDT" if symbols > 7 else "S001USDT", _months(months)[-1][0]
+    start_ts, end_ts = pd.Timestamp(YEAR_START, unit="ms", tz="UTC"), pd.Timestamp(last_day, unit="ms", tz="UTC")
+    one_symbol = (f"SELECT * FROM bars_1h WHERE symbol = '{symbol}' AND open_time >= '{start_ts.isoformat()}' "
+                  f"AND open_time < '{(end_ts + pd.Timedelta(days=31)).isoformat()}'")
+    rows = execute(con, one_symbol).read_all().num_rows
+    ours = time_best(lambda: execute(con, one_symbol).read_all(), repeat=7)
+    path_1h = feather_dir / f"{symbol[:-4]}_USDT_USDT-1h-futures.feather"
+    theirs = time_best(lambda: freqtrade_load(path_1h, start_ts, end_ts + pd.Timedelta(days=31)), repeat=7)
+    figures.append(Figure(AREA, f"SQL: one symbol, {months} months of 1h bars ({rows:,} rows)", ours * 1000, "ms",
+                          theirs * 1000, "freqtrade feather: read file, filter in pandas", better="lower",
+                          notes=notes))
+
+    # every symbol at one day, from a year of 1m bars
+    day = pd.Timestamp(last_day, unit="ms", tz="UTC") + pd.Timedelta(days=14)
+    cross = (f"SELECT * FROM bars_1m WHERE open_time >= '{day.isoformat()}' "
+             f"AND open_time < '{(day + pd.Timedelta(days=1)).isoformat()}'")
+    rows = execute(con, cross).read_all().num_rows
+    ours = time_best(lambda: execute(con, cross).read_all(), repeat=5)
+    files = sorted(feather_dir.glob("*-1m-futures.feather"))
+    theirs = time_best(lambda: pd.concat([freqtrade_load(f, day, day + pd.Timedelta(days=1)) for f in files]),
+                       repeat=3)
+    figures.append(Figure(AREA, f"SQL: all {symbols} symbols at one day of 1m bars ({rows:,} rows)", ours * 1000, "ms",
+                          theirs * 1000, f"freqtrade feather: read {len(files)} files, filter in pandas",
+                          better="lower", notes=notes))
+
+    # first query of a fresh session (klinestore sql pays this once per command)
+    cold, _ = measure(lambda: execute(connect(data_dir), one_symbol).read_all())
+    figures.append(Figure(AREA, "SQL: connect (views, lock) + the one-symbol query, cold", cold * 1000, "ms",
+                          better="lower", notes=notes))
+    con.close()
+
+    # export throughput: one symbol, the whole period of 1m bars
+    work = OUT / "export-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    end_ms = _months(months)[-1][0] + _months(months)[-1][1] * MINUTE
+    for fmt in ("freqtrade", "parquet", "binance"):
+        out = work / ("ft" if fmt == "freqtrade" else f"x.{fmt}")
+        seconds, report = measure(lambda: export(symbol, "1m", YEAR_START, end_ms, fmt, out, data_dir=data_dir,
+                                                 now_ms=end_ms + DAY))
+        if fmt == "freqtrade":
+            files_1m = [p for _, p in _partition_files(data_dir, "1m")]
+            base, _ = measure(lambda: pl.scan_parquet(files_1m).filter(pl.col("symbol") == symbol).select(
+                "open_time", "open", "high", "low", "close", "volume").collect().write_ipc(work / "raw.arrow"))
+            figures.append(Figure(AREA, f"export {report.rows:,} 1m bars to freqtrade feather", report.rows / seconds,
+                                  "bars/s", report.rows / base, "raw scan + write_ipc (no dedup, no gap check)",
+                                  notes=notes))
+        else:
+            figures.append(Figure(AREA, f"export {report.rows:,} 1m bars to {fmt}", report.rows / seconds, "bars/s",
+                                  notes=notes))
+    shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def _partition_files(data_dir: Path, interval: str) -> list[tuple[str, Path]]:
+    root = dataset_root(data_dir) / f"interval={interval}"
+    return sorted((p.parent.name, p) for p in root.glob("month=*/*.parquet"))
+
