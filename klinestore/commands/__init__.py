@@ -1,1 +1,13 @@
-"""One module per ``klinestore`` subcommand (see ``klinestore.cli``)."""
+"""One module per ``klinestore`` subcommand (see ``klinestore.cli``), and the options they share."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_bar_range(parser: argparse.ArgumentParser) -> None:
+    """``--symbol --interval --start --end``: one symbol's bars with open times in [start, end)."""
+    parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
+    parser.add_argument("--interval", required=True, help="interval, e.g. 1m, 5m, 1h, 4h, 1d")
+    parser.add_argument("--start", required=True, help="first open time (inclusive): ISO date/datetime or epoch ms")
+    parser.add_argument("--end", required=True, help="end of the range (exclusive): ISO date/datetime or epoch ms")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from klinestore.commands import add_bar_range
 from queries.charts import candles_chart
 
 HELP = "draw candles with volume for one symbol and range as a PNG (gaps marked)"
@@ -21,10 +22,7 @@ EXAMPLES = """\
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
-    parser.add_argument("--interval", required=True, help="interval, e.g. 1m, 15m, 1h")
-    parser.add_argument("--start", required=True, help="first open time (inclusive): ISO date/datetime or epoch ms")
-    parser.add_argument("--end", required=True, help="end of the range (exclusive): ISO date/datetime or epoch ms")
+    add_bar_range(parser)
     parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
     parser.add_argument("--data-dir", type=Path, help="data directory (default: storage.data_dir of the config)")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from klinestore.commands import add_bar_range
 from queries.errors import GapError
 from queries.export import FORMATS, ON_GAP, export
 
@@ -49,10 +50,7 @@ EXIT_GAPS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
-    parser.add_argument("--interval", required=True, help="interval, e.g. 1m, 5m, 1h, 4h, 1d")
-    parser.add_argument("--start", required=True, help="first open time (inclusive): ISO date/datetime or epoch ms")
-    parser.add_argument("--end", required=True, help="end of the range (exclusive): ISO date/datetime or epoch ms")
+    add_bar_range(parser)
     parser.add_argument("--format", required=True, choices=FORMATS, help="output format (see above)")
     parser.add_argument("--out", required=True, type=Path, help="output file (freqtrade: its data directory)")
     parser.add_argument("--on-gap", choices=ON_GAP, default="fail", help="missing bars: fail (default), drop or fill")
