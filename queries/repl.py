@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import duckdb
+import polars as pl
 
 from queries.errors import QueryError
 from queries.output import FORMATS, to_text
@@ -61,7 +62,12 @@ class Repl:
         buffer: list[str] = []
         try:
             while True:
-                line = self._read(CONTINUATION if buffer else PROMPT)
+                try:
+                    line = self._read(CONTINUATION if buffer else PROMPT)
+                except KeyboardInterrupt:  # Ctrl-C at the prompt drops the statement being typed
+                    print("^C", file=self.stdout)
+                    buffer = []
+                    continue
                 if line is None:
                     break
                 if not buffer and line.strip().startswith("."):
@@ -74,8 +80,6 @@ class Repl:
                     buffer = []
             if buffer and "".join(buffer).strip():
                 self.statement("\n".join(buffer))
-        except KeyboardInterrupt:
-            print(file=self.stdout)
         finally:
             if history is not None:
                 _save_history(history)
@@ -86,6 +90,9 @@ class Repl:
             self.stdout.write(to_text(execute(self.con, text), self.fmt, max_rows=self.max_rows))
         except QueryError as exc:
             self.fail(str(exc))
+        except KeyboardInterrupt:  # Ctrl-C during a query cancels it, not the session
+            self.con.interrupt()
+            self.fail("query cancelled")
 
     def command(self, line: str) -> bool:
         """Run a dot command; False means leave."""
@@ -135,7 +142,23 @@ class Repl:
         except OSError:
             pass
         readline.set_history_length(HISTORY_LINES)
+        words = sorted({*self._names(), *_KEYWORDS})
+        readline.set_completer(
+            lambda text, state: ([w for w in words if w.lower().startswith(text.lower())] + [None])[state]
+        )
+        readline.set_completer_delims(" \t\n(),;=<>'\"")
+        readline.parse_and_bind("tab: complete")
         return path
+
+    def _names(self) -> set[str]:
+        """View and column names, for tab completion."""
+        try:
+            frame = pl.from_arrow(execute(self.con, (
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+            )).read_all())
+        except QueryError:
+            return set()
+        return {str(v) for row in frame.iter_rows() for v in row}  # type: ignore[union-attr]
 
 
 def _save_history(path: Path) -> None:
@@ -147,6 +170,11 @@ def _save_history(path: Path) -> None:
         pass
 
 
+_KEYWORDS = (
+    "SELECT", "FROM", "WHERE", "GROUP", "BY", "ORDER", "LIMIT", "HAVING", "JOIN", "USING", "WITH", "AS", "AND", "OR",
+    "NOT", "DESC", "ASC", "DISTINCT", "COUNT", "DESCRIBE", "SUMMARIZE", "EXPLAIN", "QUALIFY", "date_trunc", "arg_max",
+    "arg_min", "time_bucket", ".tables", ".schema", ".format", ".maxrows", ".help", ".quit",
+)
 _TABLES_SQL = (
     "SELECT table_name AS view, CASE WHEN table_name IN ("
     + ", ".join(f"'{t}'" for t in TABLE_VIEWS)
