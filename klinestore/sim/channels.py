@@ -23,7 +23,7 @@ from klinestore.sim.hashing import mix, name_hash
 from klinestore.sim.market import Market
 
 _FUNDING_MS = 8 * HOUR_MS
-_POLL_MS = 1000  # a stream whose symbol does not trade yet looks again after this long
+_POLL_MS = 1000  # an aggTrade stream between trading spells looks again after this long
 _DEPTH_SPEEDS = {"0ms": STEP_MS, "100ms": 100, "250ms": 250, "500ms": 500}
 
 
@@ -53,6 +53,14 @@ class Channel:
     def produce(self, now: int) -> list[bytes]:
         raise NotImplementedError
 
+    def dormant(self, now: int) -> bool:
+        """True (and due at the next minute) while the symbol is not listed: listings start on
+        a minute, so a stream subscribed before its symbol exists wakes when it can trade."""
+        if self.ctx.market.span(self.symbol) is not None:
+            return False
+        self.next_due = now // MINUTE_MS * MINUTE_MS + MINUTE_MS
+        return True
+
 
 class KlineChannel(Channel):
     kind = "kline"
@@ -78,22 +86,25 @@ class KlineChannel(Channel):
         b = now // self.period * self.period
         if b <= self.last:
             return []
+        if self.dormant(now):
+            self.last = b
+            return []
         market, iv = self.ctx.market, self.interval
-        out: list[bytes] = []
         span = market.span(self.symbol)
+        assert span is not None
+        out: list[bytes] = []
         opened = bar_open(self.last, iv)
-        if span is not None:
-            end = next_open(opened, iv)
-            while end <= b:
-                if span.first_ms < end and (span.end_ms is None or opened < span.end_ms):
-                    bar = market.bucket(self.symbol, iv, opened, end)
-                    if bar is not None:
-                        out.append(self._encode(end, bar, True))
-                opened, end = end, next_open(end, iv)
-            if b > opened and span.holds(b):
-                bar = self._open_bar(opened, b)
+        end = next_open(opened, iv)
+        while end <= b:
+            if span.first_ms < end and (span.end_ms is None or opened < span.end_ms):
+                bar = market.bucket(self.symbol, iv, opened, end)
                 if bar is not None:
-                    out.append(self._encode(b, bar, False))
+                    out.append(self._encode(end, bar, True))
+            opened, end = end, next_open(end, iv)
+        if b > opened and span.holds(b):
+            bar = self._open_bar(opened, b)
+            if bar is not None:
+                out.append(self._encode(b, bar, False))
         self.last = b
         self.next_due = b + self.period
         return out
@@ -126,6 +137,9 @@ class AggTradeChannel(Channel):
 
     def produce(self, now: int) -> list[bytes]:
         if now <= self.last:
+            return []
+        if self.dormant(now):
+            self.last = now
             return []
         market = self.ctx.market
         out: list[bytes] = []
@@ -164,7 +178,7 @@ class DepthChannel(Channel):
         k0, self.last_k = self.last_k, k1
         self.next_due = b + self.period
         market = self.ctx.market
-        if not market.trading(self.symbol, b):
+        if self.dormant(now) or not market.trading(self.symbol, b):
             return []
         if self._gapped():
             return []
@@ -203,7 +217,7 @@ class MarkPriceChannel(Channel):
             return []
         self.last, self.next_due = b, b + self.period
         market = self.ctx.market
-        if not market.trading(self.symbol, b):
+        if self.dormant(now) or not market.trading(self.symbol, b):
             return []
         return [mark_price_payload(market, self.symbol, self._key, b)]
 

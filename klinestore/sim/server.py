@@ -213,11 +213,12 @@ class Simulator:
                 "origin": self.market.origin_ms}
 
     def list_symbol(self, symbol: str, at_ms: int | None = None) -> dict[str, Any]:
-        """List a new symbol now or at ``at_ms`` (exchange time); it trades from then on."""
+        """List a new symbol at ``at_ms`` (exchange time; default: the next minute) to trade from then."""
         if isinstance(self.source, ReplaySource):
             raise ListingError("replay mode cannot list symbols: the archives are the market")
         symbol = self._check(symbol)
-        window = self.market.listings.list(symbol, self.now_ms() if at_ms is None else at_ms)
+        at = -(-self.now_ms() // MINUTE_MS) * MINUTE_MS if at_ms is None else at_ms  # "now": the next minute
+        window = self.market.listings.list(symbol, at)
         return {"symbol": symbol, "onboardDate": window.onboard_ms}
 
     def delist_symbol(self, symbol: str, at_ms: int | None = None) -> dict[str, Any]:
