@@ -2,7 +2,7 @@
 
 Registered in ``conftest.py`` (``pytest_plugins``). ``sim_factory(**options)`` starts a
 :class:`SimThread` with :class:`SimConfig` options and always stops it at teardown; ``sim``
-is a fast default (BTCUSDT and ETHUSDT, speed 60, seed 7). The helpers use only the
+is a fast default (BTCUSDT and ETHUSDT, speed 60, seed 7, starting 2024-05-01T00:00Z). The helpers use only the
 standard library and websockets, never the project's ingest code, so the simulator is
 checked the way an outside client sees it.
 """
@@ -23,6 +23,9 @@ from websockets.asyncio.client import ClientConnection
 from klinestore.sim import SimThread
 
 SimFactory = Callable[..., SimThread]
+#: 2024-05-01T00:00Z: tests start on an hour, whose first minute always trades, so what they
+#: see does not depend on the wall clock.
+START_MS = 1_714_521_600_000
 
 
 @pytest.fixture
@@ -42,8 +45,9 @@ def sim_factory() -> Iterator[SimFactory]:
 
 @pytest.fixture
 def sim(sim_factory: SimFactory) -> SimThread:
-    """A running simulator: BTCUSDT and ETHUSDT at speed 60 (a 1m bar a second), seed 7."""
-    return sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7)
+    """A running simulator: BTCUSDT and ETHUSDT at speed 60 (a 1m bar a second), seed 7,
+    exchange time from 2024-05-01T00:00Z."""
+    return sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START_MS)
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, dict[str, str], Any]:

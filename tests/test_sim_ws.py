@@ -9,7 +9,7 @@ import time
 import urllib.parse
 
 import pytest
-from simfixtures import RawClient, SimFactory, frames, get, request
+from simfixtures import START_MS, RawClient, SimFactory, frames, get, request
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -83,7 +83,7 @@ def test_outside_client_gets_binance_frames(sim: SimThread) -> None:
 
 
 def test_closed_ws_bars_equal_truth_and_rest(sim_factory: SimFactory) -> None:
-    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=600, seed=3)
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=600, seed=3, start_ms=START_MS)
     streams = "btcusdt@kline_1m/btcusdt@kline_5m/ethusdt@kline_3m"
 
     async def main() -> list:  # type: ignore[type-arg]

@@ -80,7 +80,7 @@ class BookModel:
 
     def _epochs(self, ticks: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarray]:
         h = mix_array(ticks.astype(np.uint64) ^ _U64(self.key))
-        period = (20 + h % _U64(380)).astype(np.int64)
+        period = (40 + h % _U64(1160)).astype(np.int64)  # a level changes every 2 to 60 s
         phase = ((h >> _U64(20)) % period.astype(np.uint64)).astype(np.int64)
         return [(k + phase) // period for k in ks]
 

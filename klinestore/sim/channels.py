@@ -119,8 +119,9 @@ class KlineChannel(Channel):
             start = opened
         else:
             start = key[1]
-        for bar in market.minutes(self.symbol, start, minute):
-            self._acc = merge(self._acc, bar)
+        if start < minute:
+            for bar in market.minutes(self.symbol, start, minute):
+                self._acc = merge(self._acc, bar)
         self._acc_key = (opened, minute)
         partial = market.partial_minute(self.symbol, t)
         total = self._acc if partial is None else merge(self._acc, partial)

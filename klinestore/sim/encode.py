@@ -12,14 +12,22 @@ from typing import Any
 
 from klinestore.sim.bars import Bar
 from klinestore.sim.book import Diff, Levels, Snapshot
-from klinestore.sim.fixed import fmt
+from klinestore.sim.fixed import fmt, fmt_cached
 from klinestore.sim.instruments import SymbolSpec
 
 MARK_DECIMALS = 8
 
 
 def _k(bar: Bar, spec: SymbolSpec, interval: str, closed: bool, with_symbol: bool) -> str:
-    p, q, qq = spec.price, spec.qty, spec.quote
+    pd, qd, f = spec.price_decimals, spec.qty_decimals, fmt_cached
+
+    def p(units: int) -> str:
+        return f(units, pd)
+
+    def q(units: int) -> str:
+        return f(units, qd)
+
+    qq = spec.quote
     symbol = f'"s":"{spec.symbol}",' if with_symbol else ""
     return (
         f'{{"t":{bar.open_time},"T":{bar.close_time},{symbol}"i":"{interval}","f":{bar.first_id},"L":{bar.last_id},'
@@ -49,8 +57,8 @@ def agg_trade(spec: SymbolSpec, agg_id: int, price: int, qty: int, first: int, l
 
 
 def _levels(levels: Levels, spec: SymbolSpec) -> str:
-    tick, p, q = spec.tick_units, spec.price, spec.qty
-    return ",".join(f'["{p(t * tick)}","{q(n)}"]' for t, n in zip(levels.ticks.tolist(), levels.qty.tolist()))
+    tick, pd, qd, f = spec.tick_units, spec.price_decimals, spec.qty_decimals, fmt_cached
+    return ",".join([f'["{f(t * tick, pd)}","{f(n, qd)}"]' for t, n in zip(levels.ticks.tolist(), levels.qty.tolist())])
 
 
 def depth_update(event_ms: int, spec: SymbolSpec, diff: Diff) -> bytes:

@@ -32,6 +32,8 @@ class Subscriber(Protocol):
 
     def deliver(self, payload: bytes, wrapped: bytes) -> None: ...
 
+    def flush(self) -> bool: ...
+
 
 class Hub:
     """Channels by stream name, and the pump."""
@@ -86,6 +88,7 @@ class Hub:
         """Let every channel due by ``now`` produce and fan out; returns frames produced."""
         produced = 0
         faults = self.ctx.faults
+        touched: dict[int, Subscriber] = {}
         while self._heap and self._heap[0][0] <= now:
             _, seq, name = heapq.heappop(self._heap)
             channel = self.channels.get(name)
@@ -98,15 +101,19 @@ class Hub:
                 payloads = []
                 channel.next_due = now + _RETRY_MS
             if payloads and not faults.stream_stalled(name):
-                subscribers = list(channel.subscribers.values())
+                subscribers: list[Subscriber] = list(channel.subscribers.values())  # type: ignore[arg-type]
                 for payload in payloads:
                     wrapped = encode.combined(name, payload)
                     for session in subscribers:
-                        session.deliver(payload, wrapped)  # type: ignore[attr-defined]
+                        session.deliver(payload, wrapped)
+                for session in subscribers:
+                    touched[session.id] = session
                 channel.frames += len(payloads)
                 produced += len(payloads)
             channel.next_due = max(channel.next_due, now + 1)
             self._schedule(channel)
+        for session in touched.values():
+            session.flush()
         return produced
 
     def next_due(self) -> int | None:

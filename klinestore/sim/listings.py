@@ -34,6 +34,7 @@ class Listings:
 
     def __init__(self, initial: Mapping[str, int], schedule: Iterable[ListingEvent] = ()) -> None:
         self._windows: dict[str, Window] = {s: Window(_floor(t)) for s, t in initial.items()}
+        self.version = 0  # bumped on every change, so readers may cache what they derive
         for event in sorted(schedule, key=lambda e: (e.action != "list", e.at_ms)):
             if event.action == "list":
                 self.list(event.symbol, event.at_ms)
@@ -44,6 +45,7 @@ class Listings:
         if symbol in self._windows:
             raise ListingError(f"{symbol} is already listed")
         window = self._windows[symbol] = Window(_floor(at_ms))
+        self.version += 1
         return window
 
     def delist(self, symbol: str, at_ms: int) -> Window:
@@ -56,6 +58,7 @@ class Listings:
         if at <= window.onboard_ms:
             raise ListingError(f"{symbol} cannot be delisted before or at its listing")
         window = self._windows[symbol] = Window(window.onboard_ms, at)
+        self.version += 1
         return window
 
     def window(self, symbol: str) -> Window | None:

@@ -57,6 +57,9 @@ class Market:
         self._cache: OrderedDict[tuple[str, int], Chunk] = OrderedDict()
         self._cache_hours = cache_hours
         self.corrections: dict[tuple[str, str, int], Bar] = {}
+        self._spans: dict[str, Span | None] = {}
+        self._spans_version = -1
+        self._partials: dict[str, tuple[int, Bar | None]] = {}
 
     # --- symbols ------------------------------------------------------------------------
 
@@ -64,6 +67,16 @@ class Market:
         return self.source.spec(symbol)
 
     def span(self, symbol: str) -> Span | None:
+        if self._spans_version != self.listings.version:
+            self._spans.clear()
+            self._spans_version = self.listings.version
+        try:
+            return self._spans[symbol]
+        except KeyError:
+            span = self._spans[symbol] = self._span(symbol)
+            return span
+
+    def _span(self, symbol: str) -> Span | None:
         window = self.listings.window(symbol)
         if window is None:
             return None
@@ -115,12 +128,22 @@ class Market:
             hour += HOUR_MS
 
     def partial_minute(self, symbol: str, t: int) -> Bar | None:
-        """The 1m bar holding ``t`` as it stands at ``t`` (None outside the span or missing)."""
+        """The 1m bar holding ``t`` as it stands at ``t`` (None outside the span or missing).
+
+        The last answer per symbol is kept: every kline interval of a symbol asks for the same
+        instant in one pump tick.
+        """
+        cached = self._partials.get(symbol)
+        if cached is not None and cached[0] == t:
+            return cached[1]
         span = self.span(symbol)
         if span is None or not span.holds(t // MINUTE_MS * MINUTE_MS):
-            return None
-        hour = t // HOUR_MS * HOUR_MS
-        return self.chunk(symbol, hour).partial_minute(t, lambda: self._prev_close(symbol, hour))
+            bar = None
+        else:
+            hour = t // HOUR_MS * HOUR_MS
+            bar = self.chunk(symbol, hour).partial_minute(t, lambda: self._prev_close(symbol, hour))
+        self._partials[symbol] = (t, bar)
+        return bar
 
     def bucket(self, symbol: str, interval: str, open_ms: int, now: int) -> Bar | None:
         """The bar of ``interval`` opening at ``open_ms`` as it stands at ``now`` (closed if over)."""

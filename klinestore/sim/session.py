@@ -66,6 +66,7 @@ class Session:
         self.close_reason = ""
         self.stalled_until = 0.0
         self.held: bytes | None = None
+        self.dirty = False
         self._faults = faults
         self._stats = stats
         self._buffer_limit = buffer_limit
@@ -85,18 +86,32 @@ class Session:
     def stalled(self) -> bool:
         return not self._unstalled.is_set()
 
-    def write(self, data: bytes) -> bool:
-        """Write one text frame now; False if the connection cannot take it."""
+    def write(self, data: bytes, *, flush: bool = True) -> bool:
+        """Queue one text frame; write it now unless ``flush`` is False (the pump flushes once
+        per tick, one syscall per connection instead of one per frame). False if closed."""
         if not self.open:
             return False
         try:
             self.conn.protocol.send_text(data)
-            self.conn.send_data()
-        except Exception as exc:  # the transport went away under us
+        except Exception as exc:  # the protocol already left OPEN under us
             log.debug("connection %d: write failed: %s", self.id, exc)
             self.closing = True
             return False
         self._stats.bytes += len(data)
+        self.dirty = True
+        return self.flush() if flush else True
+
+    def flush(self) -> bool:
+        """Hand queued frames to the transport; a buffer over the limit is a slow consumer."""
+        if not self.dirty:
+            return True
+        self.dirty = False
+        try:
+            self.conn.send_data()
+        except Exception as exc:
+            log.debug("connection %d: flush failed: %s", self.id, exc)
+            self.closing = True
+            return False
         transport = self.conn.transport
         if transport is not None and transport.get_write_buffer_size() > self._buffer_limit:
             self._stats.slow_disconnects += 1
@@ -115,7 +130,7 @@ class Session:
         else:
             frames = (data,)
         for frame in frames:
-            if self.write(frame):
+            if self.write(frame, flush=False):
                 self.frames += 1
                 self._stats.frames += 1
 
