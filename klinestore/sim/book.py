@@ -67,6 +67,9 @@ class BookModel:
         self.mean_qty = max(1.0, mean_qty)
         self._best = best_bid_ticks
         self._uid_base = (self.key % 1000 + 1) * 10**11
+        self._block = 0  # first tick of the cached period/phase block
+        self._period = np.zeros(0, dtype=np.int64)
+        self._phase = np.zeros(0, dtype=np.int64)
 
     def update_id(self, k: int) -> int:
         return self._uid_base + 4 * k + (mix(self.key ^ k) & 3)
@@ -78,10 +81,26 @@ class BookModel:
     def best_bids(self, k0: int, k1: int) -> np.ndarray:
         return self._best(np.arange(k0, k1 + 1, dtype=np.int64) * STEP_MS)
 
+    def _level_params(self, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each level's epoch period (a level changes every 2 to 60 s) and phase.
+
+        They depend on the price alone, so a block around the market is hashed once and
+        sliced until the price leaves it.
+        """
+        lo, hi = int(ticks.min()), int(ticks.max())
+        if lo < self._block or hi >= self._block + len(self._period):
+            self._block = lo - 2 * self.window
+            block = np.arange(self._block, hi + 2 * self.window + 1, dtype=np.int64)
+            h = mix_array(block.astype(np.uint64) ^ _U64(self.key))
+            self._period = (40 + h % _U64(1160)).astype(np.int64)
+            self._phase = ((h >> _U64(20)) % self._period.astype(np.uint64)).astype(np.int64)
+        i = ticks - self._block
+        return self._period[i], self._phase[i]
+
     def _epochs(self, ticks: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarray]:
-        h = mix_array(ticks.astype(np.uint64) ^ _U64(self.key))
-        period = (40 + h % _U64(1160)).astype(np.int64)  # a level changes every 2 to 60 s
-        phase = ((h >> _U64(20)) % period.astype(np.uint64)).astype(np.int64)
+        if not len(ticks):
+            return [ticks for _ in ks]
+        period, phase = self._level_params(ticks)
         return [(k + phase) // period for k in ks]
 
     def _quantities(self, ticks: np.ndarray, epoch: np.ndarray) -> np.ndarray:
