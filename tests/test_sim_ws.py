@@ -308,3 +308,30 @@ def test_depth_stream_syncs_with_rest_snapshot_over_the_wire(sim: SimThread, lev
     top = 200
     assert sorted(bids.items(), key=lambda kv: -float(kv[0]))[:top] == [tuple(x) for x in book["bids"][:top]]
     assert sorted(asks.items(), key=lambda kv: float(kv[0]))[:top] == [tuple(x) for x in book["asks"][:top]]
+
+
+def test_book_ticker_matches_the_book(sim: SimThread) -> None:
+    async def main() -> list:  # type: ignore[type-arg]
+        async with connect(sim.ws_url + "/public/stream?streams=ethusdt@bookTicker") as ws:
+            return await frames(ws, 0.5)
+
+    got = [m["data"] for m in run(main())]
+    assert len(got) >= 10
+    for t in got:
+        assert list(t) == ["e", "u", "E", "T", "s", "b", "B", "a", "A"] and float(t["b"]) < float(t["a"])
+    last = got[-1]
+    book = sim.order_book("ETHUSDT", last["u"])
+    assert [last["b"], last["B"]] == book["bids"][0] and [last["a"], last["A"]] == book["asks"][0]
+
+
+def test_slow_consumer_is_disconnected_and_counted(sim_factory: SimFactory) -> None:
+    sim = sim_factory(speed=600, start_ms=START_MS, send_buffer_limit=64 * 1024)
+    raw = RawClient(sim.ws_url + "/public/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms")
+    try:
+        deadline = time.monotonic() + 15
+        while sim.stats()["slow_consumer_disconnects"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the raw client never reads
+        assert sim.stats()["slow_consumer_disconnects"] == 1
+        assert sim.connections() == []
+    finally:
+        raw.close()

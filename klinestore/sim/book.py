@@ -122,6 +122,14 @@ class BookModel:
         qty = np.where(top & (qty == 0), np.maximum(1, int(self.mean_qty)), qty)
         return np.where(inside, qty, 0)
 
+    def top(self, k: int) -> tuple[int, int, int, int]:
+        """Best bid tick and quantity, best ask tick and quantity at step ``k`` (always present)."""
+        best = int(self.best_bids(k, k)[0])
+        ticks = np.array([best, best + 1], dtype=np.int64)
+        bid = int(self._side(ticks[:1], k, best, True)[0])
+        ask = int(self._side(ticks[1:], k, best, False)[0])
+        return best, bid, best + 1, ask
+
     def snapshot(self, k: int, limit: int | None = None) -> Snapshot:
         best = int(self.best_bids(k, k)[0])
         bid_ticks = np.arange(best, best - self.window, -1, dtype=np.int64)

@@ -202,6 +202,28 @@ class DepthChannel(Channel):
         return False
 
 
+class BookTickerChannel(Channel):
+    """Best bid and ask on every book step (50 ms); coalesced to the latest per tick."""
+
+    kind = "bookTicker"
+
+    def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
+        super().__init__(ctx, stream, now)
+        self.last_k = now // STEP_MS
+        self.next_due = (self.last_k + 1) * STEP_MS
+
+    def produce(self, now: int) -> list[bytes]:
+        k = now // STEP_MS
+        if k <= self.last_k:
+            return []
+        self.last_k, self.next_due = k, (k + 1) * STEP_MS
+        market = self.ctx.market
+        if self.dormant(now) or not market.trading(self.symbol, k * STEP_MS):
+            return []
+        book = self.ctx.books.get(self.symbol)
+        return [encode.book_ticker(k * STEP_MS, market.spec(self.symbol), book.update_id(k), book.top(k))]
+
+
 class MarkPriceChannel(Channel):
     kind = "markPrice"
 
@@ -236,6 +258,7 @@ def mark_price_payload(market: Market, symbol: str, key: int, t: int) -> bytes:
 
 _KINDS: dict[str, type[Channel]] = {
     "kline": KlineChannel, "aggTrade": AggTradeChannel, "depth": DepthChannel, "markPrice": MarkPriceChannel,
+    "bookTicker": BookTickerChannel,
 }
 
 

@@ -76,6 +76,15 @@ def depth_snapshot(event_ms: int, spec: SymbolSpec, snap: Snapshot) -> bytes:
     ).encode()
 
 
+def book_ticker(event_ms: int, spec: SymbolSpec, update_id: int, top: tuple[int, int, int, int]) -> bytes:
+    bid, bid_qty, ask, ask_qty = top
+    tick, p, q = spec.tick_units, spec.price, spec.qty
+    return (
+        f'{{"e":"bookTicker","u":{update_id},"E":{event_ms},"T":{event_ms},"s":"{spec.symbol}",'
+        f'"b":"{p(bid * tick)}","B":"{q(bid_qty)}","a":"{p(ask * tick)}","A":"{q(ask_qty)}"}}'
+    ).encode()
+
+
 def mark_price(event_ms: int, symbol: str, mark: int, index: int, settle: int, rate: int, funding_ms: int) -> bytes:
     """Prices and the funding rate in units of 10^-8 (Binance prints mark prices with 8 decimals)."""
     m = MARK_DECIMALS
