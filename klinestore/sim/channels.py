@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from ingest.protocol.streams import StreamName
 from klinestore.intervals import HOUR_MS, MINUTE_MS, bar_open, next_open
@@ -40,15 +41,13 @@ class Context:
 class Channel:
     """One stream. ``produce(now)`` returns the payloads due since the last call."""
 
-    kind = ""
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         self.ctx = ctx
         self.name = stream.name
         self.symbol = stream.symbol
         self.next_due = now
-        self.subscribers: dict[int, object] = {}
-        self.frames = 0
+        self.subscribers: dict[int, Any] = {}  # session id -> session
 
     def produce(self, now: int) -> list[bytes]:
         raise NotImplementedError
@@ -63,7 +62,6 @@ class Channel:
 
 
 class KlineChannel(Channel):
-    kind = "kline"
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
@@ -129,7 +127,6 @@ class KlineChannel(Channel):
 
 
 class AggTradeChannel(Channel):
-    kind = "aggTrade"
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
@@ -160,7 +157,6 @@ class AggTradeChannel(Channel):
 
 
 class DepthChannel(Channel):
-    kind = "depth"
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
@@ -205,7 +201,6 @@ class DepthChannel(Channel):
 class BookTickerChannel(Channel):
     """Best bid and ask on every book step (50 ms); coalesced to the latest per tick."""
 
-    kind = "bookTicker"
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
@@ -225,7 +220,6 @@ class BookTickerChannel(Channel):
 
 
 class MarkPriceChannel(Channel):
-    kind = "markPrice"
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)

@@ -39,16 +39,12 @@ class Trades:
     def __len__(self) -> int:
         return len(self.time)
 
-    def select(self, keep: np.ndarray) -> Trades:
-        return Trades(*(getattr(self, f)[keep] for f in _TRADE_FIELDS))
-
     @staticmethod
     def empty() -> Trades:
         z = np.zeros(0, dtype=_I64)
         return Trades(z, z, z, z, np.zeros(0, dtype=bool), z, z, z)
 
 
-_TRADE_FIELDS = ("time", "price", "qty", "quote", "maker", "agg_id", "first_tid", "last_tid")
 _MINUTE_FIELDS = (
     "open", "high", "low", "close", "volume", "quote", "trades", "taker_volume", "taker_quote",
     "first_id", "last_id", "close_time",

@@ -31,10 +31,6 @@ def fmt(units: int, decimals: int) -> str:
 fmt_cached = lru_cache(maxsize=1 << 16)(fmt)
 
 
-def pow10(n: int) -> int:
-    return _POW10[n]
-
-
 def decimals_of(text: str) -> int:
     """Digits after the point in a decimal string (``"1.50"`` -> 2)."""
     _, dot, frac = text.partition(".")

@@ -108,7 +108,6 @@ class Hub:
                         session.deliver(payload, wrapped)
                 for session in subscribers:
                     touched[session.id] = session
-                channel.frames += len(payloads)
                 produced += len(payloads)
             channel.next_due = max(channel.next_due, now + 1)
             self._schedule(channel)

@@ -58,12 +58,12 @@ class Simulator:
             origin = start - config.history_minutes * MINUTE_MS
             initial = {s: min(self.source.params(s).onboard_ms, origin // MINUTE_MS * MINUTE_MS) for s in symbols}
             ends = {}
+        if isinstance(self.source, ReplaySource) and any(e.action == "list" for e in config.schedule):
+            raise SimConfigError("schedule", "replay mode cannot list symbols: the archives are the market")
         try:
             listings = Listings(initial, config.schedule)
         except ListingError as exc:
             raise SimConfigError("schedule", str(exc)) from None
-        if isinstance(self.source, ReplaySource):
-            self._check_replay_schedule(listings)
         self.symbols = tuple(symbols)
         self.clock = ExchangeClock(start, config.speed)
         self.market = Market(self.source, listings, origin, ends=ends, cache_hours=max(512, 4 * len(symbols)))
@@ -72,23 +72,17 @@ class Simulator:
             tick_units=lambda s: self.market.spec(s).tick_units, mean_qty=self.source.typical_qty,
         )
         self.faults = FaultState()
-        self.stats_ = Stats()
+        self.counters = Stats()
         self.hub = Hub(Context(self.market, self.books, self.faults, int(config.kline_update_interval * 1000)),
                        self.clock, config.tick)
-        self.ws = WsServer(config, self.clock, self.hub, self.faults, self.stats_)
+        self.ws = WsServer(config, self.clock, self.hub, self.faults, self.counters)
         self.limiter = WeightLimiter(self.clock, config.weight_limit, ban_after=config.ban_after_429s,
                                      ban_ms=int(config.ban_duration * 1000))
         self.rest = BinanceRest(self.market, self.books, self.clock, self.faults, self.limiter)
         self.admin = AdminApi(self)
-        rest_port = config.rest_port
-        self.http = HttpServer(self._route, config.host, rest_port)
+        self.http = HttpServer(self._route, config.host, config.rest_port)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
-
-    def _check_replay_schedule(self, listings: Listings) -> None:
-        for event in self.config.schedule:
-            if event.action == "list":
-                raise SimConfigError("schedule", f"replay mode cannot list {event.symbol}: the archives are the market")
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -198,7 +192,7 @@ class Simulator:
         return [s.describe(now) for s in self.ws.sessions.values()]
 
     def stats(self) -> dict[str, Any]:
-        s = self.stats_
+        s = self.counters
         return {
             "now": self.now_ms(), "connections_open": len(self.ws.sessions), "connections_total": s.connections,
             "frames_sent": s.frames, "bytes_sent": s.bytes, "replies_sent": s.replies,
