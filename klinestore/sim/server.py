@@ -89,8 +89,12 @@ class Simulator:
     async def start(self) -> None:
         if self._started:
             raise SimError("the simulator is already started")
-        await self.ws.start()
-        await self.http.start()
+        try:
+            await self.ws.start()
+            await self.http.start()
+        except OSError as exc:
+            await self.ws.stop()
+            raise SimError(f"cannot listen on {self.config.host} (ports {self.config.port}, {self.config.rest_port}): {exc.strerror or exc}") from None
         self.clock.restart()
         self._started = True
         self._tasks = [

@@ -233,5 +233,5 @@ class Session:
             "age_ms": now_ms - self.connected_ms,
             "messages_sent": self.frames,
             "stalled": self.stalled,
-            "closing": self.closing,
+            "closing": self.close_reason or None,
         }

@@ -87,6 +87,8 @@ class SimThread:
         loop = self._loop
         if loop is None or not loop.is_running():
             raise SimError("the simulator is not running")
+        if threading.current_thread() is self._thread:
+            return fn(*args)  # already on the simulator's loop (a callback of its own)
         done: Future[T] = Future()
 
         def run() -> None:
