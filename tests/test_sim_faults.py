@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from simfixtures import SimFactory, frames, get, post
+from simfixtures import frames, get, post
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import signal
-import sys
 
 from klinestore.sim.clock import parse_time
 from klinestore.sim.config import LOOPBACK_HOSTS, ListingEvent, SimConfig

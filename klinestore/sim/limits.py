@@ -2,9 +2,9 @@
 
 Binance counts weight per IP per clock minute; on loopback every client is one IP, so the
 simulator keeps one account. Over the limit a request gets 429 with ``Retry-After`` (real
-seconds until the exchange minute rolls over, at least 1); a client that sends more than
-``ban_after`` further requests in a minute after a 429 is banned (418) for ``ban_ms`` of
-exchange time, doubled on each repeat up to Binance's three days.
+seconds until the exchange minute rolls over, at least 1); a client that goes on after
+``ban_after`` 429s in one minute is banned (418) for ``ban_ms`` of exchange time, doubled on
+each repeat up to Binance's three days.
 """
 
 from __future__ import annotations
