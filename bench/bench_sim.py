@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,23 +128,26 @@ def measure_sim(s: Scenario, seconds: float) -> tuple[float, float, list[str]]:
 
 def measure_raw(sample: list[str], rate: float, connections: int, seconds: float) -> tuple[float, float]:
     """CPU share and frames/s of a bare websockets server sending ``sample`` at ``rate``."""
-    with open(ROOT / "bench" / ".raw_frames.json", "w") as f:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(sample, f)
-    proc, urls = _start([sys.executable, "-c", "from bench.bench_sim import raw_server; raw_server()",
-                         str(ROOT / "bench" / ".raw_frames.json"), str(rate / max(1, connections))])
     try:
-        share, got, _ = asyncio.run(_measure(urls["ws"], [("raw", [])] * connections, seconds, proc.pid))
-        return share, got
+        proc, urls = _start([sys.executable, "-c", "from bench.bench_sim import raw_server; raw_server()",
+                             f.name, str(rate / max(1, connections))])
+        try:
+            share, got, _ = asyncio.run(_measure(urls["ws"], [("raw", [])] * connections, seconds, proc.pid))
+            return share, got
+        finally:
+            _stop(proc)
     finally:
-        _stop(proc)
-        (ROOT / "bench" / ".raw_frames.json").unlink(missing_ok=True)
+        os.unlink(f.name)
 
 
 def raw_server() -> None:
     """The baseline: send pre-encoded frames round-robin at a fixed rate per connection."""
     from websockets.asyncio.server import broadcast, serve
 
-    frames = [f.encode() for f in json.load(open(sys.argv[1]))] or [b"{}"]
+    with open(sys.argv[1]) as f:
+        frames = [frame.encode() for frame in json.load(f)] or [b"{}"]
     per_second = float(sys.argv[2])
 
     async def handler(ws) -> None:  # type: ignore[no-untyped-def]
