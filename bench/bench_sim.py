@@ -7,8 +7,9 @@ pre-encoded, at the same rate over the same number of connections: what is left 
 the two is the cost of simulating the market (generation, bars, book, encoding, fan-out).
 
 Scenarios: the service's demo load (2 symbols at speed 60 with every stream: 12 kline
-intervals, aggTrade, markPrice@1s, depth@100ms and depth each) and the ingest benchmark load
-(200 symbols at speed 1 with 5 kline streams and aggTrade each).
+intervals, aggTrade, markPrice@1s, depth@100ms and depth each), the same without depth (to
+show what the book costs), and the ingest benchmark load (200 symbols at speed 1 with 5
+kline streams and aggTrade each).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ SCENARIOS = (
     Scenario("2 symbols x60, every stream", ("BTCUSDT", "ETHUSDT"), 60,
              tuple(f"kline_{i}" for i in KLINES_ALL) + ("aggTrade", "markPrice@1s"), ("depth@100ms", "depth"),
              goal="well under 30 % of a core"),
+    Scenario("2 symbols x60, klines + aggTrade (no depth)", ("BTCUSDT", "ETHUSDT"), 60,
+             tuple(f"kline_{i}" for i in KLINES_ALL) + ("aggTrade",)),
     Scenario("200 symbols x1, 5 klines + aggTrade", tuple(f"S{i:03d}USDT" for i in range(200)), 1,
              ("kline_1m", "kline_5m", "kline_15m", "kline_1h", "kline_4h", "aggTrade"), goal="sustainable (< 100 %)"),
 )
