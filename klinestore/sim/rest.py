@@ -116,14 +116,19 @@ class BinanceRest:
 
     # --- parameters ---------------------------------------------------------------------
 
-    def _symbol(self, request: Request, now: int, *, trading: bool = False) -> str:
-        raw = request.param("symbol")
+    @staticmethod
+    def _checked(request: Request, name: str, check: Callable[[str], str], code: int, msg: str) -> str:
+        """A mandatory parameter through ``check``; Binance's error body if missing or invalid."""
+        raw = request.param(name)
         if not raw:
-            raise _mandatory("symbol")
+            raise _mandatory(name)
         try:
-            symbol = check_symbol(raw)
-        except InvalidSymbol:
-            raise ApiError(-1121, "Invalid symbol.") from None
+            return check(raw)
+        except (InvalidSymbol, InvalidInterval):
+            raise ApiError(code, msg) from None
+
+    def _symbol(self, request: Request, now: int, *, trading: bool = False) -> str:
+        symbol = self._checked(request, "symbol", check_symbol, -1121, "Invalid symbol.")
         status = self.market.listings.status(symbol, now)
         if status is None or (trading and status != TRADING):
             raise ApiError(-1121, "Invalid symbol.")
@@ -142,13 +147,7 @@ class BinanceRest:
 
     def _klines(self, request: Request, now: int) -> list[list[int | str]]:
         symbol = self._symbol(request, now)
-        raw_interval = request.param("interval")
-        if not raw_interval:
-            raise _mandatory("interval")
-        try:
-            interval = check_interval(raw_interval)
-        except InvalidInterval:
-            raise ApiError(-1120, "Invalid interval.") from None
+        interval = self._checked(request, "interval", check_interval, -1120, "Invalid interval.")
         limit = self._int(request, "limit")
         limit = KLINES_DEFAULT_LIMIT if limit is None else limit
         if not 1 <= limit <= KLINES_MAX_LIMIT:
