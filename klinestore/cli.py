@@ -19,7 +19,11 @@ from klinestore import __version__
 from klinestore.errors import KlinestoreError
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
-COMMANDS: dict[str, str] = {"import": "import_", "compact": "compact"}
+COMMANDS: dict[str, str] = {
+    "sim": "sim",
+    "import": "import_",
+    "compact": "compact",
+}
 
 EXIT_OK = 0
 EXIT_ERROR = 1
