@@ -20,7 +20,13 @@ from klinestore.errors import KlinestoreError
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
 COMMANDS: dict[str, str] = {
-    "import": "import_", "compact": "compact", "sql": "sql", "export": "export", "status": "status", "chart": "chart",
+    "sim": "sim",
+    "import": "import_",
+    "compact": "compact",
+    "sql": "sql",
+    "export": "export",
+    "status": "status",
+    "chart": "chart",
     "dataqual": "dataqual",
 }
 
