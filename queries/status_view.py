@@ -31,6 +31,8 @@ def render(report: Mapping[str, Any]) -> RenderableType:
     if report["dataqual"]:
         parts.append(_dataqual(report["dataqual"]))
     parts.append(_storage(report))
+    if report["jobs"]:
+        parts.append(_jobs(report["jobs"]))
     if report["ledger"]:
         parts.append(_ledger(report))
     return Group(*parts)
@@ -160,6 +162,28 @@ def _storage(report: Mapping[str, Any]) -> RenderableType:
     if not report["dataset"]:
         table.add_row("(no bars stored yet)", "", "", "", "", "", "", "")
     return table
+
+
+def _jobs(jobs: Mapping[str, Any]) -> RenderableType:
+    """Scheduled jobs (the scheduler's stats: every_s, runs, failures, skipped, last_error...)."""
+    fields = list(dict.fromkeys(k for stats in jobs.values() if isinstance(stats, dict) for k in stats))
+    table = Table(title="jobs", title_justify="left")
+    table.add_column("job")
+    for name in fields:
+        table.add_column(name.replace("_", " "), justify="left" if name == "last_error" else "right")
+    for job, stats in sorted(jobs.items()):
+        stats = stats if isinstance(stats, dict) else {}
+        failing = bool(stats.get("failures")) or bool(stats.get("last_error"))
+        table.add_row(Text(job, style="yellow" if failing else ""), *(_value(stats.get(f)) for f in fields))
+    return table
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
 
 
 def _ledger(report: Mapping[str, Any]) -> RenderableType:

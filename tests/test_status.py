@@ -41,6 +41,8 @@ def snapshot(written_ms: int, **changes: Any) -> dict[str, Any]:
         "timeframes": {s: {"1m": {"ready": True, "bars": 600}, "4h": {"ready": s == "BTCUSDT", "bars": 2}}
                        for s in ("BTCUSDT", "ETHUSDT")},
         "storage": {"sink": "BarStore", "last_flush": iso(written_ms - 20_000), "pending_bars": 3},
+        "jobs": {"dataqual": {"every_s": 30.0, "runs": 12, "failures": 0, "skipped": 0, "last_error": ""},
+                 "compaction": {"every_s": 600.0, "runs": 1, "failures": 1, "last_error": "disk full"}},
     }
     data.update(changes)
     return data
@@ -126,7 +128,7 @@ def test_cli_table_and_json(dataset: Path) -> None:
                            capture_output=True, text=True, timeout=60)
     assert table.returncode == EXIT_OK, table.stderr
     for words in ("RUNNING", "market-0", "SUBSCRIBED", "timeframes", "warming", "REST API ledger", "/fapi/v1/depth",
-                  "2024-01-01 09:59", "last flush"):
+                  "2024-01-01 09:59", "last flush", "compaction", "disk full"):
         assert words in table.stdout
     write(dataset, snapshot(now_ms() - 600_000))
     as_json = subprocess.run(klinestore_command("status", "--data-dir", str(dataset), "--json"),
