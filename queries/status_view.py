@@ -76,8 +76,7 @@ def _alerts(alerts: list[Mapping[str, str]]) -> RenderableType:
 
 
 def _connections(report: Mapping[str, Any]) -> RenderableType:
-    table = Table(title="connections", title_justify="left", caption=_streams_caption(report["streams"]),
-                  caption_justify="left")
+    table = Table(title="connections", title_justify="left")
     for col in ("id", "state", "streams", "retries", "reconnects", "last message", "messages"):
         table.add_column(col, justify="left" if col in ("id", "state") else "right")
     for c in report["connections"]:
@@ -88,7 +87,7 @@ def _connections(report: Mapping[str, Any]) -> RenderableType:
             str(c.get("retries", "")), str(c.get("reconnects", "")), "-" if age is None else f"{age:.1f} s ago",
             f"{c.get('messages', 0):,}" if isinstance(c.get("messages"), int) else "",
         )
-    return table
+    return _noted(table, _streams_caption(report["streams"]))
 
 
 def _streams_caption(streams: Mapping[str, Any] | None) -> str:
@@ -151,7 +150,7 @@ def _storage(report: Mapping[str, Any]) -> RenderableType:
     line += f"   WAL {wal.get('segments', 0)} segment(s), {_bytes(wal.get('bytes', 0))}"
     if "pending_bars" in storage:
         line += f", {storage['pending_bars']} bars pending"
-    table = Table(title="storage", title_justify="left", caption=line, caption_justify="left")
+    table = Table(title="storage", title_justify="left")
     for col in ("interval", "months", "files", "max/partition", "size", "symbols", "newest bar", "age"):
         table.add_column(col, justify="left" if col in ("interval", "newest bar") else "right")
     for r in report["dataset"]:
@@ -161,7 +160,7 @@ def _storage(report: Mapping[str, Any]) -> RenderableType:
                       "-" if age is None else _duration(age))
     if not report["dataset"]:
         table.add_row("(no bars stored yet)", "", "", "", "", "", "", "")
-    return table
+    return _noted(table, line)
 
 
 def _jobs(jobs: Mapping[str, Any]) -> RenderableType:
@@ -192,7 +191,7 @@ def _ledger(report: Mapping[str, Any]) -> RenderableType:
     if rest:
         caption = (f"weight this minute {rest.get('weight_used', '?')}/{rest.get('weight_usable', '?')}, "
                    f"429s {rest.get('rate_limited', 0)}, 418s {rest.get('banned', 0)}, retries {rest.get('retries', 0)}")
-    table = Table(title="REST API ledger", title_justify="left", caption=caption, caption_justify="left")
+    table = Table(title="REST API ledger", title_justify="left")
     for col in ("endpoint", "calls", "weight", "errors"):
         table.add_column(col, justify="left" if col in ("endpoint", "errors") else "right")
     for endpoint, entry in sorted(report["ledger"].items()):
@@ -200,7 +199,12 @@ def _ledger(report: Mapping[str, Any]) -> RenderableType:
         errors = entry.get("errors") or {}
         table.add_row(endpoint, str(entry.get("calls", "")), str(entry.get("weight", "")),
                       ", ".join(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict) else str(errors))
-    return table
+    return _noted(table, caption)
+
+
+def _noted(table: Table, note: str) -> RenderableType:
+    """A table with a line under it (a caption would wrap at the table's width)."""
+    return Group(table, Text(note, style="dim")) if note else table
 
 
 def _short_time(value: str | None) -> str:
