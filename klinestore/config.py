@@ -216,7 +216,9 @@ class RestConfig:
     weight_limit: int = _opt(EXCHANGE_WEIGHT_LIMIT, "Exchange request-weight limit per minute.", positive)
     weight_margin: float = _opt(0.25, "Share of the weight limit never used (safety margin).", fraction)
     timeout: float = _opt(10.0, "Timeout of one REST request.", positive)
-    max_retries: int = _opt(3, "Retries of a failed REST request (5xx, timeouts).", between(0, 20))
+    max_retries: int = _opt(3, "Retries of a failed REST request (5xx, timeouts, 429).", between(0, 20))
+    retry_base_delay: float = _opt(0.5, "First delay before a REST retry, doubled per retry.", positive)
+    retry_max_delay: float = _opt(10.0, "Cap on the REST retry delay.", positive)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
