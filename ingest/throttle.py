@@ -56,7 +56,7 @@ class LogThrottle:
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
+    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log ``msg % args`` unless ``key`` logged within ``every`` seconds; True if it was logged."""
         now = self._mono()
         last = self._last.get(key)
@@ -70,7 +70,7 @@ class LogThrottle:
         if held:
             msg += " (%d more like it in the last %.0f s)"
             args = (*args, held, self.every)
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
     def warning(self, key: str, msg: str, *args: object) -> bool:

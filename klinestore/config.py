@@ -194,6 +194,9 @@ class WebsocketConfig:
         between(0.1, 9),
     )
     max_queue: int = _opt(4096, "Frames buffered per connection before backpressure.", between(16, 10**6))
+    control_timeout: float = _opt(
+        10.0, "A SUBSCRIBE/UNSUBSCRIBE unanswered this long means the connection is lost.", positive
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
