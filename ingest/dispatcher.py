@@ -58,7 +58,7 @@ class Dispatcher:
         self.state = state
         self.sink = sink
         self.clock = clock
-        self.on_close = on_close or Hook("on_kline_close")
+        self.on_close = on_close if on_close is not None else Hook("on_kline_close")
         self._wants_snapshot = on_book_wants_snapshot or (lambda symbol: None)
         self._routes: dict[str, tuple[Callable[[Any, Any], None], Any]] = {}
         self._held: list[Bar] = []
