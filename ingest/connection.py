@@ -185,7 +185,7 @@ class Connection:
         reason = "start"
         lost_before = False
         while not self._stopping:
-            self._set(ConnState.CONNECTING, "start" if reason == "start" else f"attempt {backoff.attempts + 1}")
+            self._set(ConnState.CONNECTING, reason if reason in ("start", "after FAILED") else f"retry {backoff.attempts}")
             try:
                 async with self._gate:
                     if self._stopping:
@@ -197,6 +197,7 @@ class Connection:
                 reason = describe(exc)
                 if not retryable(exc):
                     await self._fail(backoff, reason)
+                    reason = "after FAILED"
                     continue
             else:
                 if self._stopping:
@@ -224,6 +225,7 @@ class Connection:
             self.retries = backoff.attempts
             if delay is None:
                 await self._fail(backoff, f"{self._policy.max_retries} retries spent; last: {reason}")
+                reason = "after FAILED"
                 continue
             self._set(ConnState.RECONNECTING, f"retry {backoff.attempts}/{self._policy.max_retries} in {delay:.2f}s: {reason}")
             await self._sleep(delay)
