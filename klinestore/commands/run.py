@@ -68,6 +68,8 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if getattr(args, "verbose", 0) < 2:  # one INFO line per REST request is noise; -vv shows them
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(_main(config, args))
     return 0
 
