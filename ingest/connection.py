@@ -18,8 +18,11 @@ the exchange closes a connection at 10). Liveness: websockets' keepalive pings
 silence (checked by the pool) catches a live peer that stopped sending.
 
 Nothing here knows Binance's payloads: frames go to the dispatcher, control replies come
-back by id. Frames are never buffered beyond websockets' ``max_queue``: past it, reading
-from the socket pauses (TCP pushes back), and each pause is counted.
+back by id. Data frames are handled as the socket is read (``_FrameConnection``), so no
+frame waits in a user-space queue: when ingest falls behind, the socket is read later, the
+kernel buffer fills and TCP pushes back on the exchange (the feed measures the event loop's
+lag to make that visible). websockets' own queue, bounded by ``max_queue``, only sees
+frames before a session is set up.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
 
 from ingest.backoff import Backoff, BackoffPolicy
 from ingest.clock import ExchangeClock
@@ -97,20 +102,38 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class _CountingConnection(ClientConnection):
-    """websockets' client connection, counting each time a full queue pauses socket reads."""
+class _FrameConnection(ClientConnection):
+    """websockets' client connection, handing each data frame to ``on_frame`` as it is parsed.
 
-    pauses = 0
+    websockets queues frames for ``recv()``; at thousands of frames a second that queue, its
+    futures and the task switch per frame cost more than decoding and applying the frame.
+    Once ``on_frame`` is set, complete data frames skip the queue and are handled inside
+    ``data_received``: nothing is buffered in user space, and while ingest is busy the socket
+    is not read, so the kernel buffer fills and TCP pushes back on the exchange. Everything
+    else (handshake, pings and pongs, the close handshake, keepalive) is websockets' own.
+    """
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        pause = self.recv_messages.pause
+    on_frame: Callable[[bytes], None] | None = None
+    _fragments: list[bytes] | None = None
 
-        def counting_pause() -> None:
-            self.pauses += 1
-            pause()
-
-        self.recv_messages.pause = counting_pause
+    def process_event(self, event: Any) -> None:
+        on_frame = self.on_frame
+        if on_frame is None or not isinstance(event, WsFrame):
+            super().process_event(event)
+            return
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if event.fin:
+                on_frame(event.data)
+            else:  # Binance does not fragment; websockets bounds the message (max_size) if anyone does
+                self._fragments = [event.data]
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(event.data)
+            if event.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                on_frame(data)
+        else:
+            super().process_event(event)  # PING, PONG (keepalive latency), CLOSE
 
 
 Refused = Callable[["Connection", list[str], ControlError], None]
@@ -166,7 +189,7 @@ class Connection:
         self._on_refused = on_refused or (lambda conn, streams, error: None)
         self._on_lost = on_lost or (lambda conn: None)
         self._connect = connect_fn
-        self._ws: _CountingConnection | None = None
+        self._ws: _FrameConnection | None = None
         self._pending: dict[int, asyncio.Future[ControlReply]] = {}
         self._next_id = 0
         self._bucket = TokenBucket(config.control_messages_per_second)
@@ -174,7 +197,6 @@ class Connection:
         self._stopping = False
         self._stop_reason = "stopped"
         self._drop_reason: str | None = None
-        self._pauses_before = 0
         self._throttle = LogThrottle(log)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -281,11 +303,6 @@ class Connection:
         """Seconds since ``stream`` last delivered (since SUBSCRIBED if it never did)."""
         return now - self.last_seen.get(stream, self.subscribed_at)
 
-    @property
-    def backpressure_pauses(self) -> int:
-        ws = self._ws
-        return self._pauses_before + (ws.pauses if ws is not None else 0)
-
     def age_ms(self) -> int | None:
         """Exchange time since the current session opened."""
         now = self._clock.now_ms()
@@ -293,8 +310,8 @@ class Connection:
 
     # --- internals -------------------------------------------------------------------------------
 
-    async def _open(self) -> _CountingConnection:
-        ws: _CountingConnection = await self._connect(
+    async def _open(self) -> _FrameConnection:
+        ws: _FrameConnection = await self._connect(
             self.url,
             open_timeout=self.config.reconnect.open_timeout,
             ping_interval=self.config.ping.interval,
@@ -303,11 +320,11 @@ class Connection:
             max_queue=self.config.max_queue,
             compression=None,  # Binance does not compress; inflating every frame would cost CPU
             proxy=None,
-            create_connection=_CountingConnection,
+            create_connection=_FrameConnection,
         )
         return ws
 
-    async def _session(self, ws: _CountingConnection, backoff: Backoff, lost_before: bool) -> None:
+    async def _session(self, ws: _FrameConnection, backoff: Backoff, lost_before: bool) -> None:
         self._ws = ws
         self._drop_reason = None
         self.opened_ms = self._clock.now_ms()
@@ -339,39 +356,37 @@ class Connection:
                 if not fut.done():
                     fut.cancel()
             self._pending.clear()
-            self._pauses_before += ws.pauses
             self._ws = None
             self.subscribed_event.clear()
             self.delivering.clear()
             self._awaiting_delivery = False
 
-    async def _receive(self, ws: _CountingConnection) -> None:
-        dispatch = self._dispatcher.dispatch
-        last_seen = self.last_seen
-        mono = time.monotonic
-        recv = ws.recv
-        while True:
-            raw = await recv(decode=False)
-            now = mono()
-            self.last_message = now
-            self.messages += 1
-            try:
-                frame = dispatch(raw, now)
-            except Exception:  # noqa: BLE001 - one bad frame must not end the session
-                self.internal_errors += 1
-                self._throttle.log(logging.ERROR, f"{self.id}:internal", "%s: frame handling failed", self.id,
-                                   exc_info=True)
-                continue
-            if frame is None:
-                continue
-            stream = frame.stream
-            if stream is None:
-                self._on_reply(frame)
-                continue
-            last_seen[stream] = now
-            if self._awaiting_delivery:
-                self._awaiting_delivery = False
-                self.delivering.set()
+    async def _receive(self, ws: _FrameConnection) -> None:
+        """Frames are handled by ``_on_frame`` as they arrive; this waits for the end and raises why."""
+        ws.on_frame = self._on_frame
+        await ws.wait_closed()
+        raise ws.protocol.close_exc
+
+    def _on_frame(self, raw: bytes) -> None:
+        now = time.monotonic()
+        self.last_message = now
+        self.messages += 1
+        try:
+            frame = self._dispatcher.dispatch(raw, now)
+        except Exception:  # noqa: BLE001 - one bad frame must not end the session
+            self.internal_errors += 1
+            self._throttle.log(logging.ERROR, f"{self.id}:internal", "%s: frame handling failed", self.id, exc_info=True)
+            return
+        if frame is None:
+            return
+        stream = frame.stream
+        if stream is None:
+            self._on_reply(frame)
+            return
+        self.last_seen[stream] = now
+        if self._awaiting_delivery:
+            self._awaiting_delivery = False
+            self.delivering.set()
 
     async def _subscribe_all(self) -> None:
         while True:

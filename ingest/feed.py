@@ -33,6 +33,7 @@ from ingest.errors import IngestError
 from ingest.eventlog import EventLog
 from ingest.hooks import Hook
 from ingest.klines import Gap
+from ingest.lag import LoopLag
 from ingest.ledger import ApiLedger
 from ingest.listings import ListingChange, Listings
 from ingest.markprice import Mark
@@ -90,6 +91,7 @@ class Feed:
         if config.modes.rest_klines_allowed:
             self.backfill = Backfill(self.state, self.dispatcher, self.rest, self.clock, on_filled=self._on_filled)
         self.listings = Listings(config.sharding.shard_id, config.sharding.num_shards)
+        self.lag = LoopLag()
         self.started_at = time.monotonic()
         self.running = False
         self.skipped_symbols: list[str] = []  # configured but not trading at start
@@ -141,6 +143,7 @@ class Feed:
             log.warning("server time unavailable (%s); the clock will follow event times", exc)
         await self._baseline_listings()
         self.depth_sync.start()
+        self.lag.start()
         if self.backfill is not None:
             self.backfill.start()
             self._request_history()
@@ -152,6 +155,7 @@ class Feed:
         self.running = False
         await self.pool.stop()
         await self.depth_sync.stop()
+        await self.lag.stop()
         if self.backfill is not None:
             await self.backfill.stop()
         for hook in (self.kline_close, self.gap, self.gap_filled):

@@ -137,13 +137,23 @@ class KlineSeries:
         """Take an update of the open bar; return the reject reason, or None if taken."""
         t = k.t
         ob = self.open_bar
+        if ob is not None and t == ob.t and k.T == ob.T and k.i == ob.i and not k.x:
+            # Another update of the bar we hold (the common case): its times were checked then.
+            o, h, l, c, v, q = k.o, k.h, k.l, k.c, k.v, k.q  # noqa: E741
+            if (h >= o and h >= c and h >= l and l <= o and l <= c
+                    and k.V <= v * (1 + 1e-9) + 1e-12 and k.Q <= q * (1 + 1e-9) + 1e-9):
+                self.open_bar = k
+                if t > self._expected >= 0 and event_ms - t >= CLOSE_GRACE_MS and self._prev(t) > self._reported_until:
+                    self._report_gap(self._prev(t))
+                return None
+            return self._reject(ohlcv_problem(o, h, l, c, v, q, k.V, k.Q) or "high_below")
         if t <= self._last or (ob is not None and t < ob.t):
             return self._reject("stale")
         problem = self._kline_problem(k)
         if problem is not None:
             return self._reject(problem)
         self.open_bar = k
-        if t > self._expected >= 0 and event_ms - t >= CLOSE_GRACE_MS:
+        if t > self._expected >= 0 and event_ms - t >= CLOSE_GRACE_MS and self._prev(t) > self._reported_until:
             self._report_gap(self._prev(t))
         elif self._reason != "gap" and self._last >= 0 and t == self._expected:
             self._reason = "gap"  # first update after (re)subscribing found no hole

@@ -325,7 +325,7 @@ class Pool:
                 "subscribed": len(c.subscribed), "retries": c.retries, "reconnects": c.reconnects,
                 "last_message_age_s": round(now - c.last_message, 3) if c.last_message else None,
                 "age_s": round(age / 1000, 1) if age is not None else None, "messages": c.messages,
-                "resubscribes": c.resubscribes, "backpressure_pauses": c.backpressure_pauses,
+                "resubscribes": c.resubscribes, "internal_errors": c.internal_errors,
                 "control_errors": c.control_errors, "limit": self._limit.get(c.id),
             })
         return out
