@@ -141,8 +141,8 @@ class Dispatcher:
         checked = [(bar, v) for bar in bars if (v := series.check_close(bar)) in ("append", "insert")]
         if not checked:
             return []
-        if not self._persist([bar for bar, _ in checked]):
-            return []
+        durable = self._persist([bar for bar, _ in checked])
+        checked = [(bar, verdict) for bar, verdict in checked if id(bar) in durable]
         inserts = [bar for bar, verdict in checked if verdict == "insert"]
         appends = [bar for bar, verdict in checked if verdict == "append"]
         if inserts:
@@ -162,25 +162,56 @@ class Dispatcher:
         series.commit_close(bar, verdict)
         self._committed(bar)
 
-    def _persist(self, bars: Sequence[Bar]) -> bool:
-        held = self._held
+    def _persist(self, bars: Sequence[Bar]) -> set[int]:
+        """Hand bars (after any held back) to the sink; return the ids of ``bars`` now durable.
+
+        A bar the sink refuses as invalid (a ``ValueError``, like storage's ``BarError``) is
+        dropped and counted (``rejected["sink_refused"]``) so it cannot block the bars behind
+        it; any other failure holds the bars back for the next attempt. Held bars that become
+        durable are committed here, in order, before the new ones.
+        """
+        held, self._held = self._held, []
+        batch = [*held, *bars]
         try:
-            self.sink.append([*held, *bars] if held else bars)
-        except Exception as exc:  # noqa: BLE001 - the sink is storage's; whatever it raises, hold the bars
-            self.sink_errors += 1
-            self._log.log(logging.ERROR, "sink", "closed bars not durable, holding %d: %r", len(held) + len(bars), exc)
-            held.extend(bars)
-            if len(held) > MAX_HELD:
-                self.sink_dropped += len(held) - MAX_HELD
-                del held[: len(held) - MAX_HELD]
-            return False
-        if held:
-            self._held = []
-            for bar in held:
+            self.sink.append(batch)
+            durable = batch
+        except ValueError:
+            durable = self._isolate(batch)
+        except Exception as exc:  # noqa: BLE001 - the sink is storage's; whatever else it raises, hold the bars
+            self._hold(batch, exc)
+            return set()
+        kept = {id(bar) for bar in durable}
+        for bar in held:
+            if id(bar) in kept:
                 series = self.state.klines.get((bar.symbol, bar.interval))
                 if series is not None and (verdict := series.check_close(bar)) in ("append", "insert"):
                     self._commit(series, bar, verdict)
-        return True
+        return kept
+
+    def _isolate(self, batch: list[Bar]) -> list[Bar]:
+        """The sink refused the batch as invalid: append bar by bar and drop the ones it refuses."""
+        durable: list[Bar] = []
+        for i, bar in enumerate(batch):
+            try:
+                self.sink.append((bar,))
+            except ValueError as exc:
+                self.state.rejected["sink_refused"] += 1
+                self._log.warning("sink_refused", "sink refused %s %s %d: %s", bar.symbol, bar.interval,
+                                  bar.open_time, exc)
+            except Exception as exc:  # noqa: BLE001 - the sink went down half-way: hold the rest
+                self._hold(batch[i:], exc)
+                break
+            else:
+                durable.append(bar)
+        return durable
+
+    def _hold(self, bars: list[Bar], exc: BaseException) -> None:
+        self.sink_errors += 1
+        self._log.log(logging.ERROR, "sink", "closed bars not durable, holding %d: %r", len(bars), exc)
+        self._held.extend(bars)
+        if len(self._held) > MAX_HELD:
+            self.sink_dropped += len(self._held) - MAX_HELD
+            del self._held[: len(self._held) - MAX_HELD]
 
     @property
     def held(self) -> int:

@@ -35,7 +35,7 @@ from ingest.hooks import Hook
 from ingest.klines import Gap
 from ingest.lag import LoopLag
 from ingest.ledger import ApiLedger
-from ingest.listings import ListingChange, Listings
+from ingest.listings import ListingChange, Listings, shard_of
 from ingest.markprice import Mark
 from ingest.orderbook import OrderBook
 from ingest.pool import Pool
@@ -57,7 +57,7 @@ GapCallback = Callable[[str, str, int, int, str], Awaitable[None] | None]
 
 
 class Feed:
-    """Everything live ingest does, for ``config.symbols`` (or ``symbols``)."""
+    """Everything live ingest does, for ``config.symbols`` of this shard (or exactly ``symbols``)."""
 
     def __init__(
         self,
@@ -96,7 +96,10 @@ class Feed:
         self.running = False
         self.skipped_symbols: list[str] = []  # configured but not trading at start
         self._listing_lock = asyncio.Lock()
-        for symbol in symbols if symbols is not None else config.symbols:
+        shard = config.sharding
+        if symbols is None:  # with several shards, each process takes the symbols that hash to it
+            symbols = [s for s in config.symbols if shard_of(s, shard.num_shards) == shard.shard_id]
+        for symbol in symbols:
             self._add_state(symbol, config.websocket.streams.kline_intervals)
 
     # --- hooks -------------------------------------------------------------------------------------

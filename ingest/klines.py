@@ -182,7 +182,7 @@ class KlineSeries:
 
     def commit_close(self, bar: Bar, verdict: str) -> None:
         """Add a bar that ``check_close`` accepted (and that is durable by now)."""
-        if verdict == "insert":
+        if verdict == "insert" or bar.open_time <= self._last:  # (a stale "append" verdict, too)
             self.insert((bar,), checked=True)
             return
         t = bar.open_time

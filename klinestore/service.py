@@ -3,8 +3,8 @@
 Lifecycle, in this order and nothing hidden:
 
 1. ``start()``: open the sink (storage), fill the ring buffers from disk (warm restart), start
-   live ingest, start the periodic work (status.json every ``jobs.status_interval``; the jobs
-   engineer adds the scheduler here).
+   live ingest, start the periodic work (status.json every ``jobs.status_interval``, listing
+   refresh every ``jobs.listing_refresh_interval``; the jobs engineer adds the scheduler here).
 2. ``wait()``: run until ``request_stop()`` (SIGINT/SIGTERM in the CLI) or a duration.
 3. ``stop()``: stop ingest (connections closed, queued callbacks run), flush the sink, write
    status.json one last time. Safe to call twice.
@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from ingest.errors import IngestError
 from ingest.feed import Feed
 from ingest.sink import BarSink, MemorySink
 from ingest.status import STATUS_FILE, snapshot, write_status
@@ -61,6 +62,7 @@ class Service:
         self.started_at = time.monotonic()
         await self.feed.start()
         self._tasks.append(asyncio.create_task(self._status_loop(), name="service:status"))
+        self._tasks.append(asyncio.create_task(self._listings_loop(), name="service:listings"))
         log.info("klinestore running: %s mode, %d symbols, data in %s", self.config.modes.name,
                  len(self.feed.symbols), self.data_dir)
 
@@ -118,6 +120,15 @@ class Service:
             except Exception:  # noqa: BLE001 - a full disk must not stop ingest
                 log.exception("status.json not written")
             await asyncio.sleep(self.config.jobs.status_interval)
+
+    async def _listings_loop(self) -> None:
+        """New listings and delistings every ``jobs.listing_refresh_interval`` (exchangeInfo, weight 1)."""
+        while True:
+            await asyncio.sleep(self.config.jobs.listing_refresh_interval)
+            try:
+                await self.feed.refresh_listings()
+            except IngestError as exc:
+                log.warning("listing refresh failed: %s", exc)
 
     async def _flush(self) -> None:
         flush = getattr(self.sink, "flush", None)

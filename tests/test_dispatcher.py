@@ -81,6 +81,22 @@ def test_bars_are_held_while_the_sink_fails_and_committed_in_order_once_it_recov
     assert list(series.ring.tail()["open_time"]) == [T0, T0 + M, T0 + 2 * M] and d.held == 0
 
 
+def test_a_bar_the_sink_refuses_is_dropped_and_counted_without_blocking_the_rest() -> None:
+    class Picky(MemorySink):
+        def append(self, bars: Sequence[Bar]) -> None:
+            if any(b.open_time == T0 + M for b in bars):
+                raise ValueError("not a storable bar")
+            super().append(bars)
+
+    sink = Picky()
+    d, state, _ = make(sink)
+    for i in range(3):
+        d.dispatch(kline(t=T0 + i * M, x=True), monotonic())
+    assert [b.open_time for b in sink.bars] == [T0, T0 + 2 * M]
+    assert state.rejected["sink_refused"] == 1 and d.held == 0 and d.sink_errors == 0
+    assert list(state.series("BTCUSDT", "1m").ring.tail()["open_time"]) == [T0, T0 + 2 * M]
+
+
 def test_every_stream_kind_reaches_its_state() -> None:
     wanted: list[str] = []
     d, state, _ = make()
