@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -32,7 +32,7 @@ from ingest.dispatcher import Dispatcher
 from ingest.errors import IngestError
 from ingest.eventlog import EventLog
 from ingest.hooks import Hook
-from ingest.klines import Gap
+from ingest.klines import Gap, frame_rows
 from ingest.lag import LoopLag
 from ingest.ledger import ApiLedger
 from ingest.listings import ListingChange, Listings, shard_of
@@ -132,6 +132,15 @@ class Feed:
             series = self.state.klines.get((symbol, interval))
             if series is not None:
                 taken += len(series.insert(group))
+        return taken
+
+    def load_history_frames(self, frames: Mapping[tuple[str, str], pl.DataFrame]) -> int:
+        """Warm restart from storage (``BarStore.load_recent``): frames of bars per (symbol, interval)."""
+        taken = 0
+        for (symbol, interval), frame in frames.items():
+            series = self.state.klines.get((symbol, interval))
+            if series is not None and frame.height:
+                taken += series.load_rows(frame_rows(frame))
         return taken
 
     async def start(self) -> None:

@@ -223,6 +223,30 @@ class KlineSeries:
         kept_from = self.ring.key_at(0) if len(self.ring) else 0
         return [b for b, ok in zip(ordered, taken) if ok and b.open_time >= kept_from]
 
+    def load_rows(self, rows: np.ndarray) -> int:
+        """Warm restart: merge history rows (``KLINE_DTYPE``, from disk) checked as a whole; return rows kept.
+
+        Rows that cannot be bars (the same rules as live bars, vectorized) are dropped and
+        counted as ``rejected["invalid_history"]``; existing bars win over loaded ones.
+        """
+        if len(rows) == 0:
+            return 0
+        t, o, h, l, c = rows["open_time"], rows["open"], rows["high"], rows["low"], rows["close"]  # noqa: E741
+        ok = (h >= o) & (h >= c) & (h >= l) & (l <= o) & (l <= c) & (rows["close_time"] >= t)
+        ok &= (rows["volume"] >= 0) & (rows["quote_volume"] >= 0) & (rows["trades"] >= 0)
+        ok &= rows["close_time"] < (t + self._iv if self._iv else t + 32 * 86_400_000)
+        if self._iv:
+            ok &= (t - self._offset) % self._iv == 0
+        self.rejected["invalid_history"] += int(len(rows) - ok.sum())
+        rows = rows[ok]
+        order = np.argsort(rows["open_time"], kind="stable")
+        rows = rows[order]
+        unique = np.ones(len(rows), dtype=bool)
+        unique[1:] = rows["open_time"][1:] != rows["open_time"][:-1]
+        taken = self.ring.merge(rows[unique])
+        self._resync_after_merge()
+        return int(taken.sum())
+
     # --- reading ----------------------------------------------------------------------------
 
     @property
@@ -342,6 +366,22 @@ class KlineSeries:
 
 
 _EMPTY = np.zeros(0, dtype=KLINE_DTYPE)
+
+
+def frame_rows(frame: pl.DataFrame) -> np.ndarray:
+    """Ring rows from a frame of bars (``BAR_SCHEMA`` columns; times as UTC datetimes or ms)."""
+    rows = np.zeros(frame.height, dtype=KLINE_DTYPE)
+    for name in KLINE_DTYPE.names or ():
+        if name == "source":
+            continue
+        column = frame.get_column(name)
+        if column.dtype.is_temporal():
+            column = column.dt.epoch("ms")
+        rows[name] = column.to_numpy()
+    if "source" in frame.columns:
+        codes = {name: i for i, name in enumerate(SOURCES)}
+        rows["source"] = np.array([codes.get(s, 0) for s in frame.get_column("source").to_list()], dtype="u1")
+    return rows
 
 
 def rows_frame(symbol: str, interval: str, rows: np.ndarray, complete: np.ndarray | None = None) -> pl.DataFrame:

@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.klines import CLOSE_GRACE_MS, Gap, KlineSeries, kline_bar
+from ingest.klines import CLOSE_GRACE_MS, Gap, KlineSeries, frame_rows, kline_bar
 from ingest.ring import Ring
 from storage.schema import Bar
 from tests.frames import T0, event, kline
@@ -212,3 +212,16 @@ def test_ring_merge_respects_capacity_and_replace() -> None:
 
 def _fields(bar: Bar) -> dict[str, object]:
     return {f: getattr(bar, f) for f in bar.__struct_fields__}
+
+
+def test_history_from_disk_loads_as_a_frame_and_round_trips() -> None:
+    s, _ = series()
+    for i in range(3):
+        close(s, closed(T0 + i * M))
+    disk = s.frame()
+    other, gaps = series()
+    assert other.load_rows(frame_rows(disk)) == 3
+    assert other.frame().equals(disk) and gaps == [] and other.contiguous_count() == 3
+    bad = frame_rows(disk.with_columns(pl.col("high") * 0.5))
+    fresh, _ = series()
+    assert fresh.load_rows(bad) == 0 and fresh.rejected["invalid_history"] == 3
