@@ -32,7 +32,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -276,7 +276,7 @@ class Connection:
         new = [s for s in streams if s not in self.streams]
         self.streams.update(dict.fromkeys(new))
         if new and self.state == ConnState.SUBSCRIBED:
-            await self._subscribe(new)
+            await self._live(self._subscribe(new))
 
     async def remove(self, streams: Iterable[str]) -> None:
         gone = [s for s in streams if s in self.streams]
@@ -287,17 +287,27 @@ class Connection:
         self.subscribed.difference_update(gone)
         if live and self.state == ConnState.SUBSCRIBED:
             for chunk in _chunks(live):
-                await self._request(unsubscribe, chunk)
+                await self._live(self._request(unsubscribe, chunk))
 
     async def resubscribe(self, stream: str) -> None:
         """UNSUBSCRIBE then SUBSCRIBE one silent stream, on this connection, without reconnecting."""
         if self.state != ConnState.SUBSCRIBED or stream not in self.streams:
             return
         self.resubscribes += 1
-        await self._request(unsubscribe, [stream])
+        await self._live(self._request(unsubscribe, [stream]))
         self.subscribed.discard(stream)
-        await self._subscribe([stream])
+        await self._live(self._subscribe([stream]))
         self.last_seen[stream] = time.monotonic()
+
+    async def _live(self, request: Awaitable[Any]) -> None:
+        """A control request on a running session: if the session breaks meanwhile, the wanted
+        streams are subscribed again on reconnect; a request left unanswered drops the session."""
+        try:
+            await request
+        except _Lost as exc:
+            self.drop(str(exc))
+        except ConnectionClosed:
+            pass
 
     def stream_silence(self, stream: str, now: float) -> float:
         """Seconds since ``stream`` last delivered (since SUBSCRIBED if it never did)."""

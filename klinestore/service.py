@@ -129,6 +129,8 @@ class Service:
                 await self.feed.refresh_listings()
             except IngestError as exc:
                 log.warning("listing refresh failed: %s", exc)
+            except Exception:  # noqa: BLE001 - the next refresh may work; the service goes on
+                log.exception("listing refresh failed")
 
     async def _flush(self) -> None:
         flush = getattr(self.sink, "flush", None)
