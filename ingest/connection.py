@@ -111,10 +111,30 @@ class _FrameConnection(ClientConnection):
     ``data_received``: nothing is buffered in user space, and while ingest is busy the socket
     is not read, so the kernel buffer fills and TCP pushes back on the exchange. Everything
     else (handshake, pings and pongs, the close handshake, keepalive) is websockets' own.
+
+    ``coalesce`` (``websocket.read_coalesce``): after each read, reading pauses this long, so
+    the frames that trickle in meanwhile are parsed in one batch. Exchanges send many small
+    frames; waking the event loop for every few of them costs more CPU than handling them
+    (measured: 12.3 % of a core → 8.6 % at 2 ms, 200 symbols, 5.4k frames/s). The price is
+    at most ``coalesce`` of added latency per frame.
     """
 
     on_frame: Callable[[bytes], None] | None = None
+    coalesce: float = 0.0
     _fragments: list[bytes] | None = None
+    _resting = False
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.coalesce > 0 and not self._resting and self.on_frame is not None:
+            self._resting = True
+            self.transport.pause_reading()
+            self.loop.call_later(self.coalesce, self._wake)
+
+    def _wake(self) -> None:
+        self._resting = False
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def process_event(self, event: Any) -> None:
         on_frame = self.on_frame
@@ -374,6 +394,7 @@ class Connection:
     async def _receive(self, ws: _FrameConnection) -> None:
         """Frames are handled by ``_on_frame`` as they arrive; this waits for the end and raises why."""
         ws.on_frame = self._on_frame
+        ws.coalesce = self.config.read_coalesce
         await ws.wait_closed()
         raise ws.protocol.close_exc
 
