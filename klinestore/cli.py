@@ -19,7 +19,7 @@ from klinestore import __version__
 from klinestore.errors import KlinestoreError
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
-COMMANDS: dict[str, str] = {"run": "run"}
+COMMANDS: dict[str, str] = {"run": "run", "import": "import_", "compact": "compact"}
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -235,6 +235,9 @@ class StorageConfig:
     wal_fsync_window: float = _opt(1.0, "WAL appends are fsynced in batches within this window.", between(0, 1))
     compaction_interval: float = _opt(600.0, "Compaction period.", positive)
     compaction_min_files: int = _opt(8, "A partition is compacted once it holds this many files.", between(2, 10**4))
+    compaction_grace: float = _opt(
+        60.0, "Compacted-away files stay readable this long, so queries already running finish.", non_negative
+    )
     resample_intervals: tuple[str, ...] = _opt(
         ("5m", "15m", "1h", "4h"), "Intervals resampled from 1m and persisted.", _intervals
     )

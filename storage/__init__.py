@@ -1,9 +1,30 @@
-"""Everything klinestore keeps on disk: WAL, Parquet dataset, resampling, import, warm restart."""
+"""Everything klinestore keeps on disk: WAL, Parquet dataset, resampling, import, warm restart.
 
-from storage.errors import ArchiveError, DatasetError, StorageError, WalError
+The public surface, re-exported here: :class:`BarStore` (the live sink), the readers
+(:func:`read_bars`, :func:`load_recent`, :func:`find_gaps`, :func:`last_stored_open_time`,
+:func:`bars_relation_sql`), :func:`resample` / :func:`resample_many` /
+:func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` and the errors.
+"""
+
+from storage.errors import ArchiveError, BarError, DatasetError, StorageError, WalError
+from storage.importer import ImportReport, import_archives
+from storage.reader import (
+    bars_relation_sql,
+    find_gaps,
+    last_open_times,
+    last_stored_open_time,
+    load_recent,
+    missing_after,
+    read_bars,
+)
+from storage.resample import resample, resample_many, resample_touched, resample_touched_many
 from storage.schema import BAR_SCHEMA, EXCHANGE_SOURCES, KLINE_FIELDS, SOURCES, Bar
+from storage.store import BarStore, FlushReport, RestartState
+from storage.trades import bars_from_trades
 
 __all__ = [
-    "ArchiveError", "BAR_SCHEMA", "Bar", "DatasetError", "EXCHANGE_SOURCES", "KLINE_FIELDS", "SOURCES",
-    "StorageError", "WalError",
+    "ArchiveError", "BAR_SCHEMA", "Bar", "BarError", "BarStore", "DatasetError", "EXCHANGE_SOURCES", "FlushReport",
+    "ImportReport", "KLINE_FIELDS", "RestartState", "SOURCES", "StorageError", "WalError", "bars_from_trades",
+    "bars_relation_sql", "find_gaps", "import_archives", "last_open_times", "last_stored_open_time", "load_recent",
+    "missing_after", "read_bars", "resample", "resample_many", "resample_touched", "resample_touched_many",
 ]

@@ -5,6 +5,7 @@ Tree::
     KlinestoreError
     └── StorageError
         ├── WalError          a WAL segment that cannot be written or replayed
+        ├── BarError          a bar that cannot be stored (bad symbol, interval, source, times)
         ├── DatasetError      a Parquet file or partition that cannot be written or read
         └── ArchiveError      a bad archive file (names the file and the line)
 
@@ -22,6 +23,10 @@ class StorageError(KlinestoreError):
 
 class WalError(StorageError):
     """The write-ahead log cannot be written or replayed."""
+
+
+class BarError(StorageError, ValueError):
+    """A bar that cannot be stored: unknown interval or source, bad symbol, misaligned times."""
 
 
 class DatasetError(StorageError):

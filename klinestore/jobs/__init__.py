@@ -1,0 +1,1 @@
+"""Scheduled work inside ``klinestore run``: DataQual scoring, reconciliation, the scheduler."""

@@ -1,0 +1,230 @@
+"""data.binance.vision archives: names, checksums, and strict parsing into bar frames.
+
+Kline archives ``<SYM>-<iv>-YYYY-MM[-DD].(zip|csv)`` hold the 12-column kline CSV, with a
+header line (futures from ~2022) or without; aggTrades archives ``<SYM>-aggTrades-...`` hold
+``agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker``
+(spot adds ``is_best_match``). Timestamps are ms or µs (spot from 2025), detected per value.
+A ``<file>.CHECKSUM`` (sha256) beside a file is verified.
+
+Everything is validated before anything is returned: a file that cannot be read, a field
+that does not parse, a bar whose times do not fit its interval, a price outside its bar's
+range or bars out of order raise :class:`ArchiveError` naming the file and the line.
+Parsing is Polars' (multi-threaded); only a file that fails it is walked line by line, to
+say which line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from klinestore.errors import InvalidInterval, InvalidSymbol
+from klinestore.intervals import check_interval
+from klinestore.symbols import check_symbol
+from storage.errors import ArchiveError
+from storage.frames import BAR_COLUMNS, MS_SCHEMA
+from storage.resample import bucket_ends, bucket_opens
+from storage.trades import bars_from_trades
+
+KLINE_CSV_COLUMNS: tuple[str, ...] = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time",
+    "quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)
+_KLINE_TYPES = {c: pl.Int64 if c in ("open_time", "close_time", "trades") else pl.Float64 for c in KLINE_CSV_COLUMNS}
+_KLINE_TYPES["ignore"] = pl.String
+_TRADE_TYPES = {
+    "agg_trade_id": pl.Int64, "price": pl.String, "quantity": pl.String, "first_trade_id": pl.Int64,
+    "last_trade_id": pl.Int64, "transact_time": pl.Int64, "is_buyer_maker": pl.String, "is_best_match": pl.String,
+}
+_NAME = re.compile(
+    r"(?P<symbol>[^-/\\]+)-(?P<kind>aggTrades|\d+(?:s|m|h|d|w|mo|M))-(?P<period>\d{4}-\d{2}(?:-\d{2})?)\.(?:zip|csv)"
+)
+_MICROS = 10**14  # a ms timestamp this large is year 5138: it is µs
+MAX_MEMBER_BYTES = 4 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFile:
+    """One archive to import: what it holds, taken from its name unless overridden."""
+
+    path: Path
+    kind: str  # "klines" or "aggTrades"
+    symbol: str
+    interval: str  # of the bars it yields ("1m" for aggTrades)
+
+
+def find_archives(paths: list[Path]) -> list[Path]:
+    """The .zip/.csv files among ``paths``, directories searched recursively, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(p for p in path.rglob("*") if p.is_file() and p.suffix in (".zip", ".csv"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ArchiveError(str(path), "no such file or directory")
+    return sorted(set(found))
+
+
+def describe(path: Path, *, symbol: str | None = None, interval: str | None = None) -> ArchiveFile:
+    """Symbol, interval and kind of an archive from its name (``symbol``/``interval`` override)."""
+    match = _NAME.fullmatch(path.name)
+    kind = "aggTrades" if match and match["kind"] == "aggTrades" else "klines"
+    name_symbol = match["symbol"] if match else None
+    name_interval = None if not match or kind == "aggTrades" else match["kind"].replace("mo", "M")
+    chosen = symbol or name_symbol
+    if chosen is None:
+        raise ArchiveError(str(path), "cannot tell the symbol from the file name; pass --symbol")
+    try:
+        chosen = check_symbol(chosen)
+        bars_interval = "1m" if kind == "aggTrades" else check_interval(interval or name_interval or "")
+    except (InvalidSymbol, InvalidInterval) as exc:
+        hint = "" if name_interval or interval or kind == "aggTrades" else " (pass --interval)"
+        raise ArchiveError(str(path), f"{exc}{hint}") from None
+    return ArchiveFile(path, kind, chosen, bars_interval)
+
+
+def read_archive(spec: ArchiveFile, *, source: str = "import") -> pl.DataFrame:
+    """The validated bars of one archive as a working frame (Int64 ms times)."""
+    data = _csv_bytes(spec.path)
+    if spec.kind == "aggTrades":
+        trades = _validate_trades(spec, data, _parse(spec, data, _TRADE_TYPES, minimum=7))
+        return bars_from_trades(trades, spec.symbol, source=source)
+    frame = _parse(spec, data, _KLINE_TYPES, minimum=12)
+    frame = frame.with_columns(_to_ms(pl.col("open_time")), _to_ms(pl.col("close_time")))
+    _validate_klines(spec, data, frame)
+    return frame.with_columns(
+        pl.lit(spec.symbol).alias("symbol"), pl.lit(spec.interval).alias("interval"),
+        pl.lit(True).alias("is_complete"), pl.lit(source).alias("source"),
+    ).select(BAR_COLUMNS).cast(MS_SCHEMA)
+
+
+def _csv_bytes(path: Path) -> bytes:
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ArchiveError(where, f"cannot read: {exc.strerror}") from None
+    checksum = path.with_name(path.name + ".CHECKSUM")
+    if checksum.is_file():
+        expected = checksum.read_text(encoding="ascii", errors="replace").split()
+        actual = hashlib.sha256(raw).hexdigest()
+        if not expected or expected[0].lower() != actual:
+            shown = expected[0] if expected else "nothing"
+            raise ArchiveError(where, f"checksum mismatch: {checksum.name} says {shown}, the file's sha256 is {actual}")
+    if path.suffix != ".zip":
+        return raw
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) != 1 or not members[0].filename.endswith(".csv"):
+                raise ArchiveError(where, f"expected one .csv inside, found {[m.filename for m in members]}")
+            if members[0].file_size > MAX_MEMBER_BYTES:
+                raise ArchiveError(where, f"{members[0].filename} is larger than {MAX_MEMBER_BYTES} bytes")
+            return archive.read(members[0])
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise ArchiveError(where, f"not a readable zip archive (truncated or corrupt?): {exc}") from None
+
+
+def _has_header(data: bytes) -> bool:
+    return bool(data) and not data.lstrip()[:1].isdigit()
+
+
+def _parse(spec: ArchiveFile, data: bytes, types: dict[str, pl.DataType], *, minimum: int) -> pl.DataFrame:
+    where = str(spec.path)
+    header = _has_header(data)
+    blank = data.find(b"\n\n") if b"\n\n" in data else data.find(b"\n\r\n")
+    if blank >= 0 and data[blank + 1:].strip():
+        raise ArchiveError(where, "blank line", data.count(b"\n", 0, blank) + 2)
+    if not data[data.find(b"\n") + 1 if header else 0:].strip():
+        raise ArchiveError(where, "no rows")
+    width = data.split(b"\n", 2)[int(header)].count(b",") + 1
+    if width < minimum or width > len(types):
+        raise ArchiveError(where, f"expected {minimum} comma-separated fields, found {width}", 1 + int(header))
+    names = list(types)[:width]
+    try:
+        frame = pl.read_csv(
+            data, has_header=False, skip_rows=int(header), new_columns=names,
+            schema={n: types[n] for n in names}, truncate_ragged_lines=False,
+        )
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        line, reason = _locate(data, header, [types[n] for n in names])
+        raise ArchiveError(where, reason or f"unreadable CSV: {exc}", line) from None
+    nulls = frame.select(pl.any_horizontal(pl.col(n).is_null() for n in names[:minimum]).arg_true().first()).item()
+    if nulls is not None:
+        raise ArchiveError(where, "missing or empty field", nulls + 1 + int(header))
+    return frame
+
+
+def _locate(data: bytes, header: bool, types: list[pl.DataType]) -> tuple[int | None, str | None]:
+    """The first line whose fields do not parse (only walked when Polars refused the file)."""
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if number == 1 and header:
+            continue
+        fields = line.split(",")
+        if len(fields) != len(types):
+            return number, f"expected {len(types)} fields, found {len(fields)}"
+        for column, (text, kind) in enumerate(zip(fields, types), start=1):
+            try:
+                if kind == pl.Int64:
+                    int(text)
+                elif kind == pl.Float64:
+                    float(text)
+            except ValueError:
+                return number, f"field {column} is not a number: {text[:40]!r}"
+    return None, None
+
+
+def _to_ms(column: pl.Expr) -> pl.Expr:
+    return pl.when(column >= _MICROS).then(column // 1000).otherwise(column)
+
+
+def _first_bad(spec: ArchiveFile, data: bytes, frame: pl.DataFrame, checks: list[tuple[pl.Expr, str]]) -> None:
+    """Raise for the first row failing any check (the earliest line wins)."""
+    failures = frame.select(*(ok.not_().arg_true().first().alias(str(i)) for i, (ok, _) in enumerate(checks))).row(0)
+    found = [(row, checks[i][1]) for i, row in enumerate(failures) if row is not None]
+    if found:
+        row, message = min(found)
+        raise ArchiveError(str(spec.path), message, row + 1 + int(_has_header(data)))
+
+
+def _validate_klines(spec: ArchiveFile, data: bytes, frame: pl.DataFrame) -> None:
+    opens = frame.get_column("open_time").to_numpy()
+    aligned = bucket_opens(opens, spec.interval) == opens
+    next_open = bucket_ends(opens, spec.interval)
+    o, h, low, c = (pl.col(x) for x in ("open", "high", "low", "close"))
+    finite = pl.all_horizontal(pl.col(x).is_finite() for x in ("open", "high", "low", "close", "volume", "quote_volume"))
+    volumes = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+    checks = [
+        (pl.lit(pl.Series(aligned)), f"open time is not the start of a {spec.interval} bar"),
+        ((pl.col("close_time") >= pl.col("open_time")) & (pl.col("close_time") < pl.lit(pl.Series(next_open))),
+         f"close time outside its {spec.interval} bar"),
+        (pl.col("open_time") > pl.col("open_time").shift(1).fill_null(-1), "open time not after the previous line's"),
+        (finite & (low > 0), "prices must be finite and positive"),
+        ((low <= h) & (low <= o) & (o <= h) & (low <= c) & (c <= h), "open/close outside low..high"),
+        (pl.all_horizontal(pl.col(v) >= 0 for v in volumes) & (pl.col("trades") >= 0), "negative volume or trade count"),
+    ]
+    _first_bad(spec, data, frame, checks)
+
+
+def _validate_trades(spec: ArchiveFile, data: bytes, trades: pl.DataFrame) -> pl.DataFrame:
+    """Check the trades, then normalize them (bool maker flag, ms times)."""
+    maker = pl.col("is_buyer_maker").str.to_lowercase()
+    price = pl.col("price").cast(pl.Float64, strict=False)
+    quantity = pl.col("quantity").cast(pl.Float64, strict=False)
+    checks = [
+        (price.is_not_null() & price.is_finite() & (price > 0), "price is not a positive number"),
+        (quantity.is_not_null() & quantity.is_finite() & (quantity >= 0), "quantity is not a non-negative number"),
+        (pl.col("first_trade_id") <= pl.col("last_trade_id"), "first_trade_id after last_trade_id"),
+        (pl.col("agg_trade_id") > pl.col("agg_trade_id").shift(1).fill_null(-1), "agg_trade_id not increasing"),
+        (maker.is_in(["true", "false"]), "is_buyer_maker is not true or false"),
+    ]
+    _first_bad(spec, data, trades, checks)
+    return trades.with_columns(maker == "true", _to_ms(pl.col("transact_time")))

@@ -1,0 +1,42 @@
+"""Offline maintenance of a data directory: compacting every writer that no process holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from klinestore.config import StorageConfig
+from storage.compaction import CompactReport, compact
+from storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root, state_dir
+from storage.locks import WriterLock
+from storage.txn import recover
+
+
+def writers(data_dir: Path) -> list[str]:
+    """Every writer that has files, a WAL or a lock in ``data_dir``."""
+    found = {IMPORT_WRITER}
+    for market in MARKETS:
+        for path in dataset_root(data_dir, market).glob("interval=*/month=*/*.parquet"):
+            found.add(path.name.split("-")[1])
+    if state_dir(data_dir).is_dir():
+        found.update(p.stem for p in state_dir(data_dir).glob("*.lock"))
+    return sorted(w for w in found if w == IMPORT_WRITER or (w.startswith("s") and w[1:].isdigit()))
+
+
+def compact_all(data_dir: Path, config: StorageConfig) -> tuple[CompactReport, list[str]]:
+    """Compact each writer whose lock is free (recovering it first); return the busy ones.
+
+    Retired inputs are deleted at once (grace 0): this is a maintenance command; the live
+    service compacts its own files with ``storage.compaction_grace``.
+    """
+    report, busy = CompactReport(), []
+    for writer in writers(Path(data_dir)):
+        lock = WriterLock(Path(data_dir), writer)
+        if not lock.acquire(blocking=writer == IMPORT_WRITER):
+            busy.append(writer)
+            continue
+        try:
+            recover(Path(data_dir), writer, [dataset_root(data_dir, m) for m in MARKETS])
+            report.add(compact(Path(data_dir), writer, Stamper(writer), fan_in=config.compaction_min_files))
+        finally:
+            lock.release()
+    return report, busy

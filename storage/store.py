@@ -1,0 +1,273 @@
+"""BarStore: the sink the live service writes closed bars to.
+
+``append`` (event loop, every closed bar) writes the WAL and keeps the bar pending;
+``flush`` (a thread, every ``flush_interval``) publishes the pending bars, plus the buckets
+they complete in every ``resample_intervals`` interval, as Parquet, and deletes the WAL
+segments it consumed in the same atomic publish; ``compact`` (a thread, every
+``compaction_interval``) merges this shard's files. ``append`` and ``flush`` may run
+concurrently: ``flush`` holds the append lock only to swap the pending map and rotate the
+WAL. One process per shard: ``open`` takes the shard's lock and fails if it is held.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from klinestore.config import StorageConfig
+from klinestore.errors import InvalidSymbol
+from klinestore.intervals import INTERVALS, MINUTE_MS, bar_open
+from klinestore.symbols import check_symbol
+from storage.compaction import CompactReport, compact
+from storage.errors import BarError, StorageError
+from storage.frames import VERSIONED_SCHEMA, from_bars, latest
+from storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
+from storage.locks import WriterLock
+from storage.reader import last_open_times, load_recent, missing_after, read_versioned
+from storage.resample import interval_minutes, resample_touched_many
+from storage.schema import EXCHANGE_SOURCES, SOURCES, Bar
+from storage.txn import Publish, recover
+from storage.wal import Wal
+from storage.writer import write_partitions
+
+_INTERVALS = frozenset(INTERVALS)
+_SOURCES = frozenset(SOURCES)
+
+
+@dataclass(frozen=True, slots=True)
+class RestartState:
+    """What :meth:`BarStore.open` recovered, and what a warm restart needs next."""
+
+    replayed_bars: int  # bars found in the WAL (pending again, flushed by the next flush)
+    wal_segments: int
+    torn_bytes: int  # a torn WAL tail cut off (the process died mid-append)
+    corrupt_records: int  # whole WAL records failing their CRC, moved aside to *.corrupt
+    recovered_publishes: int  # interrupted publishes finished or rolled back
+    #: Newest stored open time (UTC ms) per (symbol, interval), Parquet plus WAL.
+    last_open_times: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+    def gap(self, symbol: str, interval: str, now_ms: int) -> tuple[int, int] | None:
+        """Bars missing since the last stored one, at exchange time ``now_ms`` (first live event).
+
+        ``(first_missing_open, last_missing_open)`` or None; fallback mode back-fills this
+        range from REST, WebSocket-only mode records it.
+        """
+        return missing_after(self.last_open_times.get((symbol, interval)), interval, now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReport:
+    bars: int = 0  # appended bars written to Parquet
+    resampled: int = 0  # resampled bars written
+    files: int = 0
+    wal_segments: int = 0  # WAL segments deleted
+    seconds: float = 0.0
+
+
+class BarStore:
+    """Durable storage of one shard's closed bars (see the module docstring)."""
+
+    def __init__(self, data_dir: Path, config: StorageConfig, *, shard_id: int = 0) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = config
+        self.writer = shard_writer(shard_id)
+        self.root = dataset_root(self.data_dir, "um")
+        self._lock = WriterLock(self.data_dir, self.writer)
+        self._stamper = Stamper(self.writer)
+        self._wal = Wal(wal_dir(self.data_dir, self.writer), fsync_window=config.wal_fsync_window)
+        self._pending: dict[tuple[str, str, int], tuple[int, Bar]] = {}
+        self._mutex = threading.Lock()  # pending map + WAL order
+        self._flush_mutex = threading.Lock()
+        self._compact_mutex = threading.Lock()
+        self._symbols: set[str] = set()
+        self._tail = pl.DataFrame(schema=VERSIONED_SCHEMA)  # recent 1m bars, for resampling
+        self._tail_minutes = max((interval_minutes(i) for i in config.resample_intervals), default=1)
+        self._open = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> RestartState:
+        """Take the shard lock, finish interrupted publishes, replay the WAL."""
+        if not self._lock.acquire():
+            raise StorageError(
+                f"shard {self.writer} of {self.data_dir} is open in another process (pid {self._lock.holder()})"
+            )
+        try:
+            recovered = recover(self.data_dir, self.writer, [dataset_root(self.data_dir, m) for m in MARKETS])
+            replay = self._wal.open()
+        except BaseException:
+            self._lock.release()
+            raise
+        for stamp, bars in replay.records:
+            self._stamper.observe(stamp)
+            self._put(stamp, bars)
+        self._open = True
+        self._tail = self._load_tail()
+        return RestartState(
+            replayed_bars=replay.bars, wal_segments=replay.segments, torn_bytes=replay.torn_bytes,
+            corrupt_records=replay.corrupt_records, recovered_publishes=recovered,
+            last_open_times=self._last_open_times(),
+        )
+
+    def close(self) -> None:
+        """Flush what is pending, stop the WAL and release the shard."""
+        if not self._open:
+            return
+        try:
+            self.flush()
+        finally:
+            self._open = False
+            self._wal.close()
+            self._lock.release()
+
+    def __enter__(self) -> BarStore:
+        self.open()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, bars: Sequence[Bar]) -> None:
+        """Make closed bars durable (WAL) and pending for the next flush.
+
+        On return the bars survive a ``kill -9``; they survive a power cut ``wal_fsync_window``
+        seconds later at most (see :mod:`storage.wal`). Raises :class:`BarError` for a bar
+        that cannot be a stored kline, before anything is written.
+        """
+        if not bars:
+            return
+        for bar in bars:
+            self._check(bar)
+        stamp = self._stamper.next()
+        with self._mutex:
+            if not self._open:
+                raise StorageError("BarStore is not open")
+            self._wal.append(stamp, bars)
+            self._put(stamp, bars)
+
+    def flush(self) -> FlushReport:
+        """Publish the pending bars and their resampled buckets as Parquet; trim the WAL."""
+        started = time.perf_counter()
+        with self._flush_mutex:
+            with self._mutex:
+                batch, self._pending = self._pending, {}
+                sealed = self._wal.rotate() if self._open else []
+            if not batch and not sealed:
+                return FlushReport()
+            publish = Publish(self.data_dir, self.writer, self._stamper)
+            try:
+                frame = from_bars([bar for _, bar in batch.values()], [stamp for stamp, _ in batch.values()])
+                resampled = self._resample(frame.filter(pl.col("interval") == "1m"))
+                write_partitions(publish, self.root, pl.concat([frame, resampled]))
+                publish.delete(sealed)
+                publish.commit()
+            except BaseException:
+                publish.abort()
+                with self._mutex:
+                    for key, (stamp, bar) in batch.items():
+                        self._keep_best(key, stamp, bar)
+                raise
+            self._remember(frame)
+        return FlushReport(
+            bars=frame.height, resampled=resampled.height, files=len(publish.created), wal_segments=len(sealed),
+            seconds=time.perf_counter() - started,
+        )
+
+    def compact(self) -> CompactReport:
+        """Merge this shard's files (see :mod:`storage.compaction`)."""
+        with self._compact_mutex:
+            return compact(
+                self.data_dir, self.writer, self._stamper,
+                fan_in=self.config.compaction_min_files, grace=self.config.compaction_grace,
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load_recent(self, symbols: Sequence[str], sizes: Mapping[str, int]) -> dict[tuple[str, str], pl.DataFrame]:
+        """:func:`storage.load_recent` on this store's data directory (Parquet plus WAL)."""
+        return load_recent(self.data_dir, symbols, sizes)
+
+    @property
+    def pending_bars(self) -> int:
+        """Bars in the WAL not yet in Parquet (grows only while flushes fail)."""
+        return len(self._pending)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check(self, bar: Bar) -> None:
+        if bar.symbol not in self._symbols:
+            try:
+                if check_symbol(bar.symbol) != bar.symbol:
+                    raise InvalidSymbol(f"symbol {bar.symbol!r} is not canonical (uppercase)")
+            except InvalidSymbol as exc:
+                raise BarError(str(exc)) from None
+            self._symbols.add(bar.symbol)
+        if bar.interval not in _INTERVALS:
+            raise BarError(f"unknown interval {bar.interval!r} in {bar.key}")
+        if bar.source not in _SOURCES:
+            raise BarError(f"unknown source {bar.source!r} in {bar.key}")
+        if bar_open(bar.open_time, bar.interval) != bar.open_time or not bar.open_time <= bar.close_time:
+            raise BarError(f"open time {bar.open_time} / close time {bar.close_time} do not fit {bar.key}")
+
+    def _put(self, stamp: int, bars: Sequence[Bar]) -> None:
+        for bar in bars:
+            self._keep_best(bar.key, stamp, bar)
+
+    def _keep_best(self, key: tuple[str, str, int], stamp: int, bar: Bar) -> None:
+        """The pending twin of the dedup rule: exchange bars over resampled, then the later stamp."""
+        held = self._pending.get(key)
+        if held is None or _rank(bar) + stamp >= _rank(held[1]) + held[0]:
+            self._pending[key] = (stamp, bar)
+
+    def _resample(self, minutes: pl.DataFrame) -> pl.DataFrame:
+        """Buckets completed (or changed) by the 1m bars of this flush, versioned now."""
+        intervals = self.config.resample_intervals
+        if minutes.is_empty() or not intervals:
+            return pl.DataFrame(schema=VERSIONED_SCHEMA)
+        span = self._tail_minutes * MINUTE_MS
+        known = latest(pl.concat([self._tail, minutes]))
+        oldest = int(minutes.get_column("open_time").min()) // span * span - span
+        covered = int(self._tail.get_column("open_time").min()) if self._tail.height else None
+        if covered is None or oldest < covered:  # a back-fill older than the tail: read its buckets
+            symbols = minutes.get_column("symbol").unique().to_list()
+            stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
+            known = latest(pl.concat([stored, known]))
+        touched = minutes.select("symbol", "open_time")
+        stamp = self._stamper.next()
+        out = resample_touched_many(known.drop("version"), intervals, touched)
+        return pl.concat(out.values()).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
+
+    def _remember(self, frame: pl.DataFrame) -> None:
+        minutes = frame.filter(pl.col("interval") == "1m")
+        if minutes.is_empty():
+            return
+        tail = latest(pl.concat([self._tail, minutes]))
+        horizon = int(tail.get_column("open_time").max()) - 2 * self._tail_minutes * MINUTE_MS
+        self._tail = tail.filter(pl.col("open_time") >= horizon)
+
+    def _load_tail(self) -> pl.DataFrame:
+        newest = last_open_times(self.data_dir, "1m", wal=False)
+        if not newest:
+            return pl.DataFrame(schema=VERSIONED_SCHEMA)
+        start = max(newest.values()) - 2 * self._tail_minutes * MINUTE_MS
+        return read_versioned(self.data_dir, "1m", start_ms=start)
+
+    def _last_open_times(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for interval in sorted({p.name.split("=", 1)[1] for p in self.root.glob("interval=*")}):
+            for symbol, newest in last_open_times(self.data_dir, interval, wal=False).items():
+                out[(symbol, interval)] = newest
+        for (symbol, interval, open_time) in self._pending:
+            out[(symbol, interval)] = max(out.get((symbol, interval), open_time), open_time)
+        return out
+
+
+def _rank(bar: Bar) -> int:
+    return EXCHANGE_RANK if bar.source in EXCHANGE_SOURCES else 0

@@ -1,0 +1,264 @@
+"""The service's DuckDB tables (DataQual and friends) and their published Parquet copies.
+
+DuckDB lets one process write a database file and locks out every other process, readers
+included. The service owns ``<data_dir>/dataqual.duckdb``; other processes (``klinestore sql``,
+users' notebooks) read the **published** copies under ``<data_dir>/tables/``:
+
+* append tables (``dataqual``, ``reconciliations``, ``connection_events``, ``api_calls``) are
+  published one file per UTC day, ``tables/<name>/day=YYYY-MM-DD.parquet``;
+* ``gaps`` (rows change when a gap is filled) is published whole, ``tables/gaps/all.parquet``.
+
+Each publish rewrites only the files whose rows changed, each written to a temporary name,
+fsynced and renamed over the old one: a reader sees the old file or the new one, never a
+torn or duplicated table. Column names and order are fixed (users and acceptance checks
+query them).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from storage.errors import StorageError
+
+DB_NAME = "dataqual.duckdb"
+TABLES_DIR = "tables"
+DAY_MS = 86_400_000
+
+#: Fixed table schemas: name -> [(column, DuckDB type)].
+TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "dataqual": [
+        ("ts", "TIMESTAMPTZ"), ("symbol", "VARCHAR"), ("score", "DOUBLE"), ("missing_streams", "INTEGER"),
+        ("mismatches", "INTEGER"), ("gaps", "INTEGER"), ("reasons", "VARCHAR"),
+    ],
+    "reconciliations": [
+        ("ts", "TIMESTAMPTZ"), ("symbol", "VARCHAR"), ("interval", "VARCHAR"), ("open_time", "TIMESTAMPTZ"),
+        ("field", "VARCHAR"), ("ws_value", "DOUBLE"), ("ref_value", "DOUBLE"), ("ref_source", "VARCHAR"),
+        ("action", "VARCHAR"),
+    ],
+    "gaps": [
+        ("symbol", "VARCHAR"), ("interval", "VARCHAR"), ("start_time", "TIMESTAMPTZ"), ("end_time", "TIMESTAMPTZ"),
+        ("detected_at", "TIMESTAMPTZ"), ("filled_at", "TIMESTAMPTZ"), ("reason", "VARCHAR"),
+    ],
+    "connection_events": [
+        ("ts", "TIMESTAMPTZ"), ("conn_id", "VARCHAR"), ("from_state", "VARCHAR"), ("to_state", "VARCHAR"),
+        ("reason", "VARCHAR"),
+    ],
+    "api_calls": [
+        ("minute", "TIMESTAMPTZ"), ("endpoint", "VARCHAR"), ("calls", "INTEGER"), ("weight", "INTEGER"),
+    ],
+}
+#: The column that places a row of an append table in its day file.
+_DAY_COLUMN = {"dataqual": "ts", "reconciliations": "ts", "connection_events": "ts", "api_calls": "minute"}
+_TIME_COLUMNS = {name for cols in TABLE_COLUMNS.values() for name, kind in cols if kind == "TIMESTAMPTZ"}
+
+
+def published_glob(data_dir: Path, table: str) -> str:
+    """Glob of a table's published Parquet files (what other processes read)."""
+    if table not in TABLE_COLUMNS:
+        raise StorageError(f"unknown table {table!r}")
+    return str(Path(data_dir) / TABLES_DIR / table / "*.parquet")
+
+
+def empty_select(table: str) -> str:
+    """A typed, empty SELECT with the table's columns (for views before the first publish)."""
+    cols = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in TABLE_COLUMNS[table])
+    return f"SELECT {cols} WHERE false"
+
+
+def _ts(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+class QualityDB:
+    """The service's DuckDB database of DataQual, reconciliations, gaps, connection events and API calls.
+
+    Thread-safe (one connection behind a lock): jobs run in worker threads.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_NAME
+        self._lock = threading.Lock()
+        self._dirty: set[tuple[str, str]] = set()
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self) -> QualityDB:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from None
+        with self._lock:
+            self._con.execute("SET TimeZone = 'UTC'")
+            for table, cols in TABLE_COLUMNS.items():
+                ddl = ", ".join(f"{name} {kind}" for name, kind in cols)
+                self._con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
+            self._con.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS gaps_key ON gaps (symbol, interval, start_time)"
+            )
+            self._con.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS api_calls_key ON api_calls (minute, endpoint)"
+            )
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __enter__(self) -> QualityDB:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StorageError("QualityDB is not open")
+        return self._con
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def insert_dataqual(self, rows: Iterable[tuple[int, str, float, int, int, int, str]]) -> int:
+        """Rows of (ts_ms, symbol, score, missing_streams, mismatches, gaps, reasons)."""
+        return self._append("dataqual", [(_ts(r[0]), *r[1:]) for r in rows])
+
+    def insert_reconciliations(
+        self, rows: Iterable[tuple[int, str, str, int, str, float, float, str, str]]
+    ) -> int:
+        """Rows of (ts_ms, symbol, interval, open_time_ms, field, ws_value, ref_value, ref_source, action)."""
+        return self._append("reconciliations", [(_ts(r[0]), r[1], r[2], _ts(r[3]), *r[4:]) for r in rows])
+
+    def insert_connection_events(self, rows: Iterable[tuple[int, str, str, str, str]]) -> int:
+        """Rows of (ts_ms, conn_id, from_state, to_state, reason)."""
+        return self._append("connection_events", [(_ts(r[0]), *r[1:]) for r in rows])
+
+    def add_api_calls(self, rows: Iterable[tuple[int, str, int, int]]) -> int:
+        """Rows of (minute_ms, endpoint, calls, weight), added to what the minute already has."""
+        data = [(_ts(r[0]), r[1], r[2], r[3]) for r in rows]
+        if not data:
+            return 0
+        with self._lock:
+            self.con.executemany(
+                "INSERT INTO api_calls VALUES (?, ?, ?, ?) ON CONFLICT (minute, endpoint) DO UPDATE "
+                "SET calls = api_calls.calls + excluded.calls, weight = api_calls.weight + excluded.weight",
+                data,
+            )
+            self._dirty.update(("api_calls", _day(int(r[0].timestamp() * 1000))) for r in data)
+        return len(data)
+
+    def open_gap(self, symbol: str, interval: str, start_ms: int, end_ms: int, detected_ms: int, reason: str) -> bool:
+        """Record a gap of missing bars ``[start_ms, end_ms]`` (open times); False if already known."""
+        with self._lock:
+            known = self.con.execute(
+                "SELECT count(*) FROM gaps WHERE symbol = ? AND interval = ? AND start_time = ?",
+                [symbol, interval, _ts(start_ms)],
+            ).fetchone()[0]
+            if known:
+                self.con.execute(
+                    "UPDATE gaps SET end_time = greatest(end_time, ?) WHERE symbol = ? AND interval = ? AND start_time = ?",
+                    [_ts(end_ms), symbol, interval, _ts(start_ms)],
+                )
+            else:
+                self.con.execute(
+                    "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                    [symbol, interval, _ts(start_ms), _ts(end_ms), _ts(detected_ms), reason],
+                )
+            self._dirty.add(("gaps", "all"))
+        return not known
+
+    def fill_gap(self, symbol: str, interval: str, start_ms: int, filled_ms: int) -> None:
+        with self._lock:
+            self.con.execute(
+                "UPDATE gaps SET filled_at = ? WHERE symbol = ? AND interval = ? AND start_time = ? AND filled_at IS NULL",
+                [_ts(filled_ms), symbol, interval, _ts(start_ms)],
+            )
+            self._dirty.add(("gaps", "all"))
+
+    def open_gaps(self, symbol: str | None = None) -> list[tuple[str, str, int, int, int, str]]:
+        """Unfilled gaps as (symbol, interval, start_ms, end_ms, detected_ms, reason)."""
+        sql = (
+            "SELECT symbol, interval, epoch_ms(start_time), epoch_ms(end_time), epoch_ms(detected_at), reason "
+            "FROM gaps WHERE filled_at IS NULL"
+        )
+        params: list[Any] = []
+        if symbol is not None:
+            sql += " AND symbol = ?"
+            params.append(symbol)
+        with self._lock:
+            return [tuple(r) for r in self.con.execute(sql + " ORDER BY symbol, interval, start_time", params).fetchall()]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query on the service's own connection (for status and tests)."""
+        with self._lock:
+            return self.con.execute(sql, list(params)).fetchall()
+
+    def _append(self, table: str, rows: list[tuple[Any, ...]]) -> int:
+        if not rows:
+            return 0
+        marks = ", ".join("?" for _ in TABLE_COLUMNS[table])
+        day_index = [name for name, _ in TABLE_COLUMNS[table]].index(_DAY_COLUMN[table])
+        with self._lock:
+            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            self._dirty.update((table, _day(int(r[day_index].timestamp() * 1000))) for r in rows)
+        return len(rows)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def publish(self, *, everything: bool = False) -> list[Path]:
+        """Write the changed published files atomically; returns the files written."""
+        with self._lock:
+            dirty = set(self._dirty)
+            if everything:
+                dirty |= {("gaps", "all")}
+                for table, column in _DAY_COLUMN.items():
+                    days = self.con.execute(
+                        f"SELECT DISTINCT strftime({column}, '%Y-%m-%d') FROM {table}"
+                    ).fetchall()
+                    dirty |= {(table, d[0]) for d in days}
+            self._dirty.clear()
+            written = [self._publish_one(table, day) for table, day in sorted(dirty)]
+        return written
+
+    def _publish_one(self, table: str, day: str) -> Path:
+        folder = self.data_dir / TABLES_DIR / table
+        folder.mkdir(parents=True, exist_ok=True)
+        if table == "gaps":
+            target, where = folder / "all.parquet", ""
+        else:
+            column = _DAY_COLUMN[table]
+            target = folder / f"day={day}.parquet"
+            where = f" WHERE {column} >= TIMESTAMPTZ '{day} 00:00:00+00' AND {column} < TIMESTAMPTZ '{day} 00:00:00+00' + INTERVAL 1 DAY"
+        tmp = folder / f".{target.name}.tmp"
+        order = ", ".join(name for name, _ in TABLE_COLUMNS[table][:2])
+        try:
+            self.con.execute(
+                f"COPY (SELECT * FROM {table}{where} ORDER BY {order}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+            )
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except (duckdb.Error, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot publish {table} to {target}: {exc}") from None
+        return target

@@ -1,0 +1,260 @@
+"""The write-ahead log: closed bars are durable here before they count as received.
+
+Durability contract of :meth:`Wal.append`:
+
+* when it returns, the record has been handed to the kernel with ``write(2)``: a ``kill -9``
+  of the process one instruction later loses nothing;
+* it is on stable storage (survives a power cut or kernel crash) at most ``fsync_window``
+  seconds later: a background thread ``fdatasync``s once per window for all the appends of
+  that window (group commit), so the event loop never waits for the disk. With
+  ``fsync_window == 0`` every append fsyncs before it returns; :meth:`sync` forces it now.
+
+Format: numbered segments ``<seq:020d>.wal``, each a run of records ``[u32 length][u32 crc32]
+[msgpack (stamp, [Bar, ...])]`` (little endian). A crash can only tear the tail of the segment
+being written; :meth:`open` truncates it at the last whole record. A record that is whole but
+fails its CRC (disk corruption) is moved aside to ``<seg>.corrupt`` with everything after it
+in that segment, counted, and replay goes on. Bars are keyed and versioned by their stamp, so
+replaying a record twice changes nothing. Segments are sealed by :meth:`rotate` and deleted by
+the flush that put their rows into Parquet (in the same atomic publish).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from storage.errors import WalError
+from storage.schema import Bar
+from storage.txn import fsync_dir
+
+_HEADER = struct.Struct("<II")
+MAX_RECORD = 64 << 20
+SEGMENT_BYTES = 64 << 20
+
+Record = tuple[int, list[Bar]]
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(tuple[int, list[Bar]])
+
+
+@dataclass(slots=True)
+class Replay:
+    """What :meth:`Wal.open` found on disk."""
+
+    records: list[Record] = field(default_factory=list)
+    segments: int = 0
+    torn_bytes: int = 0  # a torn tail cut off (a crash mid-append)
+    corrupt_records: int = 0  # whole records failing their CRC, moved aside
+
+    @property
+    def bars(self) -> int:
+        return sum(len(bars) for _, bars in self.records)
+
+
+def encode(stamp: int, bars: Sequence[Bar]) -> bytes:
+    payload = _encoder.encode((stamp, bars))
+    if len(payload) > MAX_RECORD:
+        raise WalError(f"WAL record of {len(payload)} bytes exceeds {MAX_RECORD}; append fewer bars at once")
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_segment(data: bytes) -> tuple[list[Record], int, bool]:
+    """Records of a segment, the offset of the first bad byte, and whether it was corrupt (vs torn)."""
+    records: list[Record] = []
+    offset, size = 0, len(data)
+    while offset < size:
+        if size - offset < _HEADER.size:
+            return records, offset, False
+        length, crc = _HEADER.unpack_from(data, offset)
+        start = offset + _HEADER.size
+        if length == 0 or length > MAX_RECORD:
+            return records, offset, size - offset > _HEADER.size + MAX_RECORD or any(data[offset:])
+        if size - start < length:
+            return records, offset, False
+        payload = data[start:start + length]
+        if zlib.crc32(payload) != crc:
+            return records, offset, True
+        try:
+            records.append(_decoder.decode(payload))
+        except msgspec.DecodeError:
+            return records, offset, True
+        offset = start + length
+    return records, offset, False
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.wal")) if directory.is_dir() else []
+
+
+def read_records(directory: Path) -> list[Record]:
+    """Every whole record under ``directory``, read-only (safe while a writer appends)."""
+    out: list[Record] = []
+    for path in segment_paths(directory):
+        try:
+            out.extend(decode_segment(path.read_bytes())[0])
+        except FileNotFoundError:
+            continue  # trimmed by its writer meanwhile: its rows are in Parquet now
+    return out
+
+
+class Wal:
+    """One writer's log. Thread-safe: the event loop appends while a flush thread rotates."""
+
+    def __init__(self, directory: Path, *, fsync_window: float = 1.0) -> None:
+        self.directory = Path(directory)
+        self.fsync_window = fsync_window
+        self.appended_bytes = 0
+        self.fsyncs = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._fd = -1
+        self._seq = 0
+        self._offset = 0
+        self._dirty = False
+        self._closed = True
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> Replay:
+        """Recover the segments on disk, then start a fresh segment for appends."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        replay = Replay()
+        paths = segment_paths(self.directory)
+        for path in paths:
+            self._recover_segment(path, replay)
+        replay.segments = len(paths)
+        self._seq = int(paths[-1].stem) + 1 if paths else 1
+        self._open_segment()
+        self._closed = False
+        if self.fsync_window > 0:
+            self._thread = threading.Thread(target=self._sync_loop, name=f"wal-sync-{self.directory.name}", daemon=True)
+            self._thread.start()
+        return replay
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._sync_locked()
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def append(self, stamp: int, bars: Sequence[Bar]) -> None:
+        """Write one record (see the module docstring for what is durable when)."""
+        record = encode(stamp, bars)
+        with self._lock:
+            if self._closed:
+                raise WalError("WAL is closed")
+            try:
+                written = os.write(self._fd, record)
+                while written < len(record):
+                    written += os.write(self._fd, record[written:])
+            except OSError as exc:
+                self._undo_partial()
+                raise WalError(f"cannot append to {self._path(self._seq)}: {exc}") from exc
+            self._offset += len(record)
+            self.appended_bytes += len(record)
+            if self.fsync_window <= 0:
+                self._sync_locked()
+            elif not self._dirty:
+                self._dirty = True
+                self._wake.notify()
+            if self._offset >= SEGMENT_BYTES:
+                self._roll_locked()
+
+    def sync(self) -> None:
+        """Make every record appended so far durable now."""
+        with self._lock:
+            if not self._closed:
+                self._sync_locked()
+
+    def rotate(self) -> list[Path]:
+        """Seal the current segment and start a new one; return every sealed segment.
+
+        A flush calls this when it takes the pending bars: everything in the returned
+        segments is then in the flush's batch, so they are deleted when it is published.
+        """
+        with self._lock:
+            if self._closed:
+                raise WalError("WAL is closed")
+            self._roll_locked()
+            current = self._seq
+        return [p for p in segment_paths(self.directory) if int(p.stem) < current]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _path(self, seq: int) -> Path:
+        return self.directory / f"{seq:020d}.wal"
+
+    def _open_segment(self) -> None:
+        self._fd = os.open(self._path(self._seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._offset = 0
+        fsync_dir(self.directory)
+
+    def _roll_locked(self) -> None:
+        self._sync_locked()
+        os.close(self._fd)
+        self._seq += 1
+        self._open_segment()
+
+    def _sync_locked(self) -> None:
+        if self._fd >= 0:
+            os.fdatasync(self._fd)
+            self.fsyncs += 1
+        self._dirty = False
+
+    def _undo_partial(self) -> None:
+        try:
+            os.ftruncate(self._fd, self._offset)
+        except OSError:
+            self._closed = True  # cannot restore a clean tail: refuse further appends
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._dirty and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                self._wake.wait(self.fsync_window)  # let the window's appends gather
+                if self._closed or not self._dirty:
+                    continue
+                fd = os.dup(self._fd)
+                self._dirty = False
+            try:
+                os.fdatasync(fd)  # outside the lock: appends go on meanwhile
+                self.fsyncs += 1
+            finally:
+                os.close(fd)
+
+    def _recover_segment(self, path: Path, replay: Replay) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WalError(f"cannot read WAL segment {path}: {exc}") from exc
+        records, good, corrupt = decode_segment(data)
+        replay.records.extend(records)
+        if good == len(data):
+            return
+        if corrupt:
+            replay.corrupt_records += 1
+            (path.with_suffix(".corrupt")).write_bytes(data[good:])
+        else:
+            replay.torn_bytes += len(data) - good
+        with open(path, "r+b") as handle:
+            handle.truncate(good)
+            os.fsync(handle.fileno())

@@ -1,0 +1,169 @@
+"""Archive import: formats, checksums, bad files (named with their line, nothing written), idempotence."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from storage_support import MINUTE, T0, assert_one_row_per_key, kline_csv, sql_rows, write_zip
+
+from klinestore.config import StorageConfig
+from storage import ArchiveError
+from storage.importer import import_archives
+from storage.reader import read_bars
+from support import klinestore_command, subprocess_env
+
+CONFIG = StorageConfig()
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and "state" not in p.parts)
+
+
+def test_header_and_no_header_daily_and_monthly_import_alike(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write_zip(src / "BTCUSDT-1m-2024-01-01.zip", kline_csv(header=True))
+    (src / "ETHUSDT-1m-2024-01.csv").write_text(kline_csv())
+    report = import_archives([src], tmp_path / "data", CONFIG)
+    assert report.files == 2 and report.rows == report.written == 2880
+    btc, eth = (read_bars(tmp_path / "data", s, "1m") for s in ("BTCUSDT", "ETHUSDT"))
+    assert btc.drop("symbol").equals(eth.drop("symbol")) and btc.height == 1440
+    assert read_bars(tmp_path / "data", "BTCUSDT", "1h").height == 24
+    assert read_bars(tmp_path / "data", "BTCUSDT", "4h")["is_complete"].all()
+
+
+def test_microsecond_timestamps_are_detected_per_value(tmp_path: Path) -> None:
+    (tmp_path / "BTCUSDT-1m-2024-01-01.csv").write_text(kline_csv(minutes=60, micros=True))
+    import_archives([tmp_path / "BTCUSDT-1m-2024-01-01.csv"], tmp_path / "data", CONFIG, market="spot")
+    bars = read_bars(tmp_path / "data", "BTCUSDT", "1m", market="spot")
+    assert bars["open_time"].dt.epoch("ms").to_list() == [T0 + i * MINUTE for i in range(60)]
+    assert (bars["close_time"].dt.epoch("ms") - bars["open_time"].dt.epoch("ms") == MINUTE - 1).all()
+    assert read_bars(tmp_path / "data", "BTCUSDT", "1m").is_empty()  # spot is its own dataset
+
+
+def test_importing_the_same_file_twice_changes_nothing(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "BTCUSDT-1m-2024-01-01.zip", kline_csv())
+    import_archives([path], tmp_path / "data", CONFIG)
+    before = {p: p.read_bytes() for p in files_under(tmp_path / "data")}
+    again = import_archives([path], tmp_path / "data", CONFIG)
+    assert again.written == again.resampled == 0 and again.unchanged == 1440
+    assert {p: p.read_bytes() for p in files_under(tmp_path / "data")} == before
+
+
+@pytest.mark.parametrize(
+    ("mutate", "line", "message"),
+    [
+        (lambda lines: lines.__setitem__(100, ",".join(f if i != 1 else "1x0" for i, f in enumerate(lines[100].split(",")))), 101, "not a number"),
+        (lambda lines: lines.__setitem__(7, lines[7] + ",9"), 8, "fields"),
+        (lambda lines: lines.__setitem__(50, lines[49]), 51, "open time not after"),
+        (lambda lines: lines.__setitem__(20, lines[20].replace(str(T0 + 20 * MINUTE), str(T0 + 20 * MINUTE + 5), 1)), 21, "start of a 1m bar"),
+        (lambda lines: lines.__setitem__(30, ",".join(f if i != 2 else "1.00" for i, f in enumerate(lines[30].split(",")))), 31, "low..high"),
+    ],
+)
+def test_a_bad_line_stops_the_import_naming_file_and_line_and_writes_nothing(tmp_path, mutate, line, message) -> None:
+    good = write_zip(tmp_path / "ETHUSDT-1m-2024-01-01.zip", kline_csv())
+    lines = kline_csv().splitlines()
+    mutate(lines)
+    bad = tmp_path / "BTCUSDT-1m-2024-01-02.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArchiveError) as caught:
+        import_archives([good, bad], tmp_path / "data", CONFIG)
+    assert caught.value.path == str(bad) and caught.value.line == line and message in str(caught.value)
+    assert not [p for p in files_under(tmp_path / "data") if p.suffix in (".parquet", ".tmp")]
+
+
+def test_bad_checksum_and_truncated_zip_are_refused(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "BTCUSDT-1m-2024-01-01.zip", kline_csv())
+    path.with_name(path.name + ".CHECKSUM").write_text("0" * 64 + "  BTCUSDT-1m-2024-01-01.zip\n")
+    with pytest.raises(ArchiveError, match="checksum mismatch"):
+        import_archives([path], tmp_path / "data", CONFIG)
+    truncated = tmp_path / "ETHUSDT-1m-2024-01-01.zip"
+    truncated.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(ArchiveError, match="zip"):
+        import_archives([truncated], tmp_path / "data", CONFIG)
+
+
+def test_symbol_from_the_file_name_is_validated(tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    (tmp_path / "x-1m-2024-01-01.csv").write_text(kline_csv(minutes=5))
+    with pytest.raises(ArchiveError, match="invalid symbol"):
+        import_archives([nested / ".." / ".." / "x-1m-2024-01-01.csv"], tmp_path / "data", CONFIG)
+    (tmp_path / "export.csv").write_text(kline_csv(minutes=5))
+    with pytest.raises(ArchiveError, match="--symbol"):
+        import_archives([tmp_path / "export.csv"], tmp_path / "data", CONFIG)
+    report = import_archives([tmp_path / "export.csv"], tmp_path / "data", CONFIG, symbol="solusdt", interval="1m")
+    assert report.written == 5 and read_bars(tmp_path / "data", "SOLUSDT", "1m").height == 5
+
+
+def agg_trades_csv(header: bool) -> str:
+    head = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n" if header else ""
+    rows = [
+        (1, "100.50", "0.123", 10, 12, T0 + 1_000, "true"),
+        (2, "101.25", "1.001", 13, 13, T0 + 30_000, "false"),
+        (3, "99.00", "2", 14, 18, T0 + 2 * MINUTE + 5, "False"),
+    ]
+    return head + "".join(",".join(map(str, r)) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_agg_trades_archives_become_1m_bars(tmp_path: Path, header: bool) -> None:
+    path = write_zip(tmp_path / "BTCUSDT-aggTrades-2024-01-01.zip", agg_trades_csv(header))
+    import_archives([path], tmp_path / "data", CONFIG)
+    bars = read_bars(tmp_path / "data", "BTCUSDT", "1m").to_dicts()
+    assert [b["trades"] for b in bars] == [4, 0, 5]
+    assert (bars[0]["open"], bars[0]["high"], bars[0]["low"], bars[0]["close"]) == (100.5, 101.25, 100.5, 101.25)
+    assert bars[0]["volume"] == 1.124 and bars[0]["quote_volume"] == 113.71275
+    assert bars[0]["taker_buy_volume"] == 1.001 and bars[0]["taker_buy_quote_volume"] == 101.35125
+    assert bars[1]["volume"] == 0 and bars[1]["open"] == bars[1]["close"] == 101.25  # empty: previous close
+    assert bars[2]["taker_buy_volume"] == 2.0
+
+
+@pytest.mark.real_data
+def test_real_spot_archives_imported_and_resampled_equal_the_exchange_1h(tmp_path: Path, shared_data: Path) -> None:
+    src = shared_data / "spot/klines/BTCUSDT/1m"
+    import_archives([src], tmp_path, CONFIG, market="spot")
+    mine = sql_rows(tmp_path, "interval = '1h'", market="spot").with_columns(
+        pl.col("open_time", "close_time").dt.epoch("ms")).sort("open_time")
+    hours = pl.read_csv(shared_data / "spot/klines/BTCUSDT/1h/BTCUSDT-1h-2023-01.csv", infer_schema_length=0)
+    theirs = hours.filter(pl.col("open_time").cast(pl.Int64) < mine["open_time"].max() + 1).rename({"count": "trades"})
+    columns = [c for c in theirs.columns if c != "ignore"]
+    assert mine.height == 168 and mine.select(columns).equals(theirs.select(columns).cast(mine.select(columns).schema))
+
+
+def test_cli_import_and_compact(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for day in range(1, 4):
+        write_zip(src / f"BTCUSDT-1m-2024-01-0{day}.zip", kline_csv(T0 + (day - 1) * 1440 * MINUTE))
+    data = tmp_path / "data"
+    env = subprocess_env()
+    done = subprocess.run(klinestore_command("import", str(src), "--data-dir", str(data)), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "4,320 bars read" in done.stdout
+    compacted = subprocess.run(klinestore_command("compact", "--data-dir", str(data)), env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert compacted.returncode == 0, compacted.stderr
+    rows = sql_rows(data)
+    assert_one_row_per_key(rows) and rows.filter(pl.col("interval") == "1m").height == 4320
+    bad = tmp_path / "BTCUSDT-1m-2024-01-09.csv"
+    bad.write_text("not,a,kline\n")
+    failed = subprocess.run(klinestore_command("import", str(bad), "--data-dir", str(data)), env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and str(bad) in failed.stderr
+    shutil.rmtree(src)
+
+
+@pytest.mark.parametrize("command", ["import", "compact"])
+def test_storage_commands_have_help_and_examples(command: str) -> None:
+    from klinestore.cli import command_module
+
+    module = command_module(command)
+    assert module.HELP and module.DESCRIPTION and f"klinestore {command}" in module.EXAMPLES
+    shown = subprocess.run(klinestore_command(command, "--help"), env=subprocess_env(), capture_output=True, text=True)
+    assert shown.returncode == 0 and "examples:" in shown.stdout and "--data-dir" in shown.stdout
