@@ -116,7 +116,9 @@ class Service:
                 self.flush_failures += 1
                 self.last_flush_error = repr(exc)
                 log.exception("closing storage failed (bars stay in the WAL)")
-        await self.write_status()
+        if self._started:  # a service that never started (storage held elsewhere) leaves status.json alone
+            await self.write_status()
+        await self.feed.rest.aclose()
         log.info("klinestore stopped")
 
     async def run(self, duration: float | None = None) -> None:
