@@ -224,14 +224,26 @@ def test_rotation_before_the_exchanges_age_limit_misses_nothing() -> None:
 def test_new_listings_are_subscribed_live_without_reconnecting_anyone(sim: SimThread) -> None:
     async def scenario(feed: Feed) -> None:
         ids = [c.id for c in feed.pool.connections]
-        await a(sim, "list_symbol", "NEWUSDT")
-        change = await feed.refresh_listings()
-        assert change.new == ("NEWUSDT",)
+        await a(sim, "list_symbol", "NEWUSDT")  # trading from the next exchange minute
+        news: list[tuple[str, ...]] = []
+
+        async def refreshed() -> bool:
+            news.append((await feed.refresh_listings()).new)
+            return bool(news[-1])
+
+        deadline = time.monotonic() + 5
+        while not await refreshed() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert news[-1] == ("NEWUSDT",) and news.count(("NEWUSDT",)) == 1
         await until(lambda: closed_bars(feed, "NEWUSDT", "1m") >= 2, what="the new symbol's bars")
         assert [c.id for c in feed.pool.connections] == ids and feed.pool.reconnects() == 0
         assert feed.symbols["NEWUSDT"] == ("1m", "5m", "15m")
         await a(sim, "delist_symbol", "NEWUSDT")
-        change = await feed.refresh_listings()
+        for _ in range(50):
+            change = await feed.refresh_listings()
+            if change.delisted:
+                break
+            await asyncio.sleep(0.1)
         assert change.delisted == ("NEWUSDT",) and "NEWUSDT" not in feed.symbols
         assert not any(s.startswith("newusdt@") for s in feed.pool.streams())
 
