@@ -23,7 +23,6 @@ from ingest.hooks import Hook
 from ingest.klines import KlineSeries, kline_bar
 from ingest.orderbook import OrderBook
 from ingest.protocol.events import (
-    AggTradeEvent,
     DepthUpdateEvent,
     Frame,
     KlineEvent,

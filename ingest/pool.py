@@ -126,7 +126,7 @@ class Pool:
             else:
                 fresh.setdefault(route, []).append(s)
         placed: list[str] = []
-        for conn_id, names in groups.items():
+        for names in groups.values():
             conn = self._owner[names[0]]
             for s in names:
                 self.dispatcher.route(s)
