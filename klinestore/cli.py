@@ -19,7 +19,12 @@ from klinestore import __version__
 from klinestore.errors import KlinestoreError
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
-COMMANDS: dict[str, str] = {"run": "run", "import": "import_", "compact": "compact"}
+COMMANDS: dict[str, str] = {
+    "run": "run",
+    "sim": "sim",
+    "import": "import_",
+    "compact": "compact",
+}
 
 EXIT_OK = 0
 EXIT_ERROR = 1

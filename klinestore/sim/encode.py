@@ -1,0 +1,107 @@
+"""Binance's payloads, encoded here from the simulator's own state (never via the client's code).
+
+Field order and types follow BINANCE.md: decimals are strings with the symbol's fixed
+decimals, ids and times are integers. Symbols are ``[A-Z0-9_]`` (checked on entry), so the
+JSON needs no escaping and plain string building is both exact and fast.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klinestore.sim.bars import Bar
+from klinestore.sim.book import Diff, Levels, Snapshot
+from klinestore.sim.fixed import fmt, fmt_cached
+from klinestore.sim.instruments import SymbolSpec
+
+MARK_DECIMALS = 8
+
+
+def _k(bar: Bar, spec: SymbolSpec, interval: str, closed: bool, with_symbol: bool) -> str:
+    pd, qd, f = spec.price_decimals, spec.qty_decimals, fmt_cached
+
+    def p(units: int) -> str:
+        return f(units, pd)
+
+    def q(units: int) -> str:
+        return f(units, qd)
+
+    qq = spec.quote
+    symbol = f'"s":"{spec.symbol}",' if with_symbol else ""
+    return (
+        f'{{"t":{bar.open_time},"T":{bar.close_time},{symbol}"i":"{interval}","f":{bar.first_id},"L":{bar.last_id},'
+        f'"o":"{p(bar.open)}","c":"{p(bar.close)}","h":"{p(bar.high)}","l":"{p(bar.low)}","v":"{q(bar.volume)}",'
+        f'"n":{bar.trades},"x":{"true" if closed else "false"},"q":"{qq(bar.quote)}","V":"{q(bar.taker_volume)}",'
+        f'"Q":"{qq(bar.taker_quote)}","B":"0"}}'
+    )
+
+
+def kline(event_ms: int, bar: Bar, spec: SymbolSpec, interval: str, closed: bool) -> bytes:
+    return f'{{"e":"kline","E":{event_ms},"s":"{spec.symbol}","k":{_k(bar, spec, interval, closed, True)}}}'.encode()
+
+
+def continuous_kline(event_ms: int, bar: Bar, spec: SymbolSpec, interval: str, closed: bool, contract: str) -> bytes:
+    return (
+        f'{{"e":"continuous_kline","E":{event_ms},"ps":"{spec.symbol}","ct":"{contract}",'
+        f'"k":{_k(bar, spec, interval, closed, False)}}}'
+    ).encode()
+
+
+def agg_trade(spec: SymbolSpec, agg_id: int, price: int, qty: int, first: int, last: int, t: int, maker: bool) -> bytes:
+    q = spec.qty(qty)
+    return (
+        f'{{"e":"aggTrade","E":{t},"s":"{spec.symbol}","a":{agg_id},"p":"{spec.price(price)}","q":"{q}",'
+        f'"nq":"{q}","f":{first},"l":{last},"T":{t},"m":{"true" if maker else "false"}}}'
+    ).encode()
+
+
+def _levels(levels: Levels, spec: SymbolSpec) -> str:
+    tick, pd, qd, f = spec.tick_units, spec.price_decimals, spec.qty_decimals, fmt_cached
+    return ",".join([f'["{f(t * tick, pd)}","{f(n, qd)}"]' for t, n in zip(levels.ticks.tolist(), levels.qty.tolist())])
+
+
+def depth_update(event_ms: int, spec: SymbolSpec, diff: Diff) -> bytes:
+    return (
+        f'{{"e":"depthUpdate","E":{event_ms},"T":{event_ms},"s":"{spec.symbol}","U":{diff.first_update_id},'
+        f'"u":{diff.final_update_id},"pu":{diff.prev_final_update_id},"b":[{_levels(diff.bids, spec)}],'
+        f'"a":[{_levels(diff.asks, spec)}]}}'
+    ).encode()
+
+
+def depth_snapshot(event_ms: int, spec: SymbolSpec, snap: Snapshot) -> bytes:
+    return (
+        f'{{"lastUpdateId":{snap.last_update_id},"E":{event_ms},"T":{event_ms},'
+        f'"bids":[{_levels(snap.bids, spec)}],"asks":[{_levels(snap.asks, spec)}]}}'
+    ).encode()
+
+
+def book_ticker(event_ms: int, spec: SymbolSpec, update_id: int, top: tuple[int, int, int, int]) -> bytes:
+    bid, bid_qty, ask, ask_qty = top
+    tick, p, q = spec.tick_units, spec.price, spec.qty
+    return (
+        f'{{"e":"bookTicker","u":{update_id},"E":{event_ms},"T":{event_ms},"s":"{spec.symbol}",'
+        f'"b":"{p(bid * tick)}","B":"{q(bid_qty)}","a":"{p(ask * tick)}","A":"{q(ask_qty)}"}}'
+    ).encode()
+
+
+def mark_price(event_ms: int, symbol: str, mark: int, index: int, settle: int, rate: int, funding_ms: int) -> bytes:
+    """Prices and the funding rate in units of 10^-8 (Binance prints mark prices with 8 decimals)."""
+    m = MARK_DECIMALS
+    return (
+        f'{{"e":"markPriceUpdate","E":{event_ms},"s":"{symbol}","p":"{fmt(mark, m)}","ap":"{fmt(mark, m)}",'
+        f'"i":"{fmt(index, m)}","P":"{fmt(settle, m)}","r":"{fmt(rate, m)}","T":{funding_ms}}}'
+    ).encode()
+
+
+def combined(stream: str, payload: bytes) -> bytes:
+    """The combined-stream envelope ``{"stream": name, "data": payload}``."""
+    return b'{"stream":"' + stream.encode() + b'","data":' + payload + b"}"
+
+
+def reply(request_id: Any, result: Any) -> bytes:
+    return json.dumps({"result": result, "id": request_id}, separators=(",", ":")).encode()
+
+
+def error_reply(request_id: Any, code: int, msg: str) -> bytes:
+    return json.dumps({"error": {"code": code, "msg": msg}, "id": request_id}, separators=(",", ":")).encode()
