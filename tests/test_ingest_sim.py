@@ -1,7 +1,8 @@
 """Live ingest against the simulator over loopback: faults survived, truth matched, REST counted.
 
-The simulator runs at 60x (one 1m bar per real second) on its own thread; the feed runs on
-the test's event loop with liveness, ping and backoff timers in tens or hundreds of ms.
+The simulator (``sim`` fixture of ``tests/simfixtures.py``: BTCUSDT and ETHUSDT at 60x, one 1m
+bar per real second, from 2024-05-01) runs on its own thread; the feed runs on the test's
+event loop with liveness, ping and backoff timers in tens or hundreds of ms.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from ingest.connection import ConnState
 from ingest.feed import Feed
 from ingest.sink import MemorySink
 from klinestore.config import Config
-
-sim_module = pytest.importorskip("klinestore.sim", reason="the simulator (klinestore.sim) is not on this branch yet")
-SimConfig, SimThread = sim_module.SimConfig, sim_module.SimThread
+from klinestore.sim import SimThread
+from simfixtures import START_MS, SimFactory
 
 FAST: dict[str, Any] = {
     "symbols": ["BTCUSDT", "ETHUSDT"],
@@ -113,12 +113,6 @@ def check_truth(feed: Feed, sim: SimThread) -> int:
     return checked
 
 
-@pytest.fixture
-def sim() -> Any:
-    with SimThread(SimConfig(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7)) as s:
-        yield s
-
-
 # --- faults ------------------------------------------------------------------------------------------
 
 
@@ -206,19 +200,20 @@ def test_rest_errors_are_retried(sim: SimThread) -> None:
 # --- rotation, listings, modes -------------------------------------------------------------------
 
 
-def test_rotation_before_the_exchanges_age_limit_misses_nothing() -> None:
+def test_rotation_before_the_exchanges_age_limit_misses_nothing(sim_factory: SimFactory) -> None:
     # The exchange closes connections after 150 s of its time (2.5 s real); we rotate after 90 s.
-    with SimThread(SimConfig(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, max_connection_age=150.0)) as sim:
-        async def scenario(feed: Feed) -> None:
-            await until(lambda: feed.pool.rotations >= 4, timeout=15, what="rotations")
-            await until(lambda: all_subscribed(feed) and books_synced(feed), what="steady state")
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START_MS, max_connection_age=150.0)
 
-        feed = run_feed(sim, scenario, **{"websocket.rotate_after": 90.0})
-        assert check_truth(feed, sim) > 0
-        assert feed.reported_gaps == []  # type: ignore[attr-defined]
-        assert [e for e in feed.events.since() if e.to_state == "LOST"] == []
-        assert sim.stats()["age_closes"] == 0
-        assert all(book.resyncs == 0 for book in feed.state.books.values())
+    async def scenario(feed: Feed) -> None:
+        await until(lambda: feed.pool.rotations >= 4, timeout=15, what="rotations")
+        await until(lambda: all_subscribed(feed) and books_synced(feed), what="steady state")
+
+    feed = run_feed(sim, scenario, **{"websocket.rotate_after": 90.0})
+    assert check_truth(feed, sim) > 0
+    assert feed.reported_gaps == []  # type: ignore[attr-defined]
+    assert [e for e in feed.events.since() if e.to_state == "LOST"] == []
+    assert sim.stats()["age_closes"] == 0
+    assert all(book.resyncs == 0 for book in feed.state.books.values())
 
 
 def test_new_listings_are_subscribed_live_without_reconnecting_anyone(sim: SimThread) -> None:

@@ -12,8 +12,6 @@ import pytest
 
 from support import klinestore_command, subprocess_env
 
-pytest.importorskip("klinestore.sim", reason="the simulator (klinestore.sim) is not on this branch yet")
-
 FAST_CONFIG = {
     "symbols": ["BTCUSDT", "ETHUSDT"],
     "websocket": {"heartbeat": {"check_interval": 0.5, "timeout": 3}},

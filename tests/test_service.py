@@ -6,18 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from klinestore.config import Config
 from klinestore.intervals import MINUTE_MS
 from klinestore.service import Service
 from storage import read_bars
+from simfixtures import START_MS, SimFactory
 from tests.test_ingest_sim import FAST, until
-
-sim_module = pytest.importorskip("klinestore.sim", reason="the simulator (klinestore.sim) is not on this branch yet")
-SimConfig, SimThread = sim_module.SimConfig, sim_module.SimThread
-
-START = 1_790_000_000_000 // 3_600_000 * 3_600_000
 
 
 def service_config(sim: Any, data: Path, **changes: Any) -> Config:
@@ -44,11 +38,12 @@ def run_service(config: Config, bars: int) -> Service:
     return service
 
 
-def test_closed_bars_reach_parquet_and_a_restart_is_warm(tmp_path: Path) -> None:
+def test_closed_bars_reach_parquet_and_a_restart_is_warm(tmp_path: Path, sim_factory: SimFactory) -> None:
     data = tmp_path / "data"
-    with SimThread(SimConfig(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START)) as sim:
-        first = run_service(service_config(sim, data), bars=3)
-        truth = {row[0]: row for row in sim.truth("BTCUSDT", "1m")}
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START_MS)
+    first = run_service(service_config(sim, data), bars=3)
+    truth = {row[0]: row for row in sim.truth("BTCUSDT", "1m")}
+    sim.stop()
     stored = read_bars(data, "BTCUSDT", "1m").sort("open_time")
     assert stored.height >= 3 and first.store is not None and first.store.pending_bars == 0  # closing flushed
     for row in stored.iter_rows(named=True):
@@ -58,23 +53,22 @@ def test_closed_bars_reach_parquet_and_a_restart_is_warm(tmp_path: Path) -> None
 
     # Ten exchange minutes later: the rings start full from disk, the hole is a "start" gap.
     later = last_stored + 10 * MINUTE_MS
-    with SimThread(SimConfig(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=later)) as sim:
-        gaps: list[tuple[Any, ...]] = []
-        config = service_config(sim, data)
-        second = Service(config)
-        second.feed.on_gap(lambda *gap: gaps.append(gap))
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=later)
+    gaps: list[tuple[Any, ...]] = []
+    second = Service(service_config(sim, data))
+    second.feed.on_gap(lambda *gap: gaps.append(gap))
 
-        async def main() -> None:
-            await second.start()
-            try:
-                assert second.warm_bars >= stored.height
-                series = second.feed.state.series("BTCUSDT", "1m")
-                assert len(series.ring) >= 3 and series.last_open_time == last_stored
-                await until(lambda: any(g[:2] == ("BTCUSDT", "1m") for g in gaps), what="the start gap")
-            finally:
-                await second.stop()
+    async def main() -> None:
+        await second.start()
+        try:
+            assert second.warm_bars >= stored.height
+            series = second.feed.state.series("BTCUSDT", "1m")
+            assert len(series.ring) >= 3 and series.last_open_time == last_stored
+            await until(lambda: any(g[:2] == ("BTCUSDT", "1m") for g in gaps), what="the start gap")
+        finally:
+            await second.stop()
 
-        asyncio.run(main())
+    asyncio.run(main())
     gap = next(g for g in gaps if g[:2] == ("BTCUSDT", "1m"))
     assert gap[2] == last_stored + MINUTE_MS and gap[4] == "start" and gap[3] >= later - 2 * MINUTE_MS
     assert second.restart is not None and second.restart.corrupt_records == 0
