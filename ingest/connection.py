@@ -112,24 +112,29 @@ class _FrameConnection(ClientConnection):
     is not read, so the kernel buffer fills and TCP pushes back on the exchange. Everything
     else (handshake, pings and pongs, the close handshake, keepalive) is websockets' own.
 
-    ``coalesce`` (``websocket.read_coalesce``): after each read, reading pauses this long, so
-    the frames that trickle in meanwhile are parsed in one batch. Exchanges send many small
-    frames; waking the event loop for every few of them costs more CPU than handling them
-    (measured: 12.3 % of a core → 8.6 % at 2 ms, 200 symbols, 5.4k frames/s). The price is
-    at most ``coalesce`` of added latency per frame.
+    ``coalesce`` (``websocket.read_coalesce``, off by default): when reads follow each other
+    within ``coalesce``, reading pauses that long, so frames that trickle in one TCP segment
+    at a time are parsed in one batch. Against an exchange that writes every frame on its
+    own it cut CPU from 12.7 % to 7.1 % of a core (200 symbols, 5.4k frames/s); against one
+    that writes its frames in batches (the simulator today) it costs about 1 % more. The price
+    is at most ``coalesce`` of added latency per frame.
     """
 
     on_frame: Callable[[bytes], None] | None = None
     coalesce: float = 0.0
     _fragments: list[bytes] | None = None
     _resting = False
+    _last_read = 0.0
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.coalesce > 0 and not self._resting and self.on_frame is not None:
-            self._resting = True
-            self.transport.pause_reading()
-            self.loop.call_later(self.coalesce, self._wake)
+        if self.coalesce > 0 and self.on_frame is not None and not self._resting:
+            now = self.loop.time()
+            if now - self._last_read < self.coalesce:  # reads are trickling in: let them batch up
+                self._resting = True
+                self.transport.pause_reading()
+                self.loop.call_later(self.coalesce, self._wake)
+            self._last_read = now
 
     def _wake(self) -> None:
         self._resting = False

@@ -195,8 +195,9 @@ class WebsocketConfig:
     )
     max_queue: int = _opt(4096, "Frames buffered per connection before backpressure.", between(16, 10**6))
     read_coalesce: float = _opt(
-        0.002, "After each socket read, wait this long before the next (frames batch up: less CPU, "
-        "at most this much added latency); 0 reads at once.", between(0, 0.1),
+        0.0, "When socket reads come in quick succession, wait this long before the next, so frames "
+        "that trickle in one at a time are handled in batches (less CPU, at most this much added latency); "
+        "0 reads at once.", between(0, 0.1),
     )
     control_timeout: float = _opt(
         10.0, "A SUBSCRIBE/UNSUBSCRIBE unanswered this long means the connection is lost.", positive

@@ -264,3 +264,14 @@ def test_fallback_back_fills_history_and_a_gap_from_rest(sim: SimThread) -> None
     assert one_m.contiguous_count() == len(one_m.ring) == 60  # the gap is healed
     assert any(g[4] == "reconnect" for g in feed.reported_gaps)  # type: ignore[attr-defined]
     assert sim.ledger()["/fapi/v1/klines"] >= 4
+
+
+def test_coalesced_reads_lose_nothing_and_survive_a_drop(sim: SimThread) -> None:
+    async def scenario(feed: Feed) -> None:
+        before = closed_bars(feed)
+        await a(sim, "inject", {"kind": "drop"})
+        await until(lambda: feed.pool.reconnects() >= 2 and all_subscribed(feed), what="reconnected")
+        await until(lambda: closed_bars(feed) >= before + 2 and books_synced(feed), what="bars after the drop")
+
+    feed = run_feed(sim, scenario, **{"websocket.read_coalesce": 0.005})
+    assert check_truth(feed, sim) > 0 and feed.state.rejected == {}
