@@ -20,6 +20,7 @@ from klinestore.errors import KlinestoreError
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
 COMMANDS: dict[str, str] = {
+    "run": "run",
     "sim": "sim",
     "import": "import_",
     "compact": "compact",

@@ -194,6 +194,14 @@ class WebsocketConfig:
         between(0.1, 9),
     )
     max_queue: int = _opt(4096, "Frames buffered per connection before backpressure.", between(16, 10**6))
+    read_coalesce: float = _opt(
+        0.0, "When socket reads come in quick succession, wait this long before the next, so frames "
+        "that trickle in one at a time are handled in batches (less CPU, at most this much added latency); "
+        "0 reads at once.", between(0, 0.1),
+    )
+    control_timeout: float = _opt(
+        10.0, "A SUBSCRIBE/UNSUBSCRIBE unanswered this long means the connection is lost.", positive
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,7 +224,9 @@ class RestConfig:
     weight_limit: int = _opt(EXCHANGE_WEIGHT_LIMIT, "Exchange request-weight limit per minute.", positive)
     weight_margin: float = _opt(0.25, "Share of the weight limit never used (safety margin).", fraction)
     timeout: float = _opt(10.0, "Timeout of one REST request.", positive)
-    max_retries: int = _opt(3, "Retries of a failed REST request (5xx, timeouts).", between(0, 20))
+    max_retries: int = _opt(3, "Retries of a failed REST request (5xx, timeouts, 429).", between(0, 20))
+    retry_base_delay: float = _opt(0.5, "First delay before a REST retry, doubled per retry.", positive)
+    retry_max_delay: float = _opt(10.0, "Cap on the REST retry delay.", positive)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

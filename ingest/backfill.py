@@ -1,0 +1,114 @@
+"""REST back-fill of kline gaps (fallback mode only; seed v4.4's third layer).
+
+Gaps found at start-up or after a reconnect are queued (bounded, deduplicated) and filled one
+at a time from ``/fapi/v1/klines`` in pages of up to 1500 bars, through the REST client's
+weight budget. Bars come back with ``source="rest"`` and enter exactly like live closes:
+sink (WAL) first, then the ring (in order, never duplicated), then ``on_kline_close``. Only
+bars closed by exchange-now are taken. In WebSocket-only mode this module is never built,
+and the REST client refuses klines anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ingest.clock import ExchangeClock
+from ingest.dispatcher import Dispatcher
+from ingest.errors import IngestError
+from ingest.klines import Gap
+from ingest.protocol.rest import KLINES_MAX_LIMIT, RestKline
+from ingest.rest import RestClient
+from ingest.state import MarketState
+from klinestore.intervals import next_open
+from storage.schema import Bar
+
+log = logging.getLogger(__name__)
+
+#: Gaps waiting to be filled before new ones are dropped (and counted).
+MAX_PENDING = 10_000
+
+
+def rest_bar(symbol: str, interval: str, k: RestKline) -> Bar:
+    return Bar(symbol, interval, k.open_time, k.close_time, k.open, k.high, k.low, k.close, k.volume,
+               k.quote_volume, k.trades, k.taker_buy_volume, k.taker_buy_quote_volume, "rest", True)
+
+
+class Backfill:
+    """Fills gaps from REST klines, one at a time, within the weight budget."""
+
+    def __init__(
+        self,
+        state: MarketState,
+        dispatcher: Dispatcher,
+        rest: RestClient,
+        clock: ExchangeClock,
+        *,
+        on_filled: Callable[[Gap, int], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.dispatcher = dispatcher
+        self.rest = rest
+        self.clock = clock
+        self.on_filled = on_filled or (lambda gap, bars: None)
+        self.requested = 0
+        self.filled_bars = 0
+        self.failed = 0
+        self.dropped = 0
+        self._queue: asyncio.Queue[Gap] = asyncio.Queue(MAX_PENDING)
+        self._task: asyncio.Task[None] | None = None
+
+    def request(self, gap: Gap) -> None:
+        try:
+            self._queue.put_nowait(gap)
+            self.requested += 1
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._work(), name="backfill")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def fill(self, gap: Gap) -> int:
+        """Fetch and commit the bars of ``gap``; return how many were committed."""
+        series = self.state.klines.get((gap.symbol, gap.interval))
+        if series is None:
+            return 0
+        committed = 0
+        start = gap.start_open_ms
+        while start <= gap.end_open_ms:
+            now = self.clock.now_ms()
+            rows = await self.rest.klines(gap.symbol, gap.interval, start_ms=start, end_ms=gap.end_open_ms,
+                                          limit=min(KLINES_MAX_LIMIT, gap.bar_count()))
+            bars = [
+                rest_bar(gap.symbol, gap.interval, r) for r in rows
+                if gap.start_open_ms <= r.open_time <= gap.end_open_ms and (now is None or r.close_time < now)
+            ]
+            committed += len(self.dispatcher.accept(series, bars))
+            if not rows:
+                break
+            start = next_open(rows[-1].open_time, gap.interval)
+        return committed
+
+    async def _work(self) -> None:
+        while True:
+            gap = await self._queue.get()
+            try:
+                n = await self.fill(gap)
+            except IngestError as exc:
+                self.failed += 1
+                log.warning("back-fill of %s %s %d..%d failed: %s", gap.symbol, gap.interval, gap.start_open_ms,
+                            gap.end_open_ms, exc)
+                continue
+            self.filled_bars += n
+            log.info("back-filled %d of %d %s %s bars from REST", n, gap.bar_count(), gap.symbol, gap.interval)
+            self.on_filled(gap, n)

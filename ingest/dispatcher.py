@@ -1,0 +1,218 @@
+"""Frames to state: the hot path.
+
+One lookup routes a frame by its stream name to a bound handler registered when the stream
+was subscribed; there is no per-message dict building, string parsing or logging. A frame
+that does not decode is counted (``rejected["malformed"]``) and logged at most every few
+seconds; it is never fatal.
+
+Every closed bar goes sink first (the WAL: durable before anything acknowledges it), then
+the ring buffer, then the ``on_kline_close`` callbacks. If the sink raises, the bar is held
+back (bounded, counted) and retried with the next bar; it reaches the ring and the
+callbacks only once it is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ingest.clock import ExchangeClock
+from ingest.errors import ProtocolError
+from ingest.hooks import Hook
+from ingest.klines import KlineSeries, kline_bar
+from ingest.orderbook import OrderBook
+from ingest.protocol.events import (
+    DepthUpdateEvent,
+    Frame,
+    KlineEvent,
+    MarkPriceEvent,
+    decode_frame,
+)
+from ingest.protocol.streams import parse_stream
+from ingest.sink import BarSink
+from ingest.state import MarketState
+from ingest.throttle import LogThrottle
+from ingest.trades import TradeWindow
+from storage.schema import Bar
+
+log = logging.getLogger(__name__)
+
+#: Closed bars held back while the sink fails, before the oldest are dropped (and counted).
+MAX_HELD = 100_000
+
+
+class Dispatcher:
+    """Decodes frames and applies them to :class:`MarketState`; closed bars go sink → ring → callbacks."""
+
+    def __init__(
+        self,
+        state: MarketState,
+        sink: BarSink,
+        clock: ExchangeClock,
+        *,
+        on_close: Hook | None = None,
+        on_book_wants_snapshot: Callable[[str], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.sink = sink
+        self.clock = clock
+        self.on_close = on_close if on_close is not None else Hook("on_kline_close")
+        self._wants_snapshot = on_book_wants_snapshot or (lambda symbol: None)
+        self._routes: dict[str, tuple[Callable[[Any, Any], None], Any]] = {}
+        self._held: list[Bar] = []
+        self._log = LogThrottle(log)
+        self.messages = 0  # data frames and replies received
+        self.unexpected = 0  # frames of streams with no route (e.g. just unsubscribed)
+        self.closed = 0  # closed bars committed
+        self.sink_errors = 0
+        self.sink_dropped = 0
+
+    # --- routes -------------------------------------------------------------------------------
+
+    def route(self, stream: str) -> None:
+        """Send frames of ``stream`` to its state (creating the series/window/book)."""
+        name = parse_stream(stream)
+        if name.kind == "kline":
+            self._routes[stream] = (self._on_kline, self.state.add_series(name.symbol, name.interval or ""))
+        elif name.kind == "aggTrade":
+            self._routes[stream] = (TradeWindow.add, self.state.add_trades(name.symbol))
+        elif name.kind == "depth":
+            self._routes[stream] = (self._on_depth, self.state.add_book(name.symbol))
+        elif name.kind == "markPrice":
+            self._routes[stream] = (self._on_mark, None)
+        else:
+            raise ProtocolError(f"no handler for {name.kind} streams ({stream})")
+
+    def unroute(self, stream: str) -> None:
+        self._routes.pop(stream, None)
+
+    def routes(self) -> list[str]:
+        return list(self._routes)
+
+    # --- the hot path ---------------------------------------------------------------------------
+
+    def dispatch(self, raw: bytes | str, mono: float) -> Frame | None:
+        """Apply one frame; return it (control replies included), or None if it was malformed."""
+        self.messages += 1
+        try:
+            frame = decode_frame(raw)
+        except ProtocolError as exc:
+            self.state.rejected["malformed"] += 1
+            self._log.warning("malformed", "malformed frame dropped: %s", exc)
+            return None
+        stream = frame.stream
+        if stream is None:
+            return frame
+        route = self._routes.get(stream)
+        if route is None:
+            self.unexpected += 1
+            return frame
+        data = frame.data
+        self.clock.observe(data.E, mono)  # type: ignore[union-attr] - routed streams carry one event
+        route[0](route[1], data)
+        return frame
+
+    def _on_kline(self, series: KlineSeries, ev: KlineEvent) -> None:
+        k = ev.k
+        if k.x:
+            self.accept(series, (kline_bar(ev.s, k),))
+        else:
+            series.update_open(k, ev.E)
+
+    def _on_depth(self, book: OrderBook, ev: DepthUpdateEvent) -> None:
+        book.on_event(ev)
+        if book.needs_snapshot:
+            self._wants_snapshot(book.symbol)
+
+    def _on_mark(self, _: None, ev: MarkPriceEvent) -> None:
+        self.state.marks.update(ev)
+
+    # --- closed bars --------------------------------------------------------------------------
+
+    def accept(self, series: KlineSeries, bars: Iterable[Bar]) -> list[Bar]:
+        """Commit closed bars of one series: check, persist (WAL), ring, callbacks.
+
+        Used for live closes and REST back-fills alike; returns the bars committed.
+        """
+        if not isinstance(bars, tuple) or len(bars) != 1:  # a batch: in order, one bar per open time
+            bars = tuple({b.open_time: b for b in sorted(bars, key=lambda b: b.open_time)}.values())
+        checked = [(bar, v) for bar in bars if (v := series.check_close(bar)) in ("append", "insert")]
+        if not checked:
+            return []
+        durable = self._persist([bar for bar, _ in checked])
+        checked = [(bar, verdict) for bar, verdict in checked if id(bar) in durable]
+        inserts = [bar for bar, verdict in checked if verdict == "insert"]
+        appends = [bar for bar, verdict in checked if verdict == "append"]
+        if inserts:
+            series.insert(inserts, checked=True)  # one merge for a whole back-fill
+        for bar in appends:
+            series.commit_close(bar, "append")
+        committed = inserts + appends
+        for bar in committed:
+            self._committed(bar)
+        return committed
+
+    def _committed(self, bar: Bar) -> None:
+        self.closed += 1
+        self.on_close.emit(bar)
+
+    def _commit(self, series: KlineSeries, bar: Bar, verdict: str) -> None:
+        series.commit_close(bar, verdict)
+        self._committed(bar)
+
+    def _persist(self, bars: Sequence[Bar]) -> set[int]:
+        """Hand bars (after any held back) to the sink; return the ids of ``bars`` now durable.
+
+        A bar the sink refuses as invalid (a ``ValueError``, like storage's ``BarError``) is
+        dropped and counted (``rejected["sink_refused"]``) so it cannot block the bars behind
+        it; any other failure holds the bars back for the next attempt. Held bars that become
+        durable are committed here, in order, before the new ones.
+        """
+        held, self._held = self._held, []
+        batch = [*held, *bars]
+        try:
+            self.sink.append(batch)
+            durable = batch
+        except ValueError:
+            durable = self._isolate(batch)
+        except Exception as exc:  # noqa: BLE001 - the sink is storage's; whatever else it raises, hold the bars
+            self._hold(batch, exc)
+            return set()
+        kept = {id(bar) for bar in durable}
+        for bar in held:
+            if id(bar) in kept:
+                series = self.state.klines.get((bar.symbol, bar.interval))
+                if series is not None and (verdict := series.check_close(bar)) in ("append", "insert"):
+                    self._commit(series, bar, verdict)
+        return kept
+
+    def _isolate(self, batch: list[Bar]) -> list[Bar]:
+        """The sink refused the batch as invalid: append bar by bar and drop the ones it refuses."""
+        durable: list[Bar] = []
+        for i, bar in enumerate(batch):
+            try:
+                self.sink.append((bar,))
+            except ValueError as exc:
+                self.state.rejected["sink_refused"] += 1
+                self._log.warning("sink_refused", "sink refused %s %s %d: %s", bar.symbol, bar.interval,
+                                  bar.open_time, exc)
+            except Exception as exc:  # noqa: BLE001 - the sink went down half-way: hold the rest
+                self._hold(batch[i:], exc)
+                break
+            else:
+                durable.append(bar)
+        return durable
+
+    def _hold(self, bars: list[Bar], exc: BaseException) -> None:
+        self.sink_errors += 1
+        self._log.log(logging.ERROR, "sink", "closed bars not durable, holding %d: %r", len(bars), exc)
+        self._held.extend(bars)
+        if len(self._held) > MAX_HELD:
+            self.sink_dropped += len(self._held) - MAX_HELD
+            del self._held[: len(self._held) - MAX_HELD]
+
+    @property
+    def held(self) -> int:
+        """Closed bars waiting for the sink to accept them."""
+        return len(self._held)

@@ -1,0 +1,203 @@
+"""A local order book kept by Binance's documented algorithm, as a pure state machine.
+
+BINANCE.md, "Keeping a local order book": buffer the diff-depth events, fetch a REST
+snapshot, drop events with ``u < lastUpdateId``, apply first the event with
+``U <= lastUpdateId <= u``, then require each event's ``pu`` to be the previous ``u``;
+on a break, start again from a new snapshot. Quantities are absolute; 0 removes a level.
+
+No sockets and no clocks here: the caller feeds events and snapshots and asks
+``needs_snapshot``; the asyncio side (``ingest.depthsync``) fetches snapshots.
+
+States: ``buffering`` (waiting for a snapshot), ``bridging`` (snapshot applied, waiting for
+the event that spans it), ``synced``. Events already applied (``u`` not beyond the book's)
+are duplicates, harmless during a connection's rotation overlap, and skipped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ingest.protocol.events import DepthUpdateEvent, Level
+from ingest.protocol.rest import DepthSnapshot
+
+BUFFERING = "buffering"
+BRIDGING = "bridging"
+SYNCED = "synced"
+
+#: Events buffered while waiting for a snapshot (at 100 ms updates: 100 s of them).
+MAX_BUFFERED = 1000
+
+
+class _Side:
+    """One side of the book: price → quantity, with the best price cached."""
+
+    __slots__ = ("levels", "_best", "_high")
+
+    def __init__(self, high: bool) -> None:
+        self.levels: dict[float, float] = {}
+        self._best: float | None = None
+        self._high = high  # bids: the best is the highest price
+
+    def apply(self, updates: list[Level]) -> None:
+        levels = self.levels
+        best = self._best
+        high = self._high
+        for price, qty in updates:
+            if qty == 0.0:
+                if levels.pop(price, None) is not None and price == best:
+                    best = None
+            else:
+                levels[price] = qty
+                if best is not None and (price > best if high else price < best):
+                    best = price
+        self._best = best
+
+    def reset(self, levels: list[Level]) -> None:
+        self.levels = {p: q for p, q in levels if q != 0.0}
+        self._best = None
+
+    def best(self) -> tuple[float, float] | None:
+        if not self.levels:
+            return None
+        if self._best is None:
+            self._best = max(self.levels) if self._high else min(self.levels)
+        return self._best, self.levels[self._best]
+
+    def top(self, n: int) -> list[tuple[float, float]]:
+        prices = sorted(self.levels, reverse=self._high)[:n]
+        return [(p, self.levels[p]) for p in prices]
+
+
+class OrderBook:
+    """The book of one symbol."""
+
+    __slots__ = (
+        "symbol", "state", "last_update_id", "event_time", "resyncs", "snapshots", "duplicates",
+        "dropped", "stale_snapshots", "overflows", "bids", "asks", "_buffer", "_snapshot_wanted",
+    )
+
+    def __init__(self, symbol: str, max_buffered: int = MAX_BUFFERED) -> None:
+        self.symbol = symbol
+        self.state = BUFFERING
+        self.last_update_id = 0
+        self.event_time = 0
+        self.resyncs = 0  # chain breaks that forced a new snapshot
+        self.snapshots = 0  # snapshots applied
+        self.duplicates = 0
+        self.dropped = 0  # buffered events older than the snapshot
+        self.stale_snapshots = 0  # snapshots older than the first buffered event
+        self.overflows = 0  # buffered events lost to the buffer's bound
+        self.bids = _Side(high=True)
+        self.asks = _Side(high=False)
+        self._buffer: deque[DepthUpdateEvent] = deque(maxlen=max_buffered)
+        self._snapshot_wanted = True
+
+    # --- input --------------------------------------------------------------------------------
+
+    def on_event(self, ev: DepthUpdateEvent) -> None:
+        if self.state == SYNCED:
+            if ev.u <= self.last_update_id:
+                self.duplicates += 1
+            elif ev.pu == self.last_update_id:
+                self._apply(ev)
+            else:
+                self._resync(ev)
+            return
+        if self.state == BRIDGING:
+            self._bridge(ev)
+            return
+        if len(self._buffer) == self._buffer.maxlen:
+            self.overflows += 1
+        self._buffer.append(ev)
+
+    def on_snapshot(self, snap: DepthSnapshot) -> bool:
+        """Apply a REST snapshot; False (and still wanting one) if it cannot bridge the buffer."""
+        if self.state != BUFFERING:
+            return False
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        self.bids.reset(snap.bids)
+        self.asks.reset(snap.asks)
+        self.last_update_id = snap.lastUpdateId
+        self.event_time = snap.E
+        self.snapshots += 1
+        self._snapshot_wanted = False
+        self.state = BRIDGING
+        for ev in buffered:
+            self.on_event(ev)
+        return self.state != BUFFERING
+
+    # --- output ---------------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        return self.state == SYNCED
+
+    @property
+    def needs_snapshot(self) -> bool:
+        """True when a snapshot should be fetched now (the stream has delivered something)."""
+        return self.state == BUFFERING and self._snapshot_wanted and bool(self._buffer)
+
+    def best_bid(self) -> tuple[float, float] | None:
+        """(price, quantity) of the best bid, or None when not synced or empty."""
+        return self.bids.best() if self.state == SYNCED else None
+
+    def best_ask(self) -> tuple[float, float] | None:
+        return self.asks.best() if self.state == SYNCED else None
+
+    def depth(self, n: int = 20) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The best ``n`` levels per side, bids high to low and asks low to high (empty unless synced)."""
+        if self.state != SYNCED:
+            return [], []
+        return self.bids.top(n), self.asks.top(n)
+
+    def status(self) -> dict[str, object]:
+        bid, ask = self.best_bid(), self.best_ask()
+        return {
+            "state": self.state, "last_update_id": self.last_update_id, "resyncs": self.resyncs,
+            "snapshots": self.snapshots, "stale_snapshots": self.stale_snapshots, "duplicates": self.duplicates,
+            "overflows": self.overflows,
+            "best_bid": bid[0] if bid else None, "best_ask": ask[0] if ask else None,
+            "levels": [len(self.bids.levels), len(self.asks.levels)],
+        }
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _apply(self, ev: DepthUpdateEvent) -> None:
+        self.bids.apply(ev.b)
+        self.asks.apply(ev.a)
+        self.last_update_id = ev.u
+        self.event_time = ev.E
+
+    def _bridge(self, ev: DepthUpdateEvent) -> None:
+        if ev.u < self.last_update_id:
+            self.dropped += 1
+        elif ev.U <= self.last_update_id <= ev.u or ev.pu == self.last_update_id:
+            self._apply(ev)
+            self.state = SYNCED
+        else:  # the snapshot is older than the events we hold: the ones between are lost
+            self.stale_snapshots += 1
+            self._restart(ev)
+
+    def _resync(self, ev: DepthUpdateEvent) -> None:
+        """The chain broke: forget the book, keep buffering from ``ev``, ask for a snapshot."""
+        self.resyncs += 1
+        self._restart(ev)
+
+    def _restart(self, ev: DepthUpdateEvent) -> None:
+        self.state = BUFFERING
+        self.bids.reset([])
+        self.asks.reset([])
+        self._buffer.clear()
+        self._buffer.append(ev)
+        self._snapshot_wanted = True
+
+    def request_snapshot(self) -> None:
+        """Ask for a new snapshot (a failed fetch, or a check that found the book drifted)."""
+        if self.state != BUFFERING:
+            self.resyncs += 1
+            self.state = BUFFERING
+            self.bids.reset([])
+            self.asks.reset([])
+            self._buffer.clear()
+        self._snapshot_wanted = True

@@ -1,0 +1,119 @@
+"""The health snapshot (``<data-dir>/status.json``): what an operator or a test needs at a glance.
+
+Fixed fields (acceptance checks read them): ``mode``, ``connections`` (each ``id``, ``state``,
+``streams``, ``retries``, ``last_message_age_s``), ``missing_streams``, ``counters``
+(``messages``, ``rejected`` by reason, ``reconnects``, ...), ``ledger`` (REST calls and
+weight per endpoint), ``warming_up``. The rest is for the demanding user: exchange time,
+uptime, per-timeframe readiness, order books, marks, gaps, callbacks, recent transitions.
+
+Written atomically: a temporary file in the same directory, fsynced, renamed over the old
+one, so a reader never sees a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ingest.feed import Feed
+
+STATUS_FILE = "status.json"
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def snapshot(feed: Feed) -> dict[str, Any]:
+    """The feed's health as plain JSON-able data."""
+    now_ms = feed.clock.now_ms()
+    pool, d, state = feed.pool, feed.dispatcher, feed.state
+    books = {s: b.status() for s, b in sorted(state.books.items())}
+    hooks = {h.name: h.stats() for h in (feed.kline_close, feed.gap, feed.gap_filled) if h}
+    counters: dict[str, Any] = {
+        "messages": d.messages,
+        "rejected": dict(sorted(state.rejected.items())),
+        "reconnects": pool.reconnects(),
+        "closed_bars": d.closed,
+        "unexpected_frames": d.unexpected,
+        "irregular_closes": sum(s.irregular_closes for s in state.klines.values()),
+        "gaps": feed.gaps_reported,
+        "sink_errors": d.sink_errors,
+        "sink_held_bars": d.held,
+        "sink_dropped_bars": d.sink_dropped,
+        "resubscribes": sum(c.resubscribes for c in pool.connections),
+        "rotations": pool.rotations,
+        "rotation_failures": pool.rotation_failures,
+        "silent_drops": pool.silent_drops,
+        "internal_errors": sum(c.internal_errors for c in pool.connections),
+        "book_resyncs": sum(b.resyncs for b in state.books.values()),
+        "depth_snapshots": feed.depth_sync.fetched,
+        "depth_snapshot_failures": feed.depth_sync.failed,
+        "callback_failures": sum(s["failures"] for h in hooks.values() for s in h.values()),
+        "callback_dropped": sum(s["dropped"] for h in hooks.values() for s in h.values()),
+        "connection_events": feed.events.total,
+    }
+    if feed.backfill is not None:
+        counters.update(backfill_requested=feed.backfill.requested, backfilled_bars=feed.backfill.filled_bars,
+                        backfill_failed=feed.backfill.failed, backfill_pending=feed.backfill.pending)
+    marks = {}
+    for symbol in state.marks.symbols():
+        m = state.marks.get(symbol)
+        if m is not None:
+            marks[symbol] = {"mark_price": m.mark_price, "funding_rate": m.funding_rate, "event_time": iso(m.event_ms)}
+    return {
+        "mode": feed.config.modes.name,
+        "running": feed.running,
+        "written_at": iso(int(time.time() * 1000)),
+        "exchange_time": iso(now_ms),
+        "exchange_time_ms": now_ms,
+        "clock": {"synced": feed.clock.synced, "rate": round(feed.clock.rate, 3)},
+        "loop_lag_ms": {"last": round(feed.lag.last * 1000, 3), "max": round(feed.lag.max * 1000, 3)},
+        "uptime_s": round(time.monotonic() - feed.started_at, 3),
+        "symbols": sorted(feed.symbols),
+        "skipped_symbols": feed.skipped_symbols,
+        "connections": pool.status(),
+        "missing_streams": feed.missing_streams(),
+        "counters": counters,
+        "ledger": feed.ledger.totals(),
+        "rest": feed.rest.status(),
+        "warming_up": [{"symbol": s, "interval": i} for s, i in state.warming_up()],
+        "timeframes": state.readiness(),
+        "order_books": books,
+        "books_in_sync": sum(1 for b in state.books.values() if b.synced),
+        "marks": marks,
+        "recent_gaps": [
+            {"symbol": g.symbol, "interval": g.interval, "start": iso(g.start_open_ms), "end": iso(g.end_open_ms),
+             "bars": g.bar_count(), "reason": g.reason}
+            for g in feed.recent_gaps
+        ],
+        "refused_streams": dict(pool.refused),
+        "unplaced_streams": list(pool.unplaced),
+        "callbacks": hooks,
+        "memory": {"ring_bytes": state.ring_bytes()},
+        "recent_events": [e.to_dict() for e in feed.events.recent(20)],
+    }
+
+
+def write_status(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (tmp + fsync + rename + directory fsync)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = json.dumps(data, indent=2, default=str).encode()
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,106 @@
+"""``klinestore run``: the service (live ingest, storage, status.json) until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from klinestore.config import Config, load_config
+from klinestore.errors import ConfigError
+from klinestore.symbols import check_symbols
+
+HELP = "run the service: live ingest into ring buffers and storage, health in status.json"
+DESCRIPTION = """\
+Connect to the exchange (Binance USD-M futures, or the bundled simulator with --sim), keep
+klines, aggTrades, order books and mark prices live in memory, write every closed bar to
+storage, and rewrite <data-dir>/status.json every jobs.status_interval seconds and once more
+at exit. Stops cleanly on SIGINT/SIGTERM or after --for SECONDS (exit status 0).
+
+Config: --config (or KLINESTORE_CONFIG, or config/websocket.json), then environment
+variables (WEBSOCKET_ONLY_KLINES, DISABLE_REST_FALLBACK, KLINESTORE_DATA_DIR), then these
+flags.
+"""
+EXAMPLES = """\
+  klinestore run --sim --for 60                      # against the bundled simulator for a minute
+  klinestore run --symbols BTCUSDT,ETHUSDT           # Binance, default config
+  klinestore run --ws-url ws://127.0.0.1:9000 --rest-url http://127.0.0.1:9001 --data-dir /tmp/ks
+  klinestore run --config config/websocket.json --data-dir data
+"""
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="config file (JSON); default config/websocket.json")
+    parser.add_argument("--data-dir", metavar="DIR", help="data directory (storage.data_dir)")
+    parser.add_argument("--symbols", metavar="A,B", help="symbols to ingest, comma-separated (overrides config)")
+    parser.add_argument("--ws-url", metavar="URL", help="WebSocket base URL, e.g. ws://127.0.0.1:9000")
+    parser.add_argument("--rest-url", metavar="URL", help="REST base URL, e.g. http://127.0.0.1:9001")
+    parser.add_argument("--sim", action="store_true", help="start the bundled exchange simulator in-process")
+    parser.add_argument("--sim-speed", type=float, default=60.0, metavar="X",
+                        help="simulator clock speed, exchange seconds per second (default 60)")
+    parser.add_argument("--sim-seed", type=int, default=7, metavar="N", help="simulator market seed (default 7)")
+    parser.add_argument("--for", dest="duration", type=float, metavar="SECONDS",
+                        help="stop cleanly after this many seconds (default: run until SIGINT/SIGTERM)")
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {}
+    if args.data_dir:
+        overrides["storage.data_dir"] = args.data_dir
+    if args.symbols:
+        overrides["symbols"] = list(check_symbols(args.symbols))
+    if args.ws_url:
+        overrides["websocket.base_url"] = args.ws_url
+    if args.rest_url:
+        overrides["websocket.rest_url"] = args.rest_url
+    if args.sim and (args.ws_url or args.rest_url):
+        raise ConfigError("--sim", "cannot be combined with --ws-url/--rest-url")
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError("--for", "must be > 0 seconds")
+    return load_config(args.config, overrides=overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if getattr(args, "verbose", 0) < 2:  # one INFO line per REST request is noise; -vv shows them
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(_main(config, args))
+    return 0
+
+
+async def _main(config: Config, args: argparse.Namespace) -> None:
+    from klinestore.service import Service
+
+    async with _exchange(config, args) as config:
+        service = Service(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.request_stop)
+        try:
+            await service.run(args.duration)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _exchange(config: Config, args: argparse.Namespace) -> AsyncIterator[Config]:
+    """The config pointed at the in-process simulator (``--sim``), or unchanged."""
+    if not args.sim:
+        yield config
+        return
+    from klinestore.sim import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(symbols=tuple(config.symbols), speed=args.sim_speed, seed=args.sim_seed, port=0))
+    await sim.start()
+    try:
+        log.info("simulator at %s (ws) and %s (rest)", sim.ws_url, sim.rest_url)
+        yield config.replace(**{"websocket.base_url": sim.ws_url, "websocket.rest_url": sim.rest_url})
+    finally:
+        await sim.stop()

@@ -1,0 +1,61 @@
+"""The exchange clock follows server and event times, at the exchange's own rate."""
+
+from __future__ import annotations
+
+from ingest.clock import ExchangeClock
+
+
+class FakeMono:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_unsynced_clock_has_no_time() -> None:
+    clock = ExchangeClock(FakeMono())
+    assert not clock.synced and clock.now_ms() is None and clock.seconds_until(10**12) == 0.0
+
+
+def test_server_time_then_monotonic_interpolation() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono)
+    clock.sync(1_700_000_000_000, rtt_s=0.02)
+    assert clock.now_ms() == 1_700_000_000_010
+    mono.t += 2.5
+    assert clock.now_ms() == 1_700_000_002_510
+
+
+def test_late_events_never_pull_the_clock_back_but_early_ones_push_it() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono)
+    clock.sync(1_000_000)
+    mono.t += 1.0
+    clock.observe(999_000)  # an event sent a while ago
+    assert clock.now_ms() == 1_001_000
+    clock.observe(1_005_000)  # the local estimate was behind
+    assert clock.now_ms() == 1_005_000
+
+
+def test_a_fast_exchange_rate_is_learned() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono)
+    clock.sync(0)
+    for _ in range(20):  # a simulator at 60x: 60 exchange seconds per real second
+        mono.t += 0.1
+        clock.observe(int((mono.t - 100.0) * 60_000))
+    assert 59 < clock.rate < 61
+    mono.t += 0.5
+    assert abs(clock.now_ms() - 150_000) < 500
+    assert abs(clock.seconds_until(clock.now_ms() + 60_000) - 1.0) < 0.02
+
+
+def test_a_real_time_exchange_keeps_rate_one() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono)
+    clock.sync(0)
+    for _ in range(30):
+        mono.t += 0.1
+        clock.observe(int((mono.t - 100.0) * 1010))  # 1 % skew is not a different rate
+    assert clock.rate == 1.0

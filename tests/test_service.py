@@ -1,0 +1,74 @@
+"""The service with storage: bars durable in the WAL and Parquet, warm restart, the start gap."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from klinestore.config import Config
+from klinestore.intervals import MINUTE_MS
+from klinestore.service import Service
+from storage import read_bars
+from simfixtures import START_MS, SimFactory
+from tests.test_ingest_sim import FAST, until
+
+
+def service_config(sim: Any, data: Path, **changes: Any) -> Config:
+    return Config().replace(**{
+        **FAST, "websocket.base_url": sim.ws_url, "websocket.rest_url": sim.rest_url,
+        "storage.data_dir": str(data), "storage.flush_interval": 0.5, "jobs.status_interval": 0.5, **changes,
+    })
+
+
+def run_service(config: Config, bars: int) -> Service:
+    service = Service(config)
+
+    async def main() -> None:
+        await service.start()
+        try:
+            series = service.feed.state.series("BTCUSDT", "1m")
+            start = series.last_open_time
+            await until(lambda: series.last_open_time >= start + bars * MINUTE_MS if start >= 0 else len(series.ring) >= bars,
+                        what=f"{bars} live bars")
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+    return service
+
+
+def test_closed_bars_reach_parquet_and_a_restart_is_warm(tmp_path: Path, sim_factory: SimFactory) -> None:
+    data = tmp_path / "data"
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START_MS)
+    first = run_service(service_config(sim, data), bars=3)
+    truth = {row[0]: row for row in sim.truth("BTCUSDT", "1m")}
+    sim.stop()
+    stored = read_bars(data, "BTCUSDT", "1m").sort("open_time")
+    assert stored.height >= 3 and first.store is not None and first.store.pending_bars == 0  # closing flushed
+    for row in stored.iter_rows(named=True):
+        t = int(row["open_time"].timestamp() * 1000)
+        assert (row["close"], row["volume"], row["source"]) == (float(truth[t][4]), float(truth[t][5]), "ws")
+    last_stored = int(stored["open_time"][-1].timestamp() * 1000)
+
+    # Ten exchange minutes later: the rings start full from disk, the hole is a "start" gap.
+    later = last_stored + 10 * MINUTE_MS
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=later)
+    gaps: list[tuple[Any, ...]] = []
+    second = Service(service_config(sim, data))
+    second.feed.on_gap(lambda *gap: gaps.append(gap))
+
+    async def main() -> None:
+        await second.start()
+        try:
+            assert second.warm_bars >= stored.height
+            series = second.feed.state.series("BTCUSDT", "1m")
+            assert len(series.ring) >= 3 and series.last_open_time == last_stored
+            await until(lambda: any(g[:2] == ("BTCUSDT", "1m") for g in gaps), what="the start gap")
+        finally:
+            await second.stop()
+
+    asyncio.run(main())
+    gap = next(g for g in gaps if g[:2] == ("BTCUSDT", "1m"))
+    assert gap[2] == last_stored + MINUTE_MS and gap[4] == "start" and gap[3] >= later - 2 * MINUTE_MS
+    assert second.restart is not None and second.restart.corrupt_records == 0
