@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import time
@@ -14,9 +13,6 @@ from support import klinestore_command, subprocess_env
 
 import queries
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("klinestore.commands.run") is None, reason="klinestore run (the service) is not here yet"
-)
 SPEED = 60.0  # exchange seconds per second: a 1m bar closes every second
 FLUSH_S = 1.0
 STATUS_S = 0.25
