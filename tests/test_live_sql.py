@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from support import klinestore_command, subprocess_env
 
 import queries
