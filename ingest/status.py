@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.feed import Feed
+from storage.fsguard import create_new
 
 STATUS_FILE = "status.json"
 
@@ -58,6 +59,7 @@ def snapshot(feed: Feed) -> dict[str, Any]:
         "callback_failures": sum(s["failures"] for h in hooks.values() for s in h.values()),
         "callback_dropped": sum(s["dropped"] for h in hooks.values() for s in h.values()),
         "connection_events": feed.events.total,
+        "invalid_listings": feed.listings.invalid,  # exchangeInfo names refused by check_symbol, never subscribed
     }
     if feed.backfill is not None:
         counters.update(backfill_requested=feed.backfill.requested, backfilled_bars=feed.backfill.filled_bars,
@@ -107,7 +109,7 @@ def write_status(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = json.dumps(data, indent=2, default=str).encode()
-    with open(tmp, "wb") as fh:
+    with create_new(tmp) as fh:
         fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from queries.errors import ExportError
+from storage.fsguard import create_new
 from storage.layout import tmp_path
 from storage.txn import fsync_dir, fsync_file
 
@@ -28,6 +29,7 @@ def atomic_output(target: Path) -> Iterator[Path]:
         raise ExportError(f"cannot create {target.parent}: {exc.strerror}") from None
     tmp = tmp_path(target)
     try:
+        create_new(tmp).close()  # the writers below reopen this regular file, never a planted symlink
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, target)

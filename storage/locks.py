@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from storage.errors import StorageError
+from storage.fsguard import NOFOLLOW
 from storage.layout import state_dir
 
 
@@ -27,7 +28,10 @@ class WriterLock:
     def acquire(self, *, blocking: bool = False) -> bool:
         """Take the lock; False if another process holds it (and ``blocking`` is off)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a planted symlink: the pid written below would truncate its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open lock file {self.path}: {exc.strerror} (symlinks are refused)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:

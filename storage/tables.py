@@ -247,6 +247,7 @@ class QualityDB:
         tmp = folder / f".{target.name}.tmp"
         order = ", ".join(name for name, _ in TABLE_COLUMNS[table][:2])
         try:
+            tmp.unlink(missing_ok=True)  # DuckDB would write through a symlink planted there
             self.con.execute(
                 f"COPY (SELECT * FROM {table}{where} ORDER BY {order}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
             )

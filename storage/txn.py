@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.errors import StorageError
+from storage.fsguard import create_new
 from storage.layout import Stamper, state_dir, tmp_path
 
 
@@ -49,7 +50,7 @@ def fsync_file(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: object) -> None:
     tmp = tmp_path(path)
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with create_new(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle)
         handle.flush()
         os.fsync(handle.fileno())

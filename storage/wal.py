@@ -31,6 +31,7 @@ from pathlib import Path
 import msgspec
 
 from storage.errors import WalError
+from storage.fsguard import NOFOLLOW, create_new, refuse_symlink
 from storage.schema import Bar
 from storage.txn import fsync_dir
 
@@ -201,7 +202,7 @@ class Wal:
         return self.directory / f"{seq:020d}.wal"
 
     def _open_segment(self) -> None:
-        self._fd = os.open(self._path(self._seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(self._path(self._seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o644)
         self._offset = 0
         fsync_dir(self.directory)
 
@@ -242,6 +243,7 @@ class Wal:
                 os.close(fd)
 
     def _recover_segment(self, path: Path, replay: Replay) -> None:
+        refuse_symlink(path, "WAL segment")  # repairing one would truncate whatever it points at
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -252,7 +254,8 @@ class Wal:
             return
         if corrupt:
             replay.corrupt_records += 1
-            (path.with_suffix(".corrupt")).write_bytes(data[good:])
+            with create_new(path.with_suffix(".corrupt")) as handle:
+                handle.write(data[good:])
         else:
             replay.torn_bytes += len(data) - good
         with open(path, "r+b") as handle:

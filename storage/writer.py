@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import DatasetError
 from storage.frames import PARTITION_KEY, TIME, latest, sort_bars
+from storage.fsguard import create_new
 from storage.layout import FileName, partition_dir
 from storage.schema import BAR_SCHEMA
 from storage.txn import Publish
@@ -66,7 +67,7 @@ def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path) -> int
     """
     rows = 0
     try:
-        with open(path, "wb") as handle:
+        with create_new(path) as handle:
             with pq.ParquetWriter(
                 handle, FILE_SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
                 use_dictionary=["symbol", "source"], column_encoding=_DELTA,

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from klinestore.commands import add_bar_range
+from queries.api import default_data_dir
 from queries.charts import candles_chart
+from storage.fsguard import check_output_path
 
 HELP = "draw candles with volume for one symbol and range as a PNG (gaps marked)"
 DESCRIPTION = """\
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_path(args.out, default_data_dir(args.data_dir))
     drawn = candles_chart(args.symbol, args.interval, args.start, args.end, args.out, data_dir=args.data_dir)
     plural = "s" if drawn["gaps"] != 1 else ""
     gaps = f", {drawn['missing']:,} missing bars in {drawn['gaps']} gap{plural} marked" if drawn["gaps"] else ""

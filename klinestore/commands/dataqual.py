@@ -11,6 +11,7 @@ from rich.table import Table
 from queries.api import default_data_dir
 from queries.charts import dataqual_chart
 from queries.status import latest_dataqual
+from storage.fsguard import check_output_path
 
 HELP = "show the latest DataQual score per symbol and its reasons, or plot the scores over time"
 DESCRIPTION = """\
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     data_dir = default_data_dir(args.data_dir)
     if args.plot is not None:
+        check_output_path(args.plot, data_dir)
         drawn = dataqual_chart(args.plot, symbol=args.symbol, data_dir=data_dir)
         print(f"wrote {args.plot}: {drawn['scores']:,} scores, {drawn['gaps']} gaps, {drawn['reconnects']} reconnects")
         return 0

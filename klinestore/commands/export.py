@@ -11,7 +11,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from klinestore.commands import add_bar_range
 from queries.errors import GapError
+from queries.api import default_data_dir
 from queries.export import FORMATS, ON_GAP, export
+from storage.fsguard import check_output_path
 
 HELP = "export one symbol's bars for a backtest (parquet, csv, binance, freqtrade, backtesting)"
 DESCRIPTION = """\
@@ -62,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_path(args.out, default_data_dir(args.data_dir))
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]export[/]"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),

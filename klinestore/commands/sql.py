@@ -11,6 +11,7 @@ from queries.errors import QueryError
 from queries.output import DEFAULT_MAX_ROWS, FORMATS, write_result
 from queries.repl import Repl
 from queries.sql import connect, execute
+from storage.fsguard import check_output_path
 
 HELP = "run read-only SQL over the bars and DataQual tables (DuckDB), or open a SQL prompt"
 DESCRIPTION = """\
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     data_dir = default_data_dir(args.data_dir)
     if not data_dir.is_dir():
         raise QueryError(f"no data directory at {data_dir} (give --data-dir or set KLINESTORE_DATA_DIR)")
+    if args.out is not None:
+        check_output_path(args.out, data_dir)
     fmt = args.format or (_EXTENSIONS.get(args.out.suffix.lower(), "table") if args.out else "table")
     con = connect(data_dir)
     try:
