@@ -33,6 +33,7 @@ from ingest.sink import BarSink
 from ingest.status import STATUS_FILE, iso, snapshot, write_status
 from klinestore.config import Config
 from storage import BarStore, RestartState
+from storage.layout import shard_file
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Service:
     ) -> None:
         self.config = config
         self.data_dir = Path(config.storage.data_dir)
-        self.status_path = self.data_dir / STATUS_FILE
+        self.status_path = self.data_dir / shard_file(STATUS_FILE, config.sharding.shard_id, config.sharding.num_shards)
         self.store: BarStore | None = None
         if sink is None:
             self.store = BarStore(self.data_dir, config.storage, shard_id=config.sharding.shard_id)

@@ -153,3 +153,15 @@ def data_files(partition: Path, writer: str | None = None) -> list[tuple[FileNam
             out.append((parsed, path))
     out.sort(key=lambda item: item[0].stamp)
     return out
+
+
+def shard_file(name: str, shard_id: int, num_shards: int) -> str:
+    """A service file at the top of the data directory, one per shard when there are several.
+
+    ``status.json`` stays ``status.json`` for a lone service; shard 1 of 2 writes
+    ``status-s0001.json``, so shards sharing a data directory never overwrite each other.
+    """
+    if num_shards <= 1:
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}-{shard_writer(shard_id)}{dot}{suffix}"
