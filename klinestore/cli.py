@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "sim": "sim",
     "import": "import_",
     "compact": "compact",
+    "publish": "publish",
     "sql": "sql",
     "export": "export",
     "status": "status",
