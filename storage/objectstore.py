@@ -35,7 +35,6 @@ to a dataset: two data directories publishing to one root must not share a write
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +53,6 @@ from storage.txn import retired_files
 #: pyarrow ``type_name``s of object stores: a rename there is copy + delete, a PUT is atomic.
 OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 _MONTH = ds.partitioning(pa.schema([("month", pa.string())]), flavor="hive")
-Progress = Callable[[str], None]
 
 
 def resolve(root: str | Path, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
@@ -109,7 +107,7 @@ def read_bars_fs(
 
 @dataclass(slots=True)
 class PublishReport:
-    uploaded: list[str] = field(default_factory=list)  # paths relative to the root
+    uploaded: list[str] = field(default_factory=list)  # paths relative to the dataset (interval=../month=../name)
     unchanged: int = 0  # files already there with the same size
     deleted: list[str] = field(default_factory=list)  # stale remote files of this data directory's writers
     bytes: int = 0
@@ -126,7 +124,6 @@ def publish(
     include_open: bool = False,
     atomic_rename: bool | None = None,
     dry_run: bool = False,
-    progress: Progress | None = None,
 ) -> PublishReport:
     """Mirror the local dataset's live files (closed months unless ``include_open``) under ``root``."""
     started = time.perf_counter()
@@ -138,7 +135,7 @@ def publish(
     owned = {lock.stem for lock in state_dir(data_dir).glob("*.lock")}  # every writer of this data dir took its lock here
     retired = retired_files(data_dir)
     partitions = _published_partitions(local_root, include_open)
-    stable: list[tuple[str, dict[str, int]]] = []
+    stable: list[tuple[str, str, dict[str, int]]] = []
     for rel, local in partitions:
         folder = f"{dataset_path(path, market)}/{rel}"
         remote = _listing(fs, folder)
@@ -156,16 +153,14 @@ def publish(
                 _upload(fs, source, folder, name, rename)
             report.uploaded.append(f"{rel}/{name}")
             report.bytes += size
-            if progress is not None:
-                progress(f"{rel}/{name}")
         if not vanished:
-            stable.append((folder, {n: s for n, s in remote.items() if n not in live}))
-    for folder, extra in stable:  # deletes last: every row is in an uploaded file first
+            stable.append((rel, folder, {n: s for n, s in remote.items() if n not in live}))
+    for rel, folder, extra in stable:  # deletes last: every row is in an uploaded file first
         for name in sorted(extra):
             if _stale(name, owned):
                 if not dry_run:
                     fs.delete_file(f"{folder}/{name}")
-                report.deleted.append(f"{folder.removeprefix(path).lstrip('/')}/{name}")
+                report.deleted.append(f"{rel}/{name}")
     report.seconds = time.perf_counter() - started
     return report
 
