@@ -291,7 +291,6 @@ SQL_ATTACKS = [
     "SELECT * FROM read_text('{data}/wal/s0000/' || 'x')",
     "SELECT * FROM glob('{out}/*')",
     "SELECT * FROM read_parquet('{data}/bars_spot/../bars/../../secret.txt')",
-    "CREATE SECRET (TYPE s3, KEY_ID 'a', SECRET 'b')",
     "SELECT 1; ATTACH '{data}/bars/y.duckdb'",
     "EXPLAIN COPY (SELECT 1) TO '{month}/x.csv'",
     "WITH x AS (SELECT 1) SELECT * FROM x; COPY (SELECT 1) TO '{month}/x.csv'",
