@@ -47,6 +47,7 @@ from klinestore.intervals import check_interval
 from klinestore.symbols import check_symbol
 from storage.errors import DatasetError, StorageError
 from storage.frames import KEY, empty, latest, to_public
+from storage.fsguard import check_output_path
 from storage.layout import FileName, data_files, dataset_root, list_partitions, month_of, state_dir
 from storage.txn import retired_files
 
@@ -130,6 +131,8 @@ def publish(
     data_dir = Path(data_dir)
     local_root = dataset_root(data_dir, market)
     fs, path = resolve(root, filesystem)
+    if isinstance(fs, pafs.LocalFileSystem):  # a copy inside bars/ would be read as more bars
+        check_output_path(Path(path), data_dir)
     rename = renames(fs) if atomic_rename is None else atomic_rename
     report = PublishReport(atomic_rename=rename)
     owned = {lock.stem for lock in state_dir(data_dir).glob("*.lock")}  # every writer of this data dir took its lock here

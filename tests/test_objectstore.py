@@ -16,7 +16,7 @@ import pytest
 from queries_support import CONFIG, minute_bars
 from support import klinestore_command, subprocess_env
 
-from storage import BarStore, read_bars
+from storage import BarStore, StorageError, read_bars
 from storage.layout import FileName, data_files
 from storage.objectstore import publish, read_bars_fs, renames
 
@@ -127,6 +127,9 @@ def test_publish_command_and_uris(tmp_path: Path) -> None:
     assert (tmp_path / "lake" / "bars" / "interval=1h" / "month=2024-02").is_dir()
     assert_reads_equal(data, uri, None, None, None)
     assert_reads_equal(data, str(tmp_path / "lake"), None, None, None)
+    for inside in (data, data / "bars", data / "bars" / "interval=1m"):  # a copy there would be read as more bars
+        with pytest.raises(StorageError, match="inside klinestore's own files"):
+            publish(data, inside.as_uri())
 
 
 def test_object_stores_are_written_in_place_everything_else_renamed() -> None:
