@@ -8,6 +8,7 @@ status file; a second process for a shard that is already running is refused.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,6 @@ from storage.layout import shard_writer
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "ADAUSDT")
 SHARDS = 2
-RUN_SECONDS = 6
 FIELDS = ("open", "high", "low", "close", "volume", "close_ms", "quote_volume", "trades", "taker_buy_volume",
           "taker_buy_quote_volume")
 
@@ -46,17 +46,22 @@ def sql(data: Path, query: str) -> list[dict[str, Any]]:
     return json.loads(proc.stdout)
 
 
-def wait_for_bars(status_files: list[Path], procs: list[subprocess.Popen[str]]) -> None:
-    deadline = time.monotonic() + 30
+def wait_for_bars(status_files: list[Path], procs: list[subprocess.Popen[str]], minutes: int, fives: int) -> None:
+    """Until every shard's status shows, for each of its symbols, this many closed 1m and 5m bars."""
+    def enough(path: Path) -> bool:
+        frames = json.loads(path.read_text())["timeframes"]
+        return bool(frames) and all(t["1m"]["bars"] >= minutes and t["5m"]["bars"] >= fives for t in frames.values())
+
+    deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
         assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
         try:
-            if all(json.loads(f.read_text())["counters"]["closed_bars"] >= 1 for f in status_files):
+            if all(enough(f) for f in status_files):
                 return
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, KeyError):
+            pass  # not written yet
         time.sleep(0.1)
-    raise AssertionError("the shards closed no bars within 30 s")
+    raise AssertionError(f"the shards did not close {minutes} 1m and {fives} 5m bars per symbol within 40 s")
 
 
 def test_two_shard_processes_write_one_dataset_that_sql_sees_whole(tmp_path: Path, sim_factory: SimFactory) -> None:
@@ -66,16 +71,18 @@ def test_two_shard_processes_write_one_dataset_that_sql_sees_whole(tmp_path: Pat
     data = tmp_path / "data"
     argv = ["--data-dir", str(data), "--ws-url", sim.ws_url, "--rest-url", sim.rest_url]
     procs = [
-        subprocess.Popen(klinestore_command("run", "--config", str(shard_config(tmp_path, n)), "--for", str(RUN_SECONDS),
-                                            *argv), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(klinestore_command("run", "--config", str(shard_config(tmp_path, n)), *argv),
+                         env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for n in range(SHARDS)
     ]
     try:
         status_files = [data / f"status-{shard_writer(n)}.json" for n in range(SHARDS)]
-        wait_for_bars(status_files, procs)
+        wait_for_bars(status_files, procs, 1, 0)
         twin = subprocess.run(klinestore_command("run", "--config", str(shard_config(tmp_path, 1)), "--for", "5", *argv),
                               env=subprocess_env(), capture_output=True, text=True, timeout=60)
+        wait_for_bars(status_files, procs, 3, 1)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)  # a clean stop: the last flush, then exit 0
         outputs = [p.communicate(timeout=60) for p in procs]
     finally:
         for p in procs:
