@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 from time import monotonic
@@ -378,7 +379,7 @@ def test_every_listening_socket_of_a_running_service_is_loopback(tmp_path: Path)
         deadline = monotonic() + 30
         while monotonic() < deadline and not (tmp_path / "data" / "status.json").exists():
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            asyncio.run(asyncio.sleep(0.1))
+            time.sleep(0.1)
         sockets = _listening(proc.pid)
     finally:
         proc.terminate()
