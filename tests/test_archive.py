@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -85,6 +86,40 @@ def test_bad_checksum_and_truncated_zip_are_refused(tmp_path: Path) -> None:
     truncated.write_bytes(path.read_bytes()[:-300])
     with pytest.raises(ArchiveError, match="zip"):
         import_archives([truncated], tmp_path / "data", CONFIG)
+
+
+@pytest.mark.parametrize("fast_inflate", [True, False])
+def test_zip_members_inflate_alike_and_a_bad_crc_is_refused(tmp_path: Path, monkeypatch, fast_inflate: bool) -> None:
+    """With ISA-L (when installed) or zipfile's zlib: the same bars, and the CRC-32 checked."""
+    import storage.archive
+
+    if not fast_inflate:
+        monkeypatch.setattr(storage.archive, "_isal_zlib", None)
+    text = kline_csv(minutes=30)
+    good = write_zip(tmp_path / "ETHUSDT-1m-2024-01-01.zip", text, checksum=False)
+    assert import_archives([good], tmp_path / "data", CONFIG).written == 30
+    assert read_bars(tmp_path / "data", "ETHUSDT", "1m").height == 30
+    bad = write_zip(tmp_path / "SOLUSDT-1m-2024-01-01.zip", text, checksum=False)
+    patched = bytearray(bad.read_bytes())
+    local = zipfile.ZipFile(bad).infolist()[0].header_offset + 14  # CRC-32 in the local header
+    central = patched.rindex(b"PK\x01\x02") + 16  # and in the central directory
+    for offset in (local, central):
+        patched[offset] ^= 0xFF
+    bad.write_bytes(bytes(patched))
+    with pytest.raises(ArchiveError, match="zip"):
+        import_archives([bad], tmp_path / "data", CONFIG)
+
+
+def test_blank_lines_inside_a_file_are_refused_and_trailing_ones_ignored(tmp_path: Path) -> None:
+    lines = kline_csv(minutes=10).splitlines()
+    trailing = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    trailing.write_text("\r\n".join(lines) + "\r\n\r\n\n")
+    assert import_archives([trailing], tmp_path / "data", CONFIG).written == 10
+    inside = tmp_path / "ETHUSDT-1m-2024-01-01.csv"
+    inside.write_text("\n".join(lines[:4] + [""] + lines[4:]) + "\n")
+    with pytest.raises(ArchiveError) as caught:
+        import_archives([inside], tmp_path / "data", CONFIG)
+    assert caught.value.line == 5 and "blank line" in str(caught.value)
 
 
 def test_symbol_from_the_file_name_is_validated(tmp_path: Path) -> None:
