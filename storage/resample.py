@@ -208,8 +208,10 @@ class _Partials:
         flat = src.close[f["start"]]  # an all-empty bucket: the empty minutes' price
         expected = (bucket_ends(opens, interval) - opens) // MINUTE_MS
         complete = f["minutes"] == expected
+        n = len(opens)
         columns = {
             "symbol": src.symbol.gather(f["start"]),
+            "interval": pl.Series([interval]).new_from_index(0, n),
             "open_time": opens,
             "close_time": src.close_time[f["end"] - 1],
             "open": np.where(any_trade, src.open[np.minimum(f["first"], src.n - 1)], flat),
@@ -218,10 +220,13 @@ class _Partials:
             "close": np.where(any_trade, src.close[np.maximum(f["last"], 0)], flat),
             "trades": f["trades"],
             "is_complete": complete if f["complete"] is None else complete & f["complete"],
+            "source": pl.Series(["resample"]).new_from_index(0, n),
         }
         for c in SUM_COLUMNS:
             columns[c] = self._sum(c)
-        return pl.DataFrame(columns).with_columns(interval=pl.lit(interval), source=pl.lit("resample")).select(_OUTPUT)
+        # Built column by column in the output order: eager Series work runs on this thread,
+        # while DataFrame.select/with_columns would queue on Polars' (maybe busy) thread pool.
+        return pl.DataFrame({c: columns[c] for c in _OUTPUT})
 
     def _sum(self, column: str) -> np.ndarray:
         """Exact decimal sums (module docstring); ``math.fsum`` where an addend is not exact.
