@@ -43,7 +43,7 @@ def _months(count: int) -> list[tuple[int, int]]:
 
 def dataset(symbols: int, months: int) -> tuple[Path, Path]:
     """(data_dir, freqtrade_dir) with the bars, generated once and cached under bench/out/."""
-    root = OUT / f"queries-{symbols}x{months}m-v1"
+    root = OUT / f"queries-{symbols}x{months}m-v2"
     data_dir, feather_dir = root / "data", root / "freqtrade" / "futures"
     if (root / ".complete").exists():
         return data_dir, feather_dir
