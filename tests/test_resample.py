@@ -165,19 +165,19 @@ def test_a_shuffled_frame_of_several_symbols_resamples_as_each_symbol_alone(
     """Whatever the row order, and whether or not a symbol has empty minutes, inexact sums or an
     incomplete minute (the fast paths for frames without any), each symbol's bars are its own."""
     second = [{**row, "is_complete": i % 7 != 3} for i, row in enumerate(second)]
-    frames = [minutes_frame(first), minutes_frame(second).with_columns(pl.lit("ETHUSDT").alias("symbol"))]
-    rows = pl.concat([f for f in frames if f.height])
-    if rows.is_empty():
+    frames = [minutes_frame(rows).with_columns(pl.lit(symbol).alias("symbol"))
+              for symbol, rows in (("BTCUSDT", first), ("ETHUSDT", second)) if rows]
+    if not frames:
         return
+    rows = pl.concat(frames)
     shuffled = rows[rng.sample(range(rows.height), rows.height)]
     intervals = ("5m", "15m", "1h", "4h")
     together = resample_many(shuffled, intervals)
     for frame in frames:
-        if frame.height:
-            alone = resample_many(frame, intervals)
-            symbol = frame.item(0, "symbol")
-            for interval in intervals:
-                assert together[interval].filter(pl.col("symbol") == symbol).equals(alone[interval])
+        alone = resample_many(frame, intervals)
+        symbol = frame.item(0, "symbol")
+        for interval in intervals:
+            assert together[interval].filter(pl.col("symbol") == symbol).equals(alone[interval])
 
 
 def test_touched_minute_emits_only_closed_buckets() -> None:
