@@ -23,6 +23,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -31,8 +32,9 @@ from klinestore.errors import InvalidInterval, InvalidSymbol
 from klinestore.intervals import check_interval
 from klinestore.symbols import check_symbol
 from storage.errors import ArchiveError
-from storage.frames import BAR_COLUMNS, MS_SCHEMA
+from storage.frames import BAR_COLUMNS
 from storage.resample import bucket_ends, bucket_opens
+from storage.schema import KLINE_FIELDS
 from storage.trades import bars_from_trades
 
 KLINE_CSV_COLUMNS: tuple[str, ...] = (
@@ -110,12 +112,20 @@ def read_archive(spec: ArchiveFile, *, source: str = "import") -> pl.DataFrame:
         trades = _validate_trades(spec, data, _parse(spec, data, _TRADE_TYPES, minimum=7))
         return bars_from_trades(trades, spec.symbol, source=source)
     frame = _parse(spec, data, _KLINE_TYPES, minimum=12)
-    frame = frame.with_columns(_to_ms(pl.col("open_time")), _to_ms(pl.col("close_time")))
-    _validate_klines(spec, data, frame)
-    return frame.with_columns(
-        pl.lit(spec.symbol).alias("symbol"), pl.lit(spec.interval).alias("interval"),
-        pl.lit(True).alias("is_complete"), pl.lit(source).alias("source"),
-    ).select(BAR_COLUMNS).cast(MS_SCHEMA)
+    # numpy from here on: no Polars call per file (each queues on Polars' thread pool)
+    series = {c: frame.get_column(c) for c in KLINE_FIELDS}
+    columns = {c: s.to_numpy() for c, s in series.items()}
+    for c in ("open_time", "close_time"):
+        if columns[c].max() >= _MICROS:
+            columns[c] = _ms(columns[c])
+            series[c] = pl.Series(c, columns[c])
+    _validate_klines(spec, data, columns)
+    n = frame.height
+    series.update(
+        symbol=_repeat("symbol", spec.symbol, n), interval=_repeat("interval", spec.interval, n),
+        source=_repeat("source", source, n), is_complete=pl.Series("is_complete", np.ones(n, dtype=bool)),
+    )
+    return pl.DataFrame([series[c] for c in BAR_COLUMNS])
 
 
 def _csv_bytes(path: Path) -> bytes:
@@ -232,32 +242,41 @@ def _to_ms(column: pl.Expr) -> pl.Expr:
     return pl.when(column >= _MICROS).then(column // 1000).otherwise(column)
 
 
-def _first_bad(spec: ArchiveFile, data: bytes, frame: pl.DataFrame, checks: list[tuple[pl.Expr, str]]) -> None:
-    """Raise for the first row failing any check (the earliest line wins)."""
-    failures = frame.select(*(ok.not_().arg_true().first().alias(str(i)) for i, (ok, _) in enumerate(checks))).row(0)
-    found = [(row, checks[i][1]) for i, row in enumerate(failures) if row is not None]
+def _ms(times: np.ndarray) -> np.ndarray:
+    """:func:`_to_ms` of an array."""
+    return np.where(times >= _MICROS, times // 1000, times)
+
+
+def _repeat(name: str, value: str, n: int) -> pl.Series:
+    return pl.Series(name, [value]).new_from_index(0, n)
+
+
+def _first_bad(spec: ArchiveFile, data: bytes, checks: list[tuple[np.ndarray, str]]) -> None:
+    """Raise for the first row failing any check: the earliest line wins, then the earlier check."""
+    found = [(int(np.argmin(ok)), i) for i, (ok, _) in enumerate(checks) if not ok.all()]
     if found:
-        row, message = min(found)
-        raise ArchiveError(str(spec.path), message, row + 1 + int(_has_header(data)))
+        row, check = min(found)
+        raise ArchiveError(str(spec.path), checks[check][1], row + 1 + int(_has_header(data)))
 
 
-def _validate_klines(spec: ArchiveFile, data: bytes, frame: pl.DataFrame) -> None:
-    opens = frame.get_column("open_time").to_numpy()
-    aligned = bucket_opens(opens, spec.interval) == opens
-    next_open = bucket_ends(opens, spec.interval)
-    o, h, low, c = (pl.col(x) for x in ("open", "high", "low", "close"))
-    finite = pl.all_horizontal(pl.col(x).is_finite() for x in ("open", "high", "low", "close", "volume", "quote_volume"))
+def _validate_klines(spec: ArchiveFile, data: bytes, columns: dict[str, np.ndarray]) -> None:
+    """The checks of one file's bars (numpy, IEEE comparisons: a NaN fails every check it is in)."""
+    opens, closes, trades = columns["open_time"], columns["close_time"], columns["trades"]
+    o, h, low, c = (columns[x] for x in ("open", "high", "low", "close"))
+    rising = np.empty(len(opens), dtype=bool)
+    rising[:1] = opens[:1] > -1
+    rising[1:] = opens[1:] > opens[:-1]
+    finite = np.logical_and.reduce([np.isfinite(columns[x]) for x in ("open", "high", "low", "close", "volume", "quote_volume")])
     volumes = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
     checks = [
-        (pl.lit(pl.Series(aligned)), f"open time is not the start of a {spec.interval} bar"),
-        ((pl.col("close_time") >= pl.col("open_time")) & (pl.col("close_time") < pl.lit(pl.Series(next_open))),
-         f"close time outside its {spec.interval} bar"),
-        (pl.col("open_time") > pl.col("open_time").shift(1).fill_null(-1), "open time not after the previous line's"),
+        (bucket_opens(opens, spec.interval) == opens, f"open time is not the start of a {spec.interval} bar"),
+        ((closes >= opens) & (closes < bucket_ends(opens, spec.interval)), f"close time outside its {spec.interval} bar"),
+        (rising, "open time not after the previous line's"),
         (finite & (low > 0), "prices must be finite and positive"),
         ((low <= h) & (low <= o) & (o <= h) & (low <= c) & (c <= h), "open/close outside low..high"),
-        (pl.all_horizontal(pl.col(v) >= 0 for v in volumes) & (pl.col("trades") >= 0), "negative volume or trade count"),
+        (np.logical_and.reduce([columns[v] >= 0 for v in volumes]) & (trades >= 0), "negative volume or trade count"),
     ]
-    _first_bad(spec, data, frame, checks)
+    _first_bad(spec, data, checks)
 
 
 def _validate_trades(spec: ArchiveFile, data: bytes, trades: pl.DataFrame) -> pl.DataFrame:
@@ -272,5 +291,6 @@ def _validate_trades(spec: ArchiveFile, data: bytes, trades: pl.DataFrame) -> pl
         (pl.col("agg_trade_id") > pl.col("agg_trade_id").shift(1).fill_null(-1), "agg_trade_id not increasing"),
         (maker.is_in(["true", "false"]), "is_buyer_maker is not true or false"),
     ]
-    _first_bad(spec, data, trades, checks)
+    results = trades.select(*(ok.fill_null(False).alias(str(i)) for i, (ok, _) in enumerate(checks)))
+    _first_bad(spec, data, [(results.to_series(i).to_numpy(), message) for i, (_, message) in enumerate(checks)])
     return trades.with_columns(maker == "true", _to_ms(pl.col("transact_time")))

@@ -63,6 +63,8 @@ def test_importing_the_same_file_twice_changes_nothing(tmp_path: Path) -> None:
         (lambda lines: lines.__setitem__(50, lines[49]), 51, "open time not after"),
         (lambda lines: lines.__setitem__(20, lines[20].replace(str(T0 + 20 * MINUTE), str(T0 + 20 * MINUTE + 5), 1)), 21, "start of a 1m bar"),
         (lambda lines: lines.__setitem__(30, ",".join(f if i != 2 else "1.00" for i, f in enumerate(lines[30].split(",")))), 31, "low..high"),
+        (lambda lines: lines.__setitem__(40, ",".join(f if i != 9 else "NaN" for i, f in enumerate(lines[40].split(",")))), 41, "negative volume"),
+        (lambda lines: lines.__setitem__(60, ",".join(f if i != 2 else "nan" for i, f in enumerate(lines[60].split(",")))), 61, "finite"),
     ],
 )
 def test_a_bad_line_stops_the_import_naming_file_and_line_and_writes_nothing(tmp_path, mutate, line, message) -> None:
