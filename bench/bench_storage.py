@@ -117,16 +117,17 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
     store = BarStore(data, config)
     store.open()
     bars = bars_of(history)
-    cut = len(bars) - symbols * 30  # the last 30 minutes stay in the WAL
+    cut = len(bars) - symbols * 30 - 3000  # 3 flushes of 1000 bars, then the last 30 minutes stay in the WAL
     ordered = sorted(bars, key=lambda b: b.open_time)
     for start in range(0, cut, 20_000):
         store.append(ordered[start:min(start + 20_000, cut)])
         store.flush()
     store.compact()
-    flush_batch = [b for b in ordered[cut:cut + 1000]]
-    store.append(flush_batch)
-    flush = store.flush()
-    per_bar = ordered[cut + 1000:]
+    flushes = []  # best of 3 flushes of 1000 bars: one flush is one sample of fsync latency
+    for start in range(cut, cut + 3000, 1000):
+        store.append(ordered[start:start + 1000])
+        flushes.append(store.flush().seconds)
+    per_bar = ordered[cut + 3000:]
     started = time.perf_counter()
     for b in per_bar:
         store.append([b])
@@ -154,8 +155,8 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
     return [
         Figure(AREA, f"warm restart: {symbols} x 4000 1m bars (Parquet + WAL)", restart, "s", base_restart,
                "pandas read every row", "lower", "<= 2 s", {"first_call_s": first}),
-        Figure(AREA, "flush 1000 bars (+ resample, fsync, publish)", flush.seconds * 1000, "ms", base_flush * 1000,
-               "pyarrow write_table, no fsync", "lower"),
+        Figure(AREA, "flush 1000 bars (+ resample, fsync, publish)", min(flushes) * 1000, "ms", base_flush * 1000,
+               "pyarrow write_table, no fsync", "lower", notes={"flushes_ms": [round(f * 1000, 1) for f in flushes]}),
         Figure(AREA, "append one bar (WAL write, group commit)", append_us, "us", plain_us,
                "unbuffered file.write", "lower", "event-loop cheap"),
     ]
