@@ -4,8 +4,9 @@ Every reader applies the dedup rule (one row per (symbol, interval, open_time): 
 ``version``), so a file published by a compaction that has not yet deleted its inputs, a
 replayed flush or a re-import never shows a key twice. Filters on the key columns go below
 the dedup: DuckDB pushes ``symbol``/``open_time``/``interval`` predicates through the
-per-key aggregate into the Parquet scan (checked with EXPLAIN in the tests), and the Polars readers filter
-before they dedup, so a query for one symbol or one instant reads only what it needs.
+per-key aggregate into the Parquet scan (checked with EXPLAIN in the tests), and the Polars
+readers filter before they dedup, so a query for one symbol or one instant reads only what
+it needs.
 
 Time ranges are half-open, ``[start_ms, end_ms)``, on open times, in exchange (UTC) ms.
 """
@@ -45,15 +46,21 @@ def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, mark
     view; on an empty dataset it is an empty relation with the right types. Wrap it in a
     view: ``CREATE VIEW bars AS <this>``.
 
-    The dedup is one aggregate per key: ``arg_max`` of the row (a struct of the value
-    columns) by ``version``. Rows that tie on the largest version are copies of one write
-    (a compaction's output and its inputs during the grace period; a file holds a key once),
-    so whichever it takes is the same row. Filters on ``symbol``, ``open_time`` (and
-    ``interval``) are filters on group keys, so DuckDB pushes them into the Parquet scan.
-    Measured on a year of 50 symbols' 1h bars (one symbol): 13 ms against 20 ms for the window
-    (``max(version) OVER key`` plus ``arg_max(filename, version) OVER key``) it replaces, and
-    it needs no ``filename`` column. One interval's view reads no Hive columns: its interval
-    is a constant.
+    The dedup is one aggregate per key: each value column's ``arg_max`` by ``version``.
+    Every column comes from the same row, the one with the largest version: a write gives
+    all its rows one version and holds a key once, so two rows of a key tie on the version
+    only when they are copies of one row (a compaction's output and its inputs during the
+    grace period, a replayed flush), and then either copy gives the same values. Filters on
+    ``symbol``, ``open_time`` (and ``interval``) are filters on group keys, so DuckDB pushes
+    them into the Parquet scan. One interval's view reads no Hive columns: its interval is a
+    constant.
+
+    Measured against the window it replaces (``max(version) OVER key`` and
+    ``arg_max(filename, version) OVER key``), on a month of 200 symbols' 1m bars with
+    288 000 duplicated keys: one symbol's day 13 -> 9 ms, its month 67 -> 63 ms, one instant
+    of every symbol 233 -> 208 ms, a GROUP BY symbol over everything 3.2 -> 1.1 s; and on a
+    year of 50 symbols' 1h bars, one symbol 20 -> 13 ms. ``arg_max`` of one struct of the row
+    is as fast on small results but 2.3x slower than the window on the full aggregation.
     """
     if interval is not None:
         check_interval(interval)
@@ -67,9 +74,9 @@ def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, mark
         stored = {c: t for c, t in _DUCK_TYPES.items() if c != "interval"}
     typed_empty = ", ".join(f"NULL::{t} AS {c}" for c, t in stored.items())
     interval_column = "interval" if interval is None else f"'{interval}' AS interval"
-    row = ", ".join(f"{c} := {c}" for c in _VALUES)
+    values = ", ".join(f"arg_max({c}, version) AS {c}" for c in _VALUES)
     return (
-        f"SELECT symbol, {interval_column}, open_time, unnest(arg_max(struct_pack({row}), version)) FROM ("
+        f"SELECT symbol, {interval_column}, open_time, {values} FROM ("
         f"SELECT * FROM read_parquet('{glob}', {scan[0]}, allow_empty = true) "
         f"UNION ALL BY NAME SELECT {typed_empty} WHERE false"
         f") GROUP BY {scan[1]}symbol, open_time"
