@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from storage_support import MINUTE, T0, assert_one_row_per_key, kline_csv, sql_rows, write_zip
 
@@ -53,6 +54,62 @@ def test_importing_the_same_file_twice_changes_nothing(tmp_path: Path) -> None:
     again = import_archives([path], tmp_path / "data", CONFIG)
     assert again.written == again.resampled == 0 and again.unchanged == 1440
     assert {p: p.read_bytes() for p in files_under(tmp_path / "data")} == before
+
+
+def test_a_5m_archive_beats_the_5m_bars_resampled_from_imported_minutes(tmp_path: Path) -> None:
+    (tmp_path / "BTCUSDT-1m-2024-01-01.csv").write_text(kline_csv(minutes=60))
+    five = "".join(f"{T0 + i * 5 * MINUTE},7.00,8.00,6.00,7.50,2.000,{T0 + (i + 1) * 5 * MINUTE - 1},15.0,9,1.0,7.5,0\n"
+                   for i in range(4))  # the first 20 minutes only, with other prices
+    (tmp_path / "BTCUSDT-5m-2024-01-01.csv").write_text(five)
+    report = import_archives([tmp_path], tmp_path / "data", CONFIG)
+    assert report.rows == 64
+    bars = read_bars(tmp_path / "data", "BTCUSDT", "5m")
+    assert bars.height == 12 and bars["open"].to_list() == [7.0] * 4 + bars["open"].to_list()[4:]
+    assert bars["source"].to_list() == ["import"] * 4 + ["resample"] * 8 and 7.0 not in bars["open"].to_list()[4:]
+    assert_one_row_per_key(sql_rows(tmp_path / "data"))
+
+
+def test_a_corrected_bar_rewrites_it_and_its_buckets_only(tmp_path: Path) -> None:
+    path = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    path.write_text(kline_csv())
+    import_archives([path], tmp_path / "data", CONFIG)
+    before = {iv: read_bars(tmp_path / "data", "BTCUSDT", iv) for iv in ("5m", "15m", "1h", "4h")}
+    lines = kline_csv().splitlines()
+    volume = float(lines[7].split(",")[5])
+    lines[7] = ",".join(f if i != 5 else f"{volume + 0.125:.3f}" for i, f in enumerate(lines[7].split(",")))
+    path.write_text("\n".join(lines) + "\n")
+    report = import_archives([path], tmp_path / "data", CONFIG)
+    assert (report.written, report.unchanged, report.resampled) == (1, 1439, 4)  # 00:07 in 5m, 15m, 1h, 4h
+    assert read_bars(tmp_path / "data", "BTCUSDT", "1m")["volume"][7] == volume + 0.125
+    for interval, old in before.items():
+        new = read_bars(tmp_path / "data", "BTCUSDT", interval)
+        changed = new.filter(new["volume"] != old["volume"])
+        bucket = 1 if interval == "5m" else 0  # the bucket holding 00:07
+        assert changed.height == 1 and changed["open_time"][0] == new["open_time"][bucket]
+        assert changed["volume"][0] == pytest.approx(old["volume"][bucket] + 0.125)
+    assert_one_row_per_key(sql_rows(tmp_path / "data"))
+
+
+def test_an_import_failing_after_row_groups_were_encoded_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    import storage.writer
+
+    monkeypatch.setattr(storage.writer, "ROW_GROUP_ROWS", 512)  # every symbol's day encodes row groups at once
+    monkeypatch.setattr(storage.writer, "MIN_ROW_GROUP_ROWS", 64)
+    for symbol in ("AAAUSDT", "BBBUSDT", "CCCUSDT"):
+        write_zip(tmp_path / f"{symbol}-1m-2024-01-01.zip", kline_csv(), checksum=False)
+    lines = kline_csv().splitlines()
+    lines[700] = lines[700].replace(",", ";", 1)
+    (tmp_path / "ZZZUSDT-1m-2024-01-01.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArchiveError):
+        import_archives([tmp_path], tmp_path / "data", CONFIG)
+    assert not [p for p in files_under(tmp_path / "data") if p.suffix in (".parquet", ".tmp")]
+    (tmp_path / "ZZZUSDT-1m-2024-01-01.csv").unlink()
+    import_archives([tmp_path], tmp_path / "data", CONFIG)  # and the good files alone import whole
+    files = list((tmp_path / "data" / "bars" / "interval=1m").rglob("*.parquet"))
+    assert len(files) == 1 and pq.ParquetFile(files[0]).metadata.num_row_groups == 9  # 4 320 rows in 512s
+    for symbol in ("AAAUSDT", "BBBUSDT", "CCCUSDT"):
+        assert read_bars(tmp_path / "data", symbol, "1m").height == 1440
+    assert_one_row_per_key(sql_rows(tmp_path / "data"))
 
 
 @pytest.mark.parametrize(
