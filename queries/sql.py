@@ -56,6 +56,7 @@ def connect(data_dir: Path | str) -> duckdb.DuckDBPyConnection:
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")  # it would print into the CSV on stdout
+        con.execute("SET parquet_metadata_cache = true")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute(f"SET temp_directory = '{_quote(spill)}'")

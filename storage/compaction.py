@@ -79,12 +79,12 @@ def compact(
             newest[interval] = max(newest.get(interval, month), month)
         for interval, month, path in partitions:
             closed = merge_closed and month < newest[interval]
-            report.add(_compact_partition(data_dir, writer, stamper, path, closed, fan_in, grace, retired))
+            report.add(_compact_partition(data_dir, writer, stamper, path, interval, closed, fan_in, grace, retired))
     return report
 
 
 def _compact_partition(
-    data_dir: Path, writer: str, stamper: Stamper, path: Path, closed: bool, fan_in: int, grace: float,
+    data_dir: Path, writer: str, stamper: Stamper, path: Path, interval: str, closed: bool, fan_in: int, grace: float,
     retired: set[Path],
 ) -> CompactReport:
     report = CompactReport()
@@ -95,7 +95,7 @@ def _compact_partition(
         final = path / FileName(stamper.next(), writer, min(generation, 999)).name
         publish = Publish(data_dir, writer, stamper, grace=grace)
         try:
-            rows = write_file(_merged_chunks([p for _, p in group]), publish.new_file(final))
+            rows = write_file(_merged_chunks([p for _, p in group]), publish.new_file(final), interval)
         except (pl.exceptions.PolarsError, OSError) as exc:
             publish.abort()
             raise DatasetError(f"cannot compact {path}: {exc}") from exc

@@ -1,13 +1,21 @@
 """Importing archives: validate every file, then publish all of their bars at once.
 
 The importer writes as writer ``imp`` under its lock (concurrent imports queue; the live
-service's shards are other writers). Per (symbol, interval) group it reads the files in
-parallel (decompression and parsing release the GIL), keeps the bars that differ from what
-is stored (so importing a file twice changes nothing, not even the file list), resamples
-the 1m bars of every bucket it touched (stored minutes of those buckets included) and stages
-them, writing one file per partition for every ``STAGE_ROWS`` bars. Only when every file has been read and validated does one publish make them all
-visible; any error drops every staged file. A tiered compaction of the importer's files
-then keeps the file count bounded.
+service's shards are other writers). Groups are (symbol, interval), taken in symbol order.
+A pipeline keeps both cores busy: files are read and validated on a thread pool (inflate
+and CSV parsing release the GIL), each group is then compared with what is stored and its
+changed 1m bars resampled on a second pool (only bars that differ from what is stored are
+kept, so importing a file twice changes nothing, not even the file list; resampling covers
+every bucket touched, stored minutes of those buckets included), and the main thread hands
+each symbol's rows to :class:`~storage.writer.PartitionFiles`, which encodes a partition's
+row groups as they fill, while later files are still being parsed. One file per partition
+is written for every ``STAGE_ROWS`` bars. Only when every file has been read and validated
+does one publish make them all visible; any error drops every staged file. A tiered
+compaction of the importer's files then keeps the file count bounded.
+
+A first import skips the work that only matters when something is stored: when the
+dataset holds nothing of a group's symbol and range, there is nothing to compare with and
+every bucket is new.
 """
 
 from __future__ import annotations
@@ -26,16 +34,17 @@ import polars as pl
 from klinestore.config import StorageConfig
 from storage.archive import ArchiveFile, describe, find_archives, read_archive
 from storage.compaction import compact
-from storage.frames import VERSIONED_SCHEMA, latest, version_expr
+from storage.frames import PARTITION_KEY, latest, with_version
 from storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root
 from storage.locks import WriterLock
 from storage.reader import read_versioned
 from storage.resample import bucket_ends, bucket_opens, resample_many
 from storage.txn import Publish, recover
-from storage.writer import write_partitions
+from storage.writer import PartitionFiles
 
 #: Bars staged in memory before they are written (as tmp files) to the publish.
 STAGE_ROWS = 4_000_000
+_CORES = os.cpu_count() or 2
 _VALUES = ("close_time", "open", "high", "low", "close", "volume", "quote_volume", "trades",
            "taker_buy_volume", "taker_buy_quote_volume", "is_complete")
 
@@ -73,30 +82,36 @@ def import_archives(
     specs = [describe(p, symbol=symbol, interval=interval) for p in find_archives(list(paths))]
     report = ImportReport(files=len(specs))
     groups: dict[tuple[str, str], list[ArchiveFile]] = {}
-    for spec in specs:
+    for spec in sorted(specs, key=lambda s: (s.symbol, s.interval)):  # stable: file order kept per group
         groups.setdefault((spec.symbol, spec.interval), []).append(spec)
     stamper = Stamper(IMPORT_WRITER)
     with WriterLock(data_dir, IMPORT_WRITER):
         recover(data_dir, IMPORT_WRITER, [dataset_root(data_dir, m) for m in MARKETS])
         stamp = stamper.next()
         publish = Publish(data_dir, IMPORT_WRITER, stamper)
-        staged: list[pl.DataFrame] = []
         try:
-            for (group_symbol, group_interval), bars in _groups(groups, progress):
-                report.rows += bars.height
-                changed = _changed(bars, data_dir, market, group_symbol, group_interval)
-                report.unchanged += bars.height - changed.height
-                report.written += changed.height
-                staged.append(changed.with_columns(version_expr(stamp)))
-                if group_interval == "1m":
-                    derived = _resampled(changed, data_dir, market, group_symbol, config.resample_intervals)
-                    staged.append(derived.with_columns(version_expr(stamp)))
-                    report.resampled += derived.height
-                if sum(f.height for f in staged) >= STAGE_ROWS:
-                    write_partitions(publish, root, pl.concat(staged))
-                    staged.clear()
-            if staged:
-                write_partitions(publish, root, pl.concat(staged))
+            with ThreadPoolExecutor(max_workers=_CORES) as workers, ThreadPoolExecutor(max_workers=_CORES) as encoders:
+                files = PartitionFiles(publish, root, encoders)
+                try:
+                    prepared = (workers.submit(_prepare, key, bars, data_dir, market, config.resample_intervals, stamp)
+                                for key, bars in _groups(groups, progress))
+                    for symbol_groups in _by_symbol(_in_order(prepared, ahead=_CORES)):
+                        staged = []
+                        for group in symbol_groups:
+                            report.rows += group.rows
+                            report.written += group.written
+                            report.unchanged += group.rows - group.written
+                            report.resampled += group.resampled
+                            staged.extend(group.staged)
+                        for part in _per_interval(staged):
+                            files.add(part)
+                        if files.rows >= STAGE_ROWS:
+                            files.close()
+                            files = PartitionFiles(publish, root, encoders)
+                    files.close()
+                except BaseException:
+                    files.discard()
+                    raise
             publish.commit()
         except BaseException:
             publish.abort()
@@ -104,6 +119,59 @@ def import_archives(
         compact(data_dir, IMPORT_WRITER, stamper, fan_in=config.compaction_min_files, merge_closed=False)
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """One (symbol, interval) group's bars to write: the changed ones and the resampled buckets."""
+
+    symbol: str
+    rows: int  # bars read
+    written: int  # bars changed or new
+    resampled: int
+    staged: list[tuple[str, pl.DataFrame]]  # (interval, versioned bars) to write
+
+
+def _prepare(
+    key: tuple[str, str], bars: pl.DataFrame, data_dir: Path, market: str, intervals: Sequence[str], stamp: int
+) -> _Group:
+    """Compare a group with what is stored and resample its changed minutes (on a worker thread)."""
+    symbol, interval = key
+    changed = _changed(bars, data_dir, market, symbol, interval)
+    derived = _resampled(changed, data_dir, market, symbol, intervals) if interval == "1m" else {}
+    staged = [(iv, with_version(frame, stamp)) for iv, frame in [(interval, changed), *derived.items()] if frame.height]
+    return _Group(symbol, bars.height, changed.height, sum(f.height for f in derived.values()), staged)
+
+
+def _in_order(futures: Iterator[Future[_Group]], *, ahead: int) -> Iterator[_Group]:
+    """The futures' results in submission order, keeping up to ``ahead`` of them running."""
+    running: deque[Future[_Group]] = deque()
+    for future in futures:
+        running.append(future)
+        if len(running) > ahead:
+            yield running.popleft().result()
+    while running:
+        yield running.popleft().result()
+
+
+def _by_symbol(groups: Iterator[_Group]) -> Iterator[list[_Group]]:
+    """The groups of one symbol at a time (they arrive sorted by symbol)."""
+    for _, run in itertools.groupby(groups, key=lambda group: group.symbol):
+        yield list(run)
+
+
+def _per_interval(staged: list[tuple[str, pl.DataFrame]]) -> Iterator[pl.DataFrame]:
+    """One symbol's staged rows per interval, one row per open time, sorted by open time.
+
+    An interval staged twice (a 5m archive beside the 5m bars resampled from imported
+    minutes) keeps per key the larger version: the exchange's bar.
+    """
+    by_interval: dict[str, list[pl.DataFrame]] = {}
+    for interval, frame in staged:
+        by_interval.setdefault(interval, []).append(frame)
+    for interval in sorted(by_interval):
+        parts = by_interval[interval]
+        yield parts[0] if len(parts) == 1 else latest(pl.concat(parts), PARTITION_KEY).sort("open_time")
 
 
 def _groups(
@@ -115,10 +183,10 @@ def _groups(
     memory while decompression and parsing (which release the GIL) use every core.
     """
     specs = [spec for group in groups.values() for spec in group]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    with ThreadPoolExecutor(max_workers=_CORES) as pool:
         ahead: deque[Future[pl.DataFrame]] = deque()
         queue = iter(specs)
-        for spec in itertools.islice(queue, 2 * (os.cpu_count() or 2)):
+        for spec in itertools.islice(queue, 2 * _CORES):
             ahead.append(pool.submit(read_archive, spec))
         for key, group in groups.items():
             frames = []
@@ -129,8 +197,11 @@ def _groups(
                     ahead.append(pool.submit(read_archive, following))
                 if progress is not None:
                     progress(spec)
-            bars = pl.concat(frames)
-            yield key, bars.unique(subset=["open_time"], keep="last", maintain_order=True).sort("open_time")
+            bars = pl.concat(frames) if len(frames) > 1 else frames[0]
+            opens = bars.get_column("open_time").to_numpy()
+            if not (opens[1:] > opens[:-1]).all():  # files overlap or arrive out of order
+                bars = bars.unique(subset=["open_time"], keep="last", maintain_order=True).sort("open_time")
+            yield key, bars
 
 
 def _stored(data_dir: Path, market: str, symbol: str, interval: str, start: int, end: int) -> pl.DataFrame:
@@ -143,27 +214,36 @@ def _changed(bars: pl.DataFrame, data_dir: Path, market: str, symbol: str, inter
         return bars
     lo, hi = int(bars.get_column("open_time").min()), int(bars.get_column("open_time").max())
     stored = _stored(data_dir, market, symbol, interval, lo, hi + 1).select("open_time", *_VALUES)
+    if stored.is_empty():  # nothing stored there yet (a first import): every bar is new
+        return bars
     same = bars.join(stored, on=["open_time", *_VALUES], how="semi", nulls_equal=True)
     return bars.join(same.select("open_time"), on="open_time", how="anti")
 
 
 def _resampled(
     minutes: pl.DataFrame, data_dir: Path, market: str, symbol: str, intervals: Sequence[str]
-) -> pl.DataFrame:
-    """Every bucket the changed minutes touch, from stored plus new minutes, minus what is stored."""
+) -> dict[str, pl.DataFrame]:
+    """Per interval, every bucket the changed minutes touch, from stored plus new minutes, minus what is stored."""
     if minutes.is_empty() or not intervals:
-        return pl.DataFrame(schema={k: v for k, v in VERSIONED_SCHEMA.items() if k != "version"})
+        return {}
     opens = minutes.get_column("open_time").to_numpy()
     start = min(int(bucket_opens(opens[:1], iv)[0]) for iv in intervals)
     end = max(int(bucket_ends(bucket_opens(opens[-1:], iv), iv)[0]) for iv in intervals)
     stored = _stored(data_dir, market, symbol, "1m", start, end).drop("version")
-    known = latest(pl.concat([stored, minutes]).with_row_index("version")).drop("version").sort("open_time")
-    out = []
+    if stored.is_empty():  # the buckets hold only these minutes: each bucket is touched
+        known = minutes
+    else:
+        known = latest(pl.concat([stored, minutes]).with_row_index("version")).drop("version").sort("open_time")
+    out = {}
     for interval, frame in resample_many(known, intervals).items():
-        touched = pl.DataFrame({"open_time": bucket_opens(opens, interval)}).unique()
-        frame = frame.join(touched, on="open_time", how="semi")
+        if not stored.is_empty():
+            touched = pl.DataFrame({"open_time": bucket_opens(opens, interval)}).unique()
+            frame = frame.join(touched, on="open_time", how="semi")
         stored_rows = _stored(data_dir, market, symbol, interval, start, end)
+        if stored_rows.is_empty():
+            out[interval] = frame
+            continue
         keep_stored = stored_rows.filter(pl.col("source") != "resample").select("open_time")
         same = frame.join(stored_rows.select("open_time", *_VALUES), on=["open_time", *_VALUES], how="semi")
-        out.append(frame.join(pl.concat([keep_stored, same.select("open_time")]), on="open_time", how="anti"))
-    return pl.concat(out)
+        out[interval] = frame.join(pl.concat([keep_stored, same.select("open_time")]), on="open_time", how="anti")
+    return out

@@ -3,9 +3,10 @@
 Every reader applies the dedup rule (one row per (symbol, interval, open_time): the largest
 ``version``), so a file published by a compaction that has not yet deleted its inputs, a
 replayed flush or a re-import never shows a key twice. Filters on the key columns go below
-the dedup: DuckDB pushes ``symbol``/``open_time``/``interval`` predicates through the window
-into the Parquet scan (checked with EXPLAIN in the tests), and the Polars readers filter
-before they dedup, so a query for one symbol or one instant reads only what it needs.
+the dedup: DuckDB pushes ``symbol``/``open_time``/``interval`` predicates through the
+per-key aggregate into the Parquet scan (checked with EXPLAIN in the tests), and the Polars
+readers filter before they dedup, so a query for one symbol or one instant reads only what
+it needs.
 
 Time ranges are half-open, ``[start_ms, end_ms)``, on open times, in exchange (UTC) ms.
 """
@@ -34,12 +35,8 @@ _DUCK_TYPES = {
 }
 
 
-#: The dedup in SQL: per key the largest version; of identical rows (a compaction's output and
-#: its inputs during the grace period carry the same version) the one file ``arg_max`` picks,
-#: since a file holds a key once. DuckDB 2 runs these two window aggregates 2-3x faster than
-#: ``row_number() ... = 1`` (which it turns into an ``arg_max`` over a struct of every column)
-#: and still pushes key filters below them.
-_KEY = "(PARTITION BY interval, symbol, open_time)"
+#: The columns a key's winning row supplies (the rest are the key).
+_VALUES = tuple(c for c in BAR_COLUMNS if c not in ("symbol", "interval", "open_time"))
 
 
 def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, market: str = "um") -> str:
@@ -48,19 +45,41 @@ def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, mark
     It reads the Parquet glob at query time, so files published later are seen by the same
     view; on an empty dataset it is an empty relation with the right types. Wrap it in a
     view: ``CREATE VIEW bars AS <this>``.
+
+    The dedup is one aggregate per key: each value column's ``arg_max`` by ``version``.
+    Every column comes from the same row, the one with the largest version: a write gives
+    all its rows one version and holds a key once, so two rows of a key tie on the version
+    only when they are copies of one row (a compaction's output and its inputs during the
+    grace period, a replayed flush), and then either copy gives the same values. Filters on
+    ``symbol``, ``open_time`` (and ``interval``) are filters on group keys, so DuckDB pushes
+    them into the Parquet scan. One interval's view reads no Hive columns: its interval is a
+    constant.
+
+    Measured against the window it replaces (``max(version) OVER key`` and
+    ``arg_max(filename, version) OVER key``), on a month of 200 symbols' 1m bars with
+    288 000 duplicated keys: one symbol's day 13 -> 9 ms, its month 67 -> 63 ms, one instant
+    of every symbol 233 -> 208 ms, a GROUP BY symbol over everything 3.2 -> 1.1 s; and on a
+    year of 50 symbols' 1h bars, one symbol 20 -> 13 ms. ``arg_max`` of one struct of the row
+    is as fast on small results but 2.3x slower than the window on the full aggregation.
     """
     if interval is not None:
         check_interval(interval)
     root = dataset_root(Path(data_dir), market).resolve()
     glob = str(root / (GLOB.replace("interval=*", f"interval={interval}") if interval else GLOB)).replace("'", "''")
-    typed_empty = ", ".join(f"NULL::{t} AS {c}" for c, t in {**_DUCK_TYPES, "filename": "VARCHAR"}.items())
-    columns = ", ".join(BAR_COLUMNS)
+    if interval is None:
+        scan = ("hive_partitioning = true, hive_types = {'interval': VARCHAR, 'month': VARCHAR}", "interval, ")
+        stored = _DUCK_TYPES
+    else:
+        scan = ("hive_partitioning = false", "")
+        stored = {c: t for c, t in _DUCK_TYPES.items() if c != "interval"}
+    typed_empty = ", ".join(f"NULL::{t} AS {c}" for c, t in stored.items())
+    interval_column = "interval" if interval is None else f"'{interval}' AS interval"
+    values = ", ".join(f"arg_max({c}, version) AS {c}" for c in _VALUES)
     return (
-        f"SELECT {columns} FROM ("
-        f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, allow_empty = true, filename = true, "
-        "hive_types = {'interval': VARCHAR, 'month': VARCHAR}) "
+        f"SELECT symbol, {interval_column}, open_time, {values} FROM ("
+        f"SELECT * FROM read_parquet('{glob}', {scan[0]}, allow_empty = true) "
         f"UNION ALL BY NAME SELECT {typed_empty} WHERE false"
-        f") QUALIFY version = max(version) OVER {_KEY} AND filename = arg_max(filename, version) OVER {_KEY}"
+        f") GROUP BY {scan[1]}symbol, open_time"
     )
 
 

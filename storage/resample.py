@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from klinestore.intervals import MINUTE_MS, check_interval, interval_ms
-from storage.frames import BAR_COLUMNS, MS_SCHEMA, sort_bars
+from storage.frames import BAR_COLUMNS, MS_SCHEMA
 
 SUM_COLUMNS: tuple[str, ...] = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 _SCALE = 100_000_000
@@ -61,16 +61,15 @@ def resample_many(bars_1m: pl.DataFrame, intervals: Sequence[str]) -> dict[str, 
             raise ValueError(f"cannot resample 1m bars into {interval}")
     datetimes = bars_1m.schema["open_time"] != pl.Int64
     frame = bars_1m.with_columns(pl.col("open_time", "close_time").dt.epoch("ms")) if datetimes else bars_1m
-    frame = sort_bars(frame)
     if frame.is_empty():
         empty = pl.DataFrame(schema=MS_SCHEMA)
         return {iv: empty.with_columns(pl.col("open_time", "close_time").cast(_TIME)) if datetimes else empty for iv in intervals}
-    minutes = _Partials.of_minutes(frame)
+    source = _Source(frame)
     built: dict[str, _Partials] = {}
     out = {}
     for interval in sorted(intervals, key=interval_minutes):
-        base = next((built[b] for b in sorted(built, key=interval_minutes, reverse=True) if _divides(b, interval)), minutes)
-        built[interval] = base.coarsen(interval)
+        base = next((built[b] for b in sorted(built, key=interval_minutes, reverse=True) if _divides(b, interval)), None)
+        built[interval] = _Partials.of_minutes(source, interval) if base is None else base.coarsen(interval)
         result = built[interval].bars(interval)
         out[interval] = result.with_columns(pl.col("open_time", "close_time").cast(_TIME)) if datetimes else result
     return {iv: out[iv] for iv in intervals}
@@ -150,52 +149,56 @@ class _Partials:
     """Per-bucket partial aggregates over a (symbol, open_time)-sorted 1m frame.
 
     Row ranges ``start:end`` index the 1m rows, so the rare inexact sum can be redone
-    with ``math.fsum`` over the original addends at any level.
+    with ``math.fsum`` over the original addends at any level. A flag array that would be
+    all true (every minute complete, every addend exact) is ``None``: the common case skips
+    its reductions at every level.
     """
 
-    def __init__(self, source: _Source, fields: dict[str, np.ndarray]) -> None:
+    def __init__(self, source: _Source, fields: dict[str, np.ndarray | None]) -> None:
         self.source = source
         self.f = fields
 
     @classmethod
-    def of_minutes(cls, frame: pl.DataFrame) -> _Partials:
-        src = _Source(frame)
-        n = src.n
-        index = np.arange(n)
-        traded = src.sums["volume"] != 0
-        fields = {
-            "open_time": src.open_time, "start": index, "end": index + 1,
-            "first": np.where(traded, index, n), "last": np.where(traded, index, -1),
-            "high": np.where(traded, src.high, -np.inf), "low": np.where(traded, src.low, np.inf),
-            "trades": src.trades, "minutes": np.ones(n, dtype=np.int64), "complete": src.complete,
-            "symbol_start": src.symbol_start,
+    def of_minutes(cls, src: _Source, interval: str) -> _Partials:
+        """The first level, reduced straight from the 1m columns (no per-minute partials)."""
+        bucket = bucket_opens(src.open_time, interval)
+        at = _bucket_starts(src.symbol_start, bucket)
+        end = np.append(at[1:], src.n)
+        add, low, high = np.add.reduceat, np.minimum.reduceat, np.maximum.reduceat
+        fields: dict[str, np.ndarray | None] = {
+            "open_time": bucket[at], "start": at, "end": end, "trades": add(src.trades, at), "minutes": end - at,
+            "complete": None if src.complete is None else np.logical_and.reduceat(src.complete, at),
+            "symbol_start": src.symbol_start[at],
         }
-        for c, x in src.sums.items():
-            # numpy, not Polars, divides: Polars multiplies by the reciprocal when dividing by
-            # a scalar, which is not correctly rounded and would reject exact values.
-            units = np.rint(x * _SCALE)
-            ok = (x >= 0) & (x < _EXACT_LIMIT) & (units / _SCALE == x)
-            fields[f"{c}_units"] = np.where(ok, units, 0).astype(np.int64)
-            fields[f"{c}_ok"] = ok
+        if src.traded is None:  # every minute traded: no empty minute to leave out
+            fields.update(first=at, last=end - 1, high=high(src.high, at), low=low(src.low, at))
+        else:
+            index = np.arange(src.n)
+            fields.update(
+                first=low(np.where(src.traded, index, src.n), at), last=high(np.where(src.traded, index, -1), at),
+                high=high(np.where(src.traded, src.high, -np.inf), at), low=low(np.where(src.traded, src.low, np.inf), at),
+            )
+        for c in SUM_COLUMNS:
+            units, ok = src.units[c]
+            fields[f"{c}_units"] = add(units, at)
+            fields[f"{c}_ok"] = None if ok is None else np.logical_and.reduceat(ok, at)
         return cls(src, fields)
 
     def coarsen(self, interval: str) -> _Partials:
         f = self.f
         bucket = bucket_opens(f["open_time"], interval)
-        new = f["symbol_start"].copy()
-        new[1:] |= bucket[1:] != bucket[:-1]
-        at = np.flatnonzero(new)
-        add, low, high, both = np.add.reduceat, np.minimum.reduceat, np.maximum.reduceat, np.logical_and.reduceat
+        at = _bucket_starts(f["symbol_start"], bucket)
+        add, low, high = np.add.reduceat, np.minimum.reduceat, np.maximum.reduceat
         out = {
             "open_time": bucket[at], "start": f["start"][at], "end": np.append(f["start"][at[1:]], f["end"][-1]),
             "first": low(f["first"], at), "last": high(f["last"], at),
             "high": high(f["high"], at), "low": low(f["low"], at),
-            "trades": add(f["trades"], at), "minutes": add(f["minutes"], at), "complete": both(f["complete"], at),
+            "trades": add(f["trades"], at), "minutes": add(f["minutes"], at), "complete": _all(f["complete"], at),
             "symbol_start": f["symbol_start"][at],
         }
         for c in SUM_COLUMNS:
             out[f"{c}_units"] = add(f[f"{c}_units"], at)
-            out[f"{c}_ok"] = both(f[f"{c}_ok"], at)
+            out[f"{c}_ok"] = _all(f[f"{c}_ok"], at)
         return _Partials(self.source, out)
 
     def bars(self, interval: str) -> pl.DataFrame:
@@ -204,9 +207,11 @@ class _Partials:
         any_trade = f["last"] >= 0
         flat = src.close[f["start"]]  # an all-empty bucket: the empty minutes' price
         expected = (bucket_ends(opens, interval) - opens) // MINUTE_MS
+        complete = f["minutes"] == expected
+        n = len(opens)
         columns = {
             "symbol": src.symbol.gather(f["start"]),
-            "interval": pl.repeat(interval, len(opens), eager=True),
+            "interval": pl.Series([interval]).new_from_index(0, n),
             "open_time": opens,
             "close_time": src.close_time[f["end"] - 1],
             "open": np.where(any_trade, src.open[np.minimum(f["first"], src.n - 1)], flat),
@@ -214,12 +219,14 @@ class _Partials:
             "low": np.where(any_trade, f["low"], flat),
             "close": np.where(any_trade, src.close[np.maximum(f["last"], 0)], flat),
             "trades": f["trades"],
-            "is_complete": (f["minutes"] == expected) & f["complete"],
-            "source": pl.repeat("resample", len(opens), eager=True),
+            "is_complete": complete if f["complete"] is None else complete & f["complete"],
+            "source": pl.Series(["resample"]).new_from_index(0, n),
         }
         for c in SUM_COLUMNS:
             columns[c] = self._sum(c)
-        return pl.DataFrame(columns).select(_OUTPUT)
+        # Built column by column in the output order: eager Series work runs on this thread,
+        # while DataFrame.select/with_columns would queue on Polars' (maybe busy) thread pool.
+        return pl.DataFrame({c: columns[c] for c in _OUTPUT})
 
     def _sum(self, column: str) -> np.ndarray:
         """Exact decimal sums (module docstring); ``math.fsum`` where an addend is not exact.
@@ -230,28 +237,80 @@ class _Partials:
         f = self.f
         total, exact = f[f"{column}_units"], f[f"{column}_ok"]
         value = total.astype(np.float64) / _SCALE
-        for i in np.flatnonzero(exact & (total >= 2**53)):
-            value[i] = int(total[i]) / _SCALE
-        x = self.source.sums[column]
-        for i in np.flatnonzero(~exact):
-            value[i] = math.fsum(x[f["start"][i]:f["end"][i]])
+        for i in np.flatnonzero(total >= 2**53):
+            if exact is None or exact[i]:
+                value[i] = int(total[i]) / _SCALE
+        if exact is not None:
+            x = self.source.sums[column]
+            for i in np.flatnonzero(~exact):
+                value[i] = math.fsum(x[f["start"][i]:f["end"][i]])
         return value
 
 
+def _bucket_starts(symbol_start: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """Row positions where a bucket starts: a new symbol or a new bucket open time."""
+    new = symbol_start.copy()
+    new[1:] |= bucket[1:] != bucket[:-1]
+    return np.flatnonzero(new)
+
+
+def _all(flags: np.ndarray | None, at: np.ndarray) -> np.ndarray | None:
+    return None if flags is None else np.logical_and.reduceat(flags, at)
+
+
 class _Source:
-    """The numpy columns of the sorted 1m frame."""
+    """The numpy columns of the 1m frame, sorted by (symbol, open_time) (sorted here if it is not)."""
 
     def __init__(self, frame: pl.DataFrame) -> None:
+        symbol = frame.get_column("symbol")
+        starts = (symbol != symbol.shift(1)).fill_null(True).to_numpy()
+        opens = frame.get_column("open_time").to_numpy()
+        if not _is_sorted(symbol, starts, opens):
+            frame = frame.sort("symbol", "open_time")
+            symbol = frame.get_column("symbol")
+            starts = (symbol != symbol.shift(1)).fill_null(True).to_numpy()
+            opens = frame.get_column("open_time").to_numpy()
         get = frame.get_column
         self.n = frame.height
-        self.symbol = get("symbol")
-        self.symbol_start = (self.symbol != self.symbol.shift(1)).fill_null(True).to_numpy()
-        self.open_time = get("open_time").to_numpy()
+        self.symbol, self.symbol_start, self.open_time = symbol, starts, opens
         self.close_time = get("close_time").to_numpy()
         self.open, self.high, self.low, self.close = (get(c).to_numpy() for c in ("open", "high", "low", "close"))
         self.trades = get("trades").to_numpy()
-        self.complete = get("is_complete").to_numpy()
+        complete = get("is_complete").to_numpy()
+        self.complete = None if complete.all() else complete
         self.sums = {c: get(c).to_numpy() for c in SUM_COLUMNS}
+        traded = self.sums["volume"] != 0
+        self.traded = None if traded.all() else traded
+        self.units: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        for c, x in self.sums.items():
+            self.units[c] = _units(x)
+
+
+def _units(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each value as an integer count of 1e-8, and which values that is exact for (None: all).
+
+    numpy, not Polars, divides: Polars multiplies by the reciprocal when dividing by a
+    scalar, which is not correctly rounded and would reject exact values.
+    """
+    units = np.multiply(x, _SCALE)
+    np.rint(units, out=units)
+    ok = np.divide(units, _SCALE) == x
+    if x.size and x.min() >= 0 and x.max() < _EXACT_LIMIT:  # NaN fails both: checked per value below
+        if ok.all():
+            return units.astype(np.int64), None
+    else:
+        ok &= (x >= 0) & (x < _EXACT_LIMIT)
+    return np.where(ok, units, 0).astype(np.int64), ok
+
+
+def _is_sorted(symbol: pl.Series, starts: np.ndarray, opens: np.ndarray) -> bool:
+    """Sorted by (symbol, open_time): times rise within each symbol run, and the runs' symbols rise."""
+    rising = np.diff(opens) > 0
+    rising |= starts[1:]
+    if not rising.all():
+        return False
+    firsts = symbol.filter(pl.Series(starts))
+    return firsts.len() < 2 or bool((firsts.slice(1) > firsts.slice(0, firsts.len() - 1)).all())
 
 
 def bucket_opens(open_time: np.ndarray, interval: str) -> np.ndarray:

@@ -1,20 +1,29 @@
 """Writing versioned bar frames into the dataset as new, sorted, zstd Parquet files.
 
-Each call splits a frame by partition (interval, month), keeps one row per key (the largest
-version), sorts by (symbol, open_time) and writes one file per partition through a
-:class:`~storage.txn.Publish`, so several partitions appear at once or not at all.
-Row groups of ``ROW_GROUP_ROWS`` rows keep per-symbol pruning tight: a month of 1m bars of
-one symbol (44 640 rows) spans at most two row groups. Dictionary encoding only where it pays
-(symbol, source), delta encoding for times and counts, zstd level 3.
+:func:`write_partitions` splits a frame by partition (interval, month), keeps one row per
+key (the largest version), sorts by (symbol, open_time) and writes one file per partition
+through a :class:`~storage.txn.Publish`, so several partitions appear at once or not at
+all. :class:`PartitionFiles` does the same for rows that arrive a symbol at a time (the
+importer), encoding each file's row groups as they fill.
+
+Row groups hold about one symbol-month each (:func:`row_group_rows`), so a query for one
+symbol reads one or two row groups per month file and skips the rest by their statistics: a
+month of 1m bars of one symbol (44 640 rows) spans at most two 65 536-row groups; 1h bars
+(744 a month) go in 4 096-row groups rather than one group holding every symbol. Dictionary
+encoding only where it pays (symbol, source), delta encoding for times and counts, zstd
+level 3.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,11 +31,13 @@ import pyarrow.parquet as pq
 from storage.errors import DatasetError
 from storage.frames import PARTITION_KEY, TIME, latest, sort_bars
 from storage.fsguard import create_new
-from storage.layout import FileName, partition_dir
+from storage.layout import FileName, month_of, partition_dir
+from storage.resample import interval_minutes
 from storage.schema import BAR_SCHEMA
 from storage.txn import Publish
 
 ROW_GROUP_ROWS = 65_536
+MIN_ROW_GROUP_ROWS = 4_096
 #: Sorted times and small counts shrink by a third with delta encoding (measured: 36 -> 26 B/bar).
 _DELTA = {c: "DELTA_BINARY_PACKED" for c in ("open_time", "close_time", "trades", "version")}
 ZSTD_LEVEL = 3
@@ -37,6 +48,16 @@ FILE_SCHEMA = BAR_SCHEMA.remove(BAR_SCHEMA.get_field_index("interval")).append(
 )
 
 
+def row_group_rows(interval: str) -> int:
+    """Rows per row group for ``interval``: a symbol-month rounded up to a power of two,
+    4 096 to 65 536 rows (1m 65 536, 5m 16 384, 15m and longer 4 096).
+
+    Measured on a year of 50 symbols' 1h bars: one symbol via SQL reads one 4 096-row group
+    per month instead of the month's only group (all symbols): the scan 2x faster, the files
+    9 % larger.
+    """
+    per_symbol_month = 44_640 // interval_minutes(interval)
+    return min(ROW_GROUP_ROWS, max(MIN_ROW_GROUP_ROWS, 1 << (per_symbol_month - 1).bit_length()))
 
 
 def write_partitions(publish: Publish, root: Path, frame: pl.DataFrame, *, generation: int = 0) -> int:
@@ -49,17 +70,190 @@ def write_partitions(publish: Publish, root: Path, frame: pl.DataFrame, *, gener
     jobs = []
     month = pl.col("open_time").cast(TIME).dt.truncate("1mo").alias("month")
     for (interval, start), part in frame.with_columns(month).partition_by(["interval", "month"], as_dict=True).items():
-        part = sort_bars(latest(part.drop("month"), PARTITION_KEY))
+        part = unique_sorted(part.drop("month"))
         name = FileName(publish.stamper.next(), publish.writer, generation).name
         final = partition_dir(root, str(interval), f"{start:%Y-%m}") / name
-        jobs.append((part, publish.new_file(final)))
+        jobs.append((part, publish.new_file(final), str(interval)))
     if len(jobs) == 1:
         return write_file(*jobs[0])
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 2)) as pool:
         return sum(pool.map(lambda job: write_file(*job), jobs))
 
 
-def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path) -> int:
+def unique_sorted(part: pl.DataFrame) -> pl.DataFrame:
+    """One partition's rows sorted by (symbol, open_time), one per key (the largest version).
+
+    Sorted first: then a duplicated key is two equal neighbours, found in one pass; only a
+    partition that has any pays for :func:`~storage.frames.latest`.
+    """
+    part = sort_bars(part)
+    if part.height > 1:
+        symbol, open_time = pl.col("symbol"), pl.col("open_time")
+        twins = part.select(((symbol == symbol.shift(1)) & (open_time == open_time.shift(1))).any()).item()
+        if twins:
+            part = latest(part, PARTITION_KEY).sort("symbol", "open_time")
+    return part
+
+
+class PartitionFiles:
+    """One new file per partition, fed one (symbol, interval) at a time in symbol order.
+
+    Whenever a partition has a full row group it is encoded on ``pool`` (pyarrow releases
+    the GIL) while the caller prepares the next rows; each file's writes run in order, one
+    after the other. ``close`` writes the rest and fsyncs every file; the files stay tmp
+    files of ``publish`` until it commits. After an error, ``discard`` waits for the
+    writes in flight and closes the files (``publish.abort`` then deletes them).
+    """
+
+    def __init__(self, publish: Publish, root: Path, pool: Executor, *, generation: int = 0) -> None:
+        self._publish, self._root, self._pool, self._generation = publish, root, pool, generation
+        self._files: dict[tuple[str, str], _StreamedFile] = {}
+        self.rows = 0
+
+    def add(self, bars: pl.DataFrame) -> None:
+        """Rows of one symbol and interval, sorted by open time, one per key, versioned.
+
+        Each partition must receive its symbols in ascending order (a file is sorted by
+        (symbol, open_time)); a symbol arriving out of order is a bug and raises.
+        """
+        if bars.is_empty():
+            return
+        interval = bars.item(0, "interval")
+        opens = bars.get_column("open_time").to_numpy()
+        lo = 0
+        while lo < len(opens):
+            month = month_of(int(opens[lo]))
+            hi = int(np.searchsorted(opens, _next_month_ms(month)))
+            key = (interval, month)
+            if key not in self._files:
+                name = FileName(self._publish.stamper.next(), self._publish.writer, self._generation).name
+                tmp = self._publish.new_file(partition_dir(self._root, interval, month) / name)
+                self._files[key] = _StreamedFile(tmp, self._pool, row_group_rows(interval))
+            self._files[key].add(bars.slice(lo, hi - lo))
+            lo = hi
+        self.rows += bars.height
+
+    def close(self) -> int:
+        """Write every file to its end and fsync it; return the rows written."""
+        futures = [f.close() for f in self._files.values()]
+        for future in futures:
+            future.result()
+        return self.rows
+
+    def discard(self) -> None:
+        for file in self._files.values():
+            file.discard()
+
+
+def _next_month_ms(month: str) -> int:
+    """UTC ms of the first instant after ``month`` (``YYYY-MM``)."""
+    year, number = int(month[:4]), int(month[5:7])
+    following = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=timezone.utc)
+    return int(following.timestamp()) * 1000
+
+
+class _StreamedFile:
+    """A Parquet file written row group by row group, the writes chained in order on a pool."""
+
+    def __init__(self, path: Path, pool: Executor, group_rows: int) -> None:
+        self.path, self._pool, self._group_rows = path, pool, group_rows
+        self._pending: list[pl.DataFrame] = []
+        self._rows = 0
+        self._last_symbol = ""
+        self._handle: BinaryIO | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._tail: Future[None] | None = None
+
+    def add(self, frame: pl.DataFrame) -> None:
+        symbol = frame.item(0, "symbol")
+        if symbol <= self._last_symbol:
+            raise DatasetError(f"{self.path}: {symbol} arrived after {self._last_symbol}")
+        self._last_symbol = symbol
+        self._pending.append(frame)
+        self._rows += frame.height
+        if self._rows >= self._group_rows:
+            ready, self._pending = _split(self._pending, self._rows // self._group_rows * self._group_rows)
+            self._rows = sum(f.height for f in self._pending)
+            self._chain(lambda: self._write(ready))
+
+    def close(self) -> Future[None]:
+        rest, self._pending, self._rows = self._pending, [], 0
+        return self._chain(lambda: self._finish(rest))
+
+    def discard(self) -> None:
+        if self._tail is not None:
+            try:
+                self._tail.result()
+            except BaseException:  # noqa: BLE001 - the caller is already failing with its own error
+                pass
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        except (OSError, pa.ArrowException):
+            pass
+        finally:
+            if self._handle is not None:
+                self._handle.close()
+            self._writer = self._handle = None
+
+    def _chain(self, job: Callable[[], None]) -> Future[None]:
+        before = self._tail
+
+        def run() -> None:
+            if before is not None:
+                before.result()  # submitted earlier, so running or done: waiting never deadlocks
+            job()
+
+        self._tail = self._pool.submit(run)
+        return self._tail
+
+    def _write(self, frames: list[pl.DataFrame]) -> None:
+        try:
+            if self._writer is None:
+                self._handle = create_new(self.path)
+                self._writer = _parquet_writer(self._handle)
+            table = pa.concat_tables([to_arrow(f) for f in frames])  # chunks side by side, no copy
+            self._writer.write_table(table, row_group_size=self._group_rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot write {self.path}: {exc}") from exc
+
+    def _finish(self, rest: list[pl.DataFrame]) -> None:
+        if rest:
+            self._write(rest)
+        assert self._writer is not None and self._handle is not None  # every file got rows
+        try:
+            self._writer.close()
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot write {self.path}: {exc}") from exc
+        self._writer = self._handle = None
+
+
+def _split(frames: list[pl.DataFrame], rows: int) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+    """The first ``rows`` rows of ``frames`` and the rest, slicing (not copying) the frame between."""
+    head: list[pl.DataFrame] = []
+    for i, frame in enumerate(frames):
+        if rows >= frame.height:
+            head.append(frame)
+            rows -= frame.height
+            continue
+        if rows:
+            head.append(frame.slice(0, rows))
+        return head, [frame.slice(rows), *frames[i + 1:]]
+    return head, []
+
+
+def _parquet_writer(handle: BinaryIO) -> pq.ParquetWriter:
+    return pq.ParquetWriter(
+        handle, FILE_SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
+        use_dictionary=["symbol", "source"], column_encoding=_DELTA,
+        sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
+    )
+
+
+def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path, interval: str) -> int:
     """Write sorted working frames, in order, to ``path`` (a tmp name) and fsync it; return rows.
 
     Several frames (consecutive symbol ranges of a compaction) stream into one file, so a
@@ -68,13 +262,9 @@ def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path) -> int
     rows = 0
     try:
         with create_new(path) as handle:
-            with pq.ParquetWriter(
-                handle, FILE_SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
-                use_dictionary=["symbol", "source"], column_encoding=_DELTA,
-                sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
-            ) as writer:
+            with _parquet_writer(handle) as writer:
                 for frame in [frames] if isinstance(frames, pl.DataFrame) else frames:
-                    writer.write_table(to_arrow(frame), row_group_size=ROW_GROUP_ROWS)
+                    writer.write_table(to_arrow(frame), row_group_size=row_group_rows(interval))
                     rows += frame.height
             handle.flush()
             os.fsync(handle.fileno())

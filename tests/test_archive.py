@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from storage_support import MINUTE, T0, assert_one_row_per_key, kline_csv, sql_rows, write_zip
 
@@ -54,6 +56,62 @@ def test_importing_the_same_file_twice_changes_nothing(tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in files_under(tmp_path / "data")} == before
 
 
+def test_a_5m_archive_beats_the_5m_bars_resampled_from_imported_minutes(tmp_path: Path) -> None:
+    (tmp_path / "BTCUSDT-1m-2024-01-01.csv").write_text(kline_csv(minutes=60))
+    five = "".join(f"{T0 + i * 5 * MINUTE},7.00,8.00,6.00,7.50,2.000,{T0 + (i + 1) * 5 * MINUTE - 1},15.0,9,1.0,7.5,0\n"
+                   for i in range(4))  # the first 20 minutes only, with other prices
+    (tmp_path / "BTCUSDT-5m-2024-01-01.csv").write_text(five)
+    report = import_archives([tmp_path], tmp_path / "data", CONFIG)
+    assert report.rows == 64
+    bars = read_bars(tmp_path / "data", "BTCUSDT", "5m")
+    assert bars.height == 12 and bars["open"].to_list() == [7.0] * 4 + bars["open"].to_list()[4:]
+    assert bars["source"].to_list() == ["import"] * 4 + ["resample"] * 8 and 7.0 not in bars["open"].to_list()[4:]
+    assert_one_row_per_key(sql_rows(tmp_path / "data"))
+
+
+def test_a_corrected_bar_rewrites_it_and_its_buckets_only(tmp_path: Path) -> None:
+    path = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    path.write_text(kline_csv())
+    import_archives([path], tmp_path / "data", CONFIG)
+    before = {iv: read_bars(tmp_path / "data", "BTCUSDT", iv) for iv in ("5m", "15m", "1h", "4h")}
+    lines = kline_csv().splitlines()
+    volume = float(lines[7].split(",")[5])
+    lines[7] = ",".join(f if i != 5 else f"{volume + 0.125:.3f}" for i, f in enumerate(lines[7].split(",")))
+    path.write_text("\n".join(lines) + "\n")
+    report = import_archives([path], tmp_path / "data", CONFIG)
+    assert (report.written, report.unchanged, report.resampled) == (1, 1439, 4)  # 00:07 in 5m, 15m, 1h, 4h
+    assert read_bars(tmp_path / "data", "BTCUSDT", "1m")["volume"][7] == volume + 0.125
+    for interval, old in before.items():
+        new = read_bars(tmp_path / "data", "BTCUSDT", interval)
+        changed = new.filter(new["volume"] != old["volume"])
+        bucket = 1 if interval == "5m" else 0  # the bucket holding 00:07
+        assert changed.height == 1 and changed["open_time"][0] == new["open_time"][bucket]
+        assert changed["volume"][0] == pytest.approx(old["volume"][bucket] + 0.125)
+    assert_one_row_per_key(sql_rows(tmp_path / "data"))
+
+
+def test_an_import_failing_after_row_groups_were_encoded_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    import storage.writer
+
+    monkeypatch.setattr(storage.writer, "ROW_GROUP_ROWS", 512)  # every symbol's day encodes row groups at once
+    monkeypatch.setattr(storage.writer, "MIN_ROW_GROUP_ROWS", 64)
+    for symbol in ("AAAUSDT", "BBBUSDT", "CCCUSDT"):
+        write_zip(tmp_path / f"{symbol}-1m-2024-01-01.zip", kline_csv(), checksum=False)
+    lines = kline_csv().splitlines()
+    lines[700] = lines[700].replace(",", ";", 1)
+    (tmp_path / "ZZZUSDT-1m-2024-01-01.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArchiveError):
+        import_archives([tmp_path], tmp_path / "data", CONFIG)
+    assert not [p for p in files_under(tmp_path / "data") if p.suffix in (".parquet", ".tmp")]
+    (tmp_path / "ZZZUSDT-1m-2024-01-01.csv").unlink()
+    import_archives([tmp_path], tmp_path / "data", CONFIG)  # and the good files alone import whole
+    files = list((tmp_path / "data" / "bars" / "interval=1m").rglob("*.parquet"))
+    assert len(files) == 1 and pq.ParquetFile(files[0]).metadata.num_row_groups == 9  # 4 320 rows in 512s
+    for symbol in ("AAAUSDT", "BBBUSDT", "CCCUSDT"):
+        assert read_bars(tmp_path / "data", symbol, "1m").height == 1440
+    assert_one_row_per_key(sql_rows(tmp_path / "data"))
+
+
 @pytest.mark.parametrize(
     ("mutate", "line", "message"),
     [
@@ -62,6 +120,8 @@ def test_importing_the_same_file_twice_changes_nothing(tmp_path: Path) -> None:
         (lambda lines: lines.__setitem__(50, lines[49]), 51, "open time not after"),
         (lambda lines: lines.__setitem__(20, lines[20].replace(str(T0 + 20 * MINUTE), str(T0 + 20 * MINUTE + 5), 1)), 21, "start of a 1m bar"),
         (lambda lines: lines.__setitem__(30, ",".join(f if i != 2 else "1.00" for i, f in enumerate(lines[30].split(",")))), 31, "low..high"),
+        (lambda lines: lines.__setitem__(40, ",".join(f if i != 9 else "NaN" for i, f in enumerate(lines[40].split(",")))), 41, "negative volume"),
+        (lambda lines: lines.__setitem__(60, ",".join(f if i != 2 else "nan" for i, f in enumerate(lines[60].split(",")))), 61, "finite"),
     ],
 )
 def test_a_bad_line_stops_the_import_naming_file_and_line_and_writes_nothing(tmp_path, mutate, line, message) -> None:
@@ -85,6 +145,40 @@ def test_bad_checksum_and_truncated_zip_are_refused(tmp_path: Path) -> None:
     truncated.write_bytes(path.read_bytes()[:-300])
     with pytest.raises(ArchiveError, match="zip"):
         import_archives([truncated], tmp_path / "data", CONFIG)
+
+
+@pytest.mark.parametrize("fast_inflate", [True, False])
+def test_zip_members_inflate_alike_and_a_bad_crc_is_refused(tmp_path: Path, monkeypatch, fast_inflate: bool) -> None:
+    """With ISA-L (when installed) or zipfile's zlib: the same bars, and the CRC-32 checked."""
+    import storage.archive
+
+    if not fast_inflate:
+        monkeypatch.setattr(storage.archive, "_isal_zlib", None)
+    text = kline_csv(minutes=30)
+    good = write_zip(tmp_path / "ETHUSDT-1m-2024-01-01.zip", text, checksum=False)
+    assert import_archives([good], tmp_path / "data", CONFIG).written == 30
+    assert read_bars(tmp_path / "data", "ETHUSDT", "1m").height == 30
+    bad = write_zip(tmp_path / "SOLUSDT-1m-2024-01-01.zip", text, checksum=False)
+    patched = bytearray(bad.read_bytes())
+    local = zipfile.ZipFile(bad).infolist()[0].header_offset + 14  # CRC-32 in the local header
+    central = patched.rindex(b"PK\x01\x02") + 16  # and in the central directory
+    for offset in (local, central):
+        patched[offset] ^= 0xFF
+    bad.write_bytes(bytes(patched))
+    with pytest.raises(ArchiveError, match="zip"):
+        import_archives([bad], tmp_path / "data", CONFIG)
+
+
+def test_blank_lines_inside_a_file_are_refused_and_trailing_ones_ignored(tmp_path: Path) -> None:
+    lines = kline_csv(minutes=10).splitlines()
+    trailing = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    trailing.write_text("\r\n".join(lines) + "\r\n\r\n\n")
+    assert import_archives([trailing], tmp_path / "data", CONFIG).written == 10
+    inside = tmp_path / "ETHUSDT-1m-2024-01-01.csv"
+    inside.write_text("\n".join(lines[:4] + [""] + lines[4:]) + "\n")
+    with pytest.raises(ArchiveError) as caught:
+        import_archives([inside], tmp_path / "data", CONFIG)
+    assert caught.value.line == 5 and "blank line" in str(caught.value)
 
 
 def test_symbol_from_the_file_name_is_validated(tmp_path: Path) -> None:

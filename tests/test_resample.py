@@ -157,6 +157,29 @@ def test_sums_of_values_finer_than_1e_8_are_correctly_rounded_float_sums() -> No
     assert out.item(0, "volume") == math.fsum(volumes)
 
 
+@settings(max_examples=40, deadline=None)
+@given(minute_series(), minute_series(), st.randoms(use_true_random=False))
+def test_a_shuffled_frame_of_several_symbols_resamples_as_each_symbol_alone(
+    first: list[dict], second: list[dict], rng
+) -> None:
+    """Whatever the row order, and whether or not a symbol has empty minutes, inexact sums or an
+    incomplete minute (the fast paths for frames without any), each symbol's bars are its own."""
+    second = [{**row, "is_complete": i % 7 != 3} for i, row in enumerate(second)]
+    frames = [minutes_frame(rows).with_columns(pl.lit(symbol).alias("symbol"))
+              for symbol, rows in (("BTCUSDT", first), ("ETHUSDT", second)) if rows]
+    if not frames:
+        return
+    rows = pl.concat(frames)
+    shuffled = rows[rng.sample(range(rows.height), rows.height)]
+    intervals = ("5m", "15m", "1h", "4h")
+    together = resample_many(shuffled, intervals)
+    for frame in frames:
+        alone = resample_many(frame, intervals)
+        symbol = frame.item(0, "symbol")
+        for interval in intervals:
+            assert together[interval].filter(pl.col("symbol") == symbol).equals(alone[interval])
+
+
 def test_touched_minute_emits_only_closed_buckets() -> None:
     frame = minutes_frame([{"open_time": T0 + i * MINUTE} for i in range(7)])
     touched = frame.tail(1).select("symbol", "open_time")

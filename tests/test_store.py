@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -171,6 +173,23 @@ def test_sql_relation_has_the_bar_columns_and_is_empty_on_an_empty_dataset(tmp_p
         store.append([bar(minute=i) for i in range(10)])
     rows = sql_rows(tmp_path)
     assert rows.schema["open_time"].time_zone in ("UTC", "Etc/UTC") and rows.height == 10 + 2
+
+
+def test_one_symbol_of_a_coarse_interval_reads_only_its_row_groups(tmp_path: Path) -> None:
+    """Row groups are sized per interval (about a symbol-month), so a one-symbol query over 1h
+    bars skips the other symbols' row groups by their statistics instead of reading them all."""
+    hours = [bar(f"S{i:02d}USDT", hour, 100.0 + i, interval="1h") for i in range(30) for hour in range(744)]
+    with BarStore(tmp_path, CONFIG) as store:
+        store.append(hours)
+    files = list((tmp_path / "bars" / "interval=1h").glob("month=*/*.parquet"))
+    groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
+    assert groups >= 5  # 22 320 rows: 4 096-row groups, not one 65 536-row group
+    query = f"SELECT * FROM ({bars_relation_sql(tmp_path, '1h')}) WHERE symbol = 'S07USDT'"
+    with duckdb.connect() as con:
+        assert con.sql(query).pl().height == 744
+        plan = con.sql(f"EXPLAIN ANALYZE {query}").fetchall()[0][1]
+    scanned = re.search(r"Row Groups Scanned: (\d+) / (\d+)", plan)
+    assert scanned is not None and int(scanned[1]) <= 2 and int(scanned[2]) == groups
 
 
 def test_key_filters_are_pushed_below_the_dedup_into_the_scan(tmp_path: Path) -> None:

@@ -1,0 +1,72 @@
+"""Writer: streamed partition files (row groups as they fill, symbol order), unique sorted partitions."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from storage_support import MINUTE, T0, bar
+
+from storage.errors import DatasetError
+from storage.frames import from_bars, to_public
+from storage.layout import IMPORT_WRITER, Stamper, dataset_root
+from storage.reader import read_bars
+from storage.txn import Publish
+from storage.writer import PartitionFiles, row_group_rows, unique_sorted
+
+
+def day_of(symbol: str, days: int = 1) -> pl.DataFrame:
+    """One symbol's 1m bars from T0 (sorted, versioned), crossing into February when long enough."""
+    bars = [bar(symbol, i, t0=T0 + 30 * 1440 * MINUTE) for i in range(days * 1440)]
+    return from_bars(bars, [1] * len(bars))
+
+
+def test_partition_files_stream_row_groups_across_months_and_round_trip(tmp_path: Path, monkeypatch) -> None:
+    import storage.writer
+
+    monkeypatch.setattr(storage.writer, "ROW_GROUP_ROWS", 1000)
+    publish = Publish(tmp_path, IMPORT_WRITER, Stamper(IMPORT_WRITER))
+    frames = {s: day_of(s, days=2) for s in ("AAAUSDT", "BBBUSDT")}  # Jan 31 and Feb 1
+    with ThreadPoolExecutor(2) as pool:
+        files = PartitionFiles(publish, dataset_root(tmp_path), pool)
+        for frame in frames.values():
+            files.add(frame)
+        assert files.close() == 2 * 2880
+    publish.commit()
+    paths = sorted(dataset_root(tmp_path).glob("interval=1m/month=*/*.parquet"))
+    assert [p.parent.name for p in paths] == ["month=2024-01", "month=2024-02"]
+    for path in paths:
+        meta = pq.ParquetFile(path).metadata
+        assert meta.num_rows == 2880 and meta.num_row_groups == 3  # 1000 + 1000 + 880
+    for symbol, frame in frames.items():
+        assert read_bars(tmp_path, symbol, "1m").equals(to_public(frame))
+
+
+def test_partition_files_refuse_a_symbol_out_of_order(tmp_path: Path) -> None:
+    publish = Publish(tmp_path, IMPORT_WRITER, Stamper(IMPORT_WRITER))
+    with ThreadPoolExecutor(1) as pool:
+        files = PartitionFiles(publish, dataset_root(tmp_path), pool)
+        files.add(day_of("BBBUSDT"))
+        with pytest.raises(DatasetError, match="AAAUSDT arrived after BBBUSDT"):
+            files.add(day_of("AAAUSDT"))
+        files.discard()
+    publish.abort()
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_unique_sorted_keeps_the_largest_version_of_a_key() -> None:
+    older, newer = bar("BTCUSDT", 3, 100.0), bar("BTCUSDT", 3, 200.0)
+    frame = from_bars([bar("ETHUSDT", 1), newer, bar("BTCUSDT", 1), older], [5, 9, 5, 5])
+    out = unique_sorted(frame)
+    assert out.select("symbol", "open_time").rows() == [("BTCUSDT", T0 + MINUTE), ("BTCUSDT", T0 + 3 * MINUTE),
+                                                        ("ETHUSDT", T0 + MINUTE)]
+    assert out["open"].to_list()[1] == 200.0
+
+
+@pytest.mark.parametrize(("interval", "rows"), [("1m", 65_536), ("5m", 16_384), ("15m", 4_096), ("1h", 4_096),
+                                                ("1d", 4_096), ("1M", 4_096)])
+def test_row_groups_hold_about_a_symbol_month(interval: str, rows: int) -> None:
+    assert row_group_rows(interval) == rows
