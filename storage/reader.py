@@ -250,12 +250,19 @@ def missing_after(last_open_ms: int | None, interval: str, now_ms: int) -> tuple
 
 
 def find_gaps(
-    data_dir: Path | str, symbol: str, interval: str, start_ms: int, end_ms: int, *, market: str = "um"
+    data_dir: Path | str, symbol: str, interval: str, start_ms: int, end_ms: int, *, market: str = "um",
+    complete_only: bool = False,
 ) -> list[tuple[int, int]]:
-    """Missing bars with open times in ``[start_ms, end_ms)`` as inclusive ``(first, last)`` open-time ranges."""
+    """Missing bars with open times in ``[start_ms, end_ms)`` as inclusive ``(first, last)`` open-time ranges.
+
+    With ``complete_only`` a bar resampled from incomplete minutes (``is_complete`` false)
+    counts as missing: it is not the exchange's bar.
+    """
     frame = read_versioned(
         Path(data_dir), interval, symbols=[check_symbol(symbol)], start_ms=start_ms, end_ms=end_ms, market=market
     )
+    if complete_only:
+        frame = frame.filter(pl.col("is_complete"))
     present = frame.get_column("open_time").to_numpy()
     expected = _expected_opens(start_ms, end_ms, interval)
     missing = np.setdiff1d(expected, present, assume_unique=True)

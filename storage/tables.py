@@ -6,7 +6,9 @@ users' notebooks) read the **published** copies under ``<data_dir>/tables/``:
 
 * append tables (``dataqual``, ``reconciliations``, ``connection_events``, ``api_calls``) are
   published one file per UTC day, ``tables/<name>/day=YYYY-MM-DD.parquet``;
-* ``gaps`` (rows change when a gap is filled) is published whole, ``tables/gaps/all.parquet``.
+* ``gaps`` (rows change when a gap is filled) is published whole, ``tables/gaps/all.parquet``;
+* from the first publish on every table has a file (an empty table: an empty file for the
+  current UTC day), so ``read_parquet('<data_dir>/tables/<name>/*.parquet')`` always works.
 
 Each publish rewrites only the files whose rows changed, each written to a temporary name,
 fsynced and renamed over the old one: a reader sees the old file or the new one, never a
@@ -91,6 +93,7 @@ class QualityDB:
         self.path = self.data_dir / DB_NAME
         self._lock = threading.Lock()
         self._dirty: set[tuple[str, str]] = set()
+        self._complete = False  # every table has at least one published file
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -163,32 +166,83 @@ class QualityDB:
         return len(data)
 
     def open_gap(self, symbol: str, interval: str, start_ms: int, end_ms: int, detected_ms: int, reason: str) -> bool:
-        """Record a gap of missing bars ``[start_ms, end_ms]`` (open times); False if already known."""
+        """Record missing bars ``[start_ms, end_ms]`` (open times, inclusive); False if already known.
+
+        An open record of the series that holds ``start_ms`` is extended to ``end_ms`` instead
+        (the feed and the restart check report the same hole, seen at different times).
+        """
+        series = [symbol, interval]
         with self._lock:
-            known = self.con.execute(
-                "SELECT count(*) FROM gaps WHERE symbol = ? AND interval = ? AND start_time = ?",
-                [symbol, interval, _ts(start_ms)],
-            ).fetchone()[0]
+            holder = self.con.execute(
+                "SELECT epoch_ms(start_time) FROM gaps WHERE symbol = ? AND interval = ? AND start_time <= ? AND end_time >= ? "
+                "AND (filled_at IS NULL OR start_time = ?) ORDER BY filled_at NULLS FIRST LIMIT 1",
+                [*series, _ts(start_ms), _ts(start_ms), _ts(start_ms)],
+            ).fetchone()
+            known = holder is not None
             if known:
                 self.con.execute(
-                    "UPDATE gaps SET end_time = greatest(end_time, ?) WHERE symbol = ? AND interval = ? AND start_time = ?",
-                    [_ts(end_ms), symbol, interval, _ts(start_ms)],
+                    "UPDATE gaps SET end_time = greatest(end_time, ?) "
+                    "WHERE symbol = ? AND interval = ? AND start_time = ? AND filled_at IS NULL",
+                    [_ts(end_ms), *series, _ts(holder[0])],
                 )
             else:
                 self.con.execute(
                     "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                    [symbol, interval, _ts(start_ms), _ts(end_ms), _ts(detected_ms), reason],
+                    [*series, _ts(start_ms), _ts(end_ms), _ts(detected_ms), reason],
                 )
             self._dirty.add(("gaps", "all"))
         return not known
 
-    def fill_gap(self, symbol: str, interval: str, start_ms: int, filled_ms: int) -> None:
+    def split_gap(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, pieces: Sequence[tuple[int, int, int | None]]
+    ) -> bool:
+        """Replace the open record ``[start_ms, end_ms]`` by ``pieces`` ``(start, end, filled_ms or None)``.
+
+        The pieces keep the record's ``detected_at`` and ``reason``; the first must start at
+        ``start_ms``. False (nothing changed) when the record is no longer exactly that, e.g.
+        extended meanwhile: the caller looks again next time.
+        """
+        if not pieces or pieces[0][0] != start_ms:
+            raise StorageError("the first piece of a gap must start where the gap starts")
+        key = [symbol, interval, _ts(start_ms)]
         with self._lock:
-            self.con.execute(
-                "UPDATE gaps SET filled_at = ? WHERE symbol = ? AND interval = ? AND start_time = ? AND filled_at IS NULL",
-                [_ts(filled_ms), symbol, interval, _ts(start_ms)],
-            )
+            row = self.con.execute(
+                "SELECT epoch_ms(detected_at), reason FROM gaps WHERE symbol = ? AND interval = ? AND start_time = ? "
+                "AND end_time = ? AND filled_at IS NULL",
+                [*key, _ts(end_ms)],
+            ).fetchone()
+            if row is None:
+                return False
+            first_end, first_filled = pieces[0][1], pieces[0][2]
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(
+                    "UPDATE gaps SET end_time = ?, filled_at = ? WHERE symbol = ? AND interval = ? AND start_time = ?",
+                    [_ts(first_end), _ts(first_filled), *key],
+                )
+                if len(pieces) > 1:
+                    self.con.executemany(
+                        "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(symbol, interval, _ts(s), _ts(e), _ts(row[0]), _ts(f), row[1]) for s, e, f in pieces[1:]],
+                    )
+                self.con.execute("COMMIT")
+            except duckdb.Error:
+                self.con.execute("ROLLBACK")
+                raise
             self._dirty.add(("gaps", "all"))
+        return True
+
+    def fill_gap(self, symbol: str, interval: str, start_ms: int, filled_ms: int, *, end_ms: int | None = None) -> bool:
+        """Mark the open record starting at ``start_ms`` filled (only if it ends by ``end_ms``, when given)."""
+        sql = "UPDATE gaps SET filled_at = ? WHERE symbol = ? AND interval = ? AND start_time = ? AND filled_at IS NULL"
+        params: list[Any] = [_ts(filled_ms), symbol, interval, _ts(start_ms)]
+        if end_ms is not None:
+            sql += " AND end_time <= ?"
+            params.append(_ts(end_ms))
+        with self._lock:
+            changed = self.con.execute(sql + " RETURNING 1", params).fetchall()
+            self._dirty.add(("gaps", "all"))
+        return bool(changed)
 
     def open_gaps(self, symbol: str | None = None) -> list[tuple[str, str, int, int, int, str]]:
         """Unfilled gaps as (symbol, interval, start_ms, end_ms, detected_ms, reason)."""
@@ -233,6 +287,11 @@ class QualityDB:
                     dirty |= {(table, d[0]) for d in days}
             self._dirty.clear()
             written = [self._publish_one(table, day) for table, day in sorted(dirty)]
+            if not self._complete:  # every table has a file from the first publish on: a glob never comes up empty
+                today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+                written += [self._publish_one(t, today if t in _DAY_COLUMN else "all") for t in TABLE_COLUMNS
+                            if not any((self.data_dir / TABLES_DIR / t).glob("*.parquet"))]
+                self._complete = True
         return written
 
     def _publish_one(self, table: str, day: str) -> Path:
