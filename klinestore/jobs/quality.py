@@ -95,7 +95,7 @@ class QualityJobs:
                 log.info("%d series have bars missing since the last run", opened)
         ws, jobs = self.config.websocket, self.config.jobs
         rec = ws.reconciliation
-        scheduler.add("heartbeat", self.monitor.heartbeat, ws.heartbeat.check_interval)
+        scheduler.add("heartbeat", self.heartbeat, ws.heartbeat.check_interval)
         scheduler.add("dataqual", self.monitor.record, jobs.dataqual_interval)
         scheduler.add("reconcile_klines", self.reconciler.run_klines, rec.kline_interval)
         if not self.config.modes.rest_klines_allowed and ws.streams.aggtrade:
@@ -105,11 +105,16 @@ class QualityJobs:
         scheduler.add("gap_check", self.gaps.check, jobs.gap_check_interval)
         scheduler.add("publish", self.drain.drain, jobs.publish_interval)
 
+    async def heartbeat(self) -> None:
+        """Resyncs since the last look become events, then every symbol is scored and the alerts evaluated."""
+        await self.depth.observe()
+        await self.monitor.heartbeat()
+
     async def finish(self) -> None:
         """At shutdown (feed and storage closed): the last gap check, DataQual record and publish."""
         if not self._opened:
             return
-        steps = (("gap check", self.gaps.check), ("heartbeat", self.monitor.heartbeat),
+        steps = (("gap check", self.gaps.check), ("heartbeat", self.heartbeat),
                  ("DataQual record", self.monitor.record), ("publish", self.drain.drain))
         for name, step in steps:
             try:
