@@ -75,6 +75,7 @@ class Service:
         self.last_flush_ms: int | None = None  # wall clock of the last successful flush
         self.last_flush_error = ""
         self.compactions = 0
+        self._status_lock = asyncio.Lock()
         self._stop_requested: asyncio.Event | None = None
         self._started = False
         self._stopped = False
@@ -184,9 +185,11 @@ class Service:
         return {"pending_bars": self.store.pending_bars, "segments": len(sizes), "bytes": sum(sizes)}
 
     async def write_status(self) -> None:
-        data = self.status()
-        await asyncio.to_thread(write_status, self.status_path, data)
-        self.status_writes += 1
+        """status.json now (the status job's work; one write at a time, they share a temporary file)."""
+        async with self._status_lock:
+            data = self.status()
+            await asyncio.to_thread(write_status, self.status_path, data)
+            self.status_writes += 1
 
     async def flush(self) -> None:
         """Publish the pending bars as Parquet now (in a thread; the WAL already holds them).

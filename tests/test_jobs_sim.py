@@ -165,7 +165,9 @@ def test_websocket_only_records_gaps_exactly_and_closes_them_when_an_import_fill
         series = service.feed.state.series("BTCUSDT", "1m")
         await until(lambda: len(series.ring) >= 3, what="bars before the stall")
         await a(sim, "inject", {"kind": "stall", "seconds": 4})
-        await until(lambda: service.quality.gaps.book.bars("1m") > 0, timeout=20, what="a 1m gap")
+        gaps = service.quality.gaps.book
+        await until(lambda: gaps.missing_bars("BTCUSDT", "1m", START_MS, START_MS + 86_400_000) > 0, timeout=20,
+                    what="a 1m gap")
         after = series.last_open_time
         await until(lambda: all_subscribed(service.feed) and series.last_open_time >= after + 2 * MINUTE_MS,
                     timeout=20, what="recovery")
@@ -184,6 +186,7 @@ def test_websocket_only_records_gaps_exactly_and_closes_them_when_an_import_fill
         await service.scheduler.run_now("gap_check")
         await service.scheduler.run_now("heartbeat")
         seen["score_after"] = service.quality.monitor.scores["BTCUSDT"]
+        await service.scheduler.run_now("publish")
 
     service = run_service(jobs_config(sim, data, **PATIENT), scenario)
     truth = truth_1m(sim)

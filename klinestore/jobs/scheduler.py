@@ -97,21 +97,20 @@ class JobScheduler:
         if self._scheduler.state != STATE_STOPPED:
             self._scheduler.shutdown(wait=False)
 
-    async def run_now(self, name: str) -> bool:
-        """Run a job once, now, unless it is already running; in its own task, like a scheduled run."""
-        if self.stats[name].running:
-            return False
-        await asyncio.create_task(self._run(name), name=f"job:{name}")
-        return True
+    async def run_now(self, name: str) -> None:
+        """Run a job once, now, in its own task like a scheduled run; if it is running, after that run."""
+        while not await asyncio.create_task(self._run(name), name=f"job:{name}"):
+            await asyncio.sleep(0.005)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {name: asdict(stats) for name, stats in self.stats.items()}
 
-    async def _run(self, name: str) -> None:
+    async def _run(self, name: str) -> bool:
+        """One run of a job; False if it was already running (it never overlaps itself)."""
         stats = self.stats[name]
-        if stats.running:  # run_now racing the schedule: never overlap
+        if stats.running:
             stats.skipped += 1
-            return
+            return False
         stats.running = True
         task = asyncio.current_task()
         if task is not None:
@@ -134,6 +133,7 @@ class JobScheduler:
             stats.last_run = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             stats.running = False
             self._running.pop(name, None)
+        return True
 
     def _on_skip(self, event: JobEvent) -> None:
         stats = self.stats.get(event.job_id)
