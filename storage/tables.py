@@ -10,6 +10,11 @@ users' notebooks) read the **published** copies under ``<data_dir>/tables/``:
 * from the first publish on every table has a file (an empty table: an empty file for the
   current UTC day), so ``read_parquet('<data_dir>/tables/<name>/*.parquet')`` always works.
 
+Ingest shards (``sharding.num_shards`` > 1) share a data directory: shard N > 0 owns
+``dataqual-sNNNN.duckdb`` and publishes ``...-sNNNN.parquet`` beside shard 0's files, so the
+same globs read every shard (each holds its own symbols; ``api_calls`` rows of one minute and
+endpoint from several shards add up).
+
 Each publish rewrites only the files whose rows changed, each written to a temporary name,
 fsynced and renamed over the old one: a reader sees the old file or the new one, never a
 torn or duplicated table. Column names and order are fixed (users and acceptance checks
@@ -88,9 +93,10 @@ class QualityDB:
     Thread-safe (one connection behind a lock): jobs run in worker threads.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, shard_id: int = 0) -> None:
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / DB_NAME
+        self._suffix = f"-s{shard_id:04d}" if shard_id else ""
+        self.path = self.data_dir / (DB_NAME.replace(".duckdb", f"{self._suffix}.duckdb"))
         self._lock = threading.Lock()
         self._dirty: set[tuple[str, str]] = set()
         self._complete = False  # every table has at least one published file
@@ -290,7 +296,7 @@ class QualityDB:
             if not self._complete:  # every table has a file from the first publish on: a glob never comes up empty
                 today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
                 written += [self._publish_one(t, today if t in _DAY_COLUMN else "all") for t in TABLE_COLUMNS
-                            if not any((self.data_dir / TABLES_DIR / t).glob("*.parquet"))]
+                            if not any((self.data_dir / TABLES_DIR / t).glob(f"*{self._suffix}.parquet"))]
                 self._complete = True
         return written
 
@@ -298,10 +304,10 @@ class QualityDB:
         folder = self.data_dir / TABLES_DIR / table
         folder.mkdir(parents=True, exist_ok=True)
         if table == "gaps":
-            target, where = folder / "all.parquet", ""
+            target, where = folder / f"all{self._suffix}.parquet", ""
         else:
             column = _DAY_COLUMN[table]
-            target = folder / f"day={day}.parquet"
+            target = folder / f"day={day}{self._suffix}.parquet"
             where = f" WHERE {column} >= TIMESTAMPTZ '{day} 00:00:00+00' AND {column} < TIMESTAMPTZ '{day} 00:00:00+00' + INTERVAL 1 DAY"
         tmp = folder / f".{target.name}.tmp"
         order = ", ".join(name for name, _ in TABLE_COLUMNS[table][:2])

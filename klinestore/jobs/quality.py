@@ -56,7 +56,7 @@ class QualityJobs:
     def __init__(self, config: Config, feed: Feed, sink: BarSink, data_dir: Path) -> None:
         self.config = config
         self.feed = feed
-        self.db = QualityDB(data_dir)
+        self.db = QualityDB(data_dir, shard_id=config.sharding.shard_id)
         ws, jobs = config.websocket, config.jobs
         self.model = DataQualModel(half_life_s=jobs.dataqual_half_life, stale_after_s=jobs.stale_after)
         self.started_ms: int | None = None
