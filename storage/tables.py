@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from storage.errors import StorageError
 
@@ -63,7 +64,9 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 #: The column that places a row of an append table in its day file.
 _DAY_COLUMN = {"dataqual": "ts", "reconciliations": "ts", "connection_events": "ts", "api_calls": "minute"}
-_TIME_COLUMNS = {name for cols in TABLE_COLUMNS.values() for name, kind in cols if kind == "TIMESTAMPTZ"}
+#: Arrow types of the inserts; times arrive as epoch milliseconds.
+_ARROW = {"TIMESTAMPTZ": pa.timestamp("ms", tz="UTC"), "VARCHAR": pa.string(), "DOUBLE": pa.float64(),
+          "INTEGER": pa.int32()}
 
 
 def published_glob(data_dir: Path, table: str) -> str:
@@ -145,30 +148,28 @@ class QualityDB:
 
     def insert_dataqual(self, rows: Iterable[tuple[int, str, float, int, int, int, str]]) -> int:
         """Rows of (ts_ms, symbol, score, missing_streams, mismatches, gaps, reasons)."""
-        return self._append("dataqual", [(_ts(r[0]), *r[1:]) for r in rows])
+        return self._append("dataqual", list(rows))
 
     def insert_reconciliations(
-        self, rows: Iterable[tuple[int, str, str, int, str, float, float, str, str]]
+        self, rows: Iterable[tuple[int, str, str, int, str, float | None, float | None, str, str]]
     ) -> int:
         """Rows of (ts_ms, symbol, interval, open_time_ms, field, ws_value, ref_value, ref_source, action)."""
-        return self._append("reconciliations", [(_ts(r[0]), r[1], r[2], _ts(r[3]), *r[4:]) for r in rows])
+        return self._append("reconciliations", list(rows))
 
     def insert_connection_events(self, rows: Iterable[tuple[int, str, str, str, str]]) -> int:
         """Rows of (ts_ms, conn_id, from_state, to_state, reason)."""
-        return self._append("connection_events", [(_ts(r[0]), *r[1:]) for r in rows])
+        return self._append("connection_events", list(rows))
 
     def add_api_calls(self, rows: Iterable[tuple[int, str, int, int]]) -> int:
         """Rows of (minute_ms, endpoint, calls, weight), added to what the minute already has."""
-        data = [(_ts(r[0]), r[1], r[2], r[3]) for r in rows]
+        data = list(rows)
         if not data:
             return 0
         with self._lock:
-            self.con.executemany(
-                "INSERT INTO api_calls VALUES (?, ?, ?, ?) ON CONFLICT (minute, endpoint) DO UPDATE "
-                "SET calls = api_calls.calls + excluded.calls, weight = api_calls.weight + excluded.weight",
-                data,
-            )
-            self._dirty.update(("api_calls", _day(int(r[0].timestamp() * 1000))) for r in data)
+            self._insert("api_calls", data, "SELECT minute, endpoint, sum(calls)::INTEGER, sum(weight)::INTEGER FROM {rows} "
+                         "GROUP BY minute, endpoint ON CONFLICT (minute, endpoint) DO UPDATE "
+                         "SET calls = api_calls.calls + excluded.calls, weight = api_calls.weight + excluded.weight")
+            self._dirty.update(("api_calls", _day(r[0])) for r in data)
         return len(data)
 
     def open_gap(self, symbol: str, interval: str, start_ms: int, end_ms: int, detected_ms: int, reason: str) -> bool:
@@ -271,12 +272,22 @@ class QualityDB:
     def _append(self, table: str, rows: list[tuple[Any, ...]]) -> int:
         if not rows:
             return 0
-        marks = ", ".join("?" for _ in TABLE_COLUMNS[table])
         day_index = [name for name, _ in TABLE_COLUMNS[table]].index(_DAY_COLUMN[table])
         with self._lock:
-            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
-            self._dirty.update((table, _day(int(r[day_index].timestamp() * 1000))) for r in rows)
+            self._insert(table, rows)
+            self._dirty.update((table, _day(r[day_index])) for r in rows)
         return len(rows)
+
+    def _insert(self, table: str, rows: list[tuple[Any, ...]], select: str = "SELECT * FROM {rows}") -> None:
+        """One columnar insert of ``select`` over ``rows`` (times as epoch ms): DuckDB's executemany costs ~3 ms a row."""
+        columns = list(zip(*rows))
+        arrays = {name: pa.array(values, type=_ARROW[kind]) for (name, kind), values in zip(TABLE_COLUMNS[table], columns)}
+        batch = pa.table(arrays)
+        self.con.register("_klinestore_rows", batch)
+        try:
+            self.con.execute(f"INSERT INTO {table} " + select.format(rows="_klinestore_rows"))
+        finally:
+            self.con.unregister("_klinestore_rows")
 
     # -- publishing ---------------------------------------------------------------------------
 

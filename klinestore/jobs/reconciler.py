@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from ingest.backfill import rest_bar
 from ingest.errors import IngestError
 from ingest.feed import Feed
-from ingest.klines import CLOSE_GRACE_MS, KlineSeries
+from ingest.klines import CLOSE_GRACE_MS, KlineSeries, rows_frame
 from ingest.protocol.rest import RestKline
 from ingest.sink import BarSink
 from klinestore.config import ToleranceConfig
@@ -97,13 +97,14 @@ class KlineReconciler:
                 continue
             after = self._after("aggtrades", symbol, "1m")
             fresh = _newer(series, after)
-            if fresh:
-                work.append((symbol, series.frame(allow_gaps=True, limit=fresh), window.recent(None), after))
+            if fresh:  # copies of the rings' rows; frames are built off the event loop
+                work.append((symbol, series.ring.tail(fresh), window.recent(None), after))
         if not work:
             return
 
         def compute() -> list[tuple[str, CheckResult]]:
-            return [(symbol, trade_check(trades, minutes, symbol, after_ms=after, tolerance=self.tolerance))
+            return [(symbol, trade_check(trades, rows_frame(symbol, "1m", minutes), symbol, after_ms=after,
+                                         tolerance=self.tolerance))
                     for symbol, minutes, trades, after in work]
 
         for symbol, result in await asyncio.to_thread(compute):
@@ -185,16 +186,15 @@ class KlineReconciler:
                 fresh = _newer(series, after)
                 if not fresh:
                     continue
-                bars = series.frame(allow_gaps=True, limit=fresh)
-                first = int(bars.get_column("open_time").dt.epoch("ms").min())
-                needed = _newer(minutes, first - 1)
-                work.append((symbol, interval, bars, minutes.frame(allow_gaps=True, limit=needed), after,
-                             minutes.last_open_time))
+                bars = series.ring.tail(fresh)  # copies; frames are built off the event loop
+                mins = minutes.ring.tail(_newer(minutes, int(bars["open_time"][0]) - 1))
+                work.append((symbol, interval, bars, mins, after, minutes.last_open_time))
         if not work:
             return
 
         def compute() -> list[tuple[str, str, CheckResult]]:
-            return [(symbol, interval, resample_check(bars, mins, interval, after_ms=after, minutes_last_open=last,
+            return [(symbol, interval, resample_check(rows_frame(symbol, interval, bars), rows_frame(symbol, "1m", mins),
+                                                      interval, after_ms=after, minutes_last_open=last,
                                                       tolerance=self.tolerance))
                     for symbol, interval, bars, mins, after, last in work]
 
