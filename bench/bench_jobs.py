@@ -1,0 +1,90 @@
+"""Scheduled jobs: how long each run takes at 2 and at 200 symbols, and what it costs the event loop.
+
+The service (WebSocket-only, 1m/5m/15m/1h/4h + aggTrade + depth + markPrice per symbol) runs
+against the simulator in a separate process at 10x with kline pushes every 2 s of exchange
+time (so 200 symbols stay a realistic ~5k frames/s), every job on a short period so each
+runs many times. Each job's mean duration at 200 symbols stands beside the same job at 2
+symbols; the notes hold the maxima and the event loop's worst lag (jobs must not block it).
+The fallback mode's REST reconciliation (one request per symbol and interval) is measured
+the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.bench_ingest import simulator, symbols_named
+from bench.harness import Figure
+from klinestore.config import Config
+from klinestore.service import Service
+
+PERIODS = {
+    "websocket.heartbeat.check_interval": 0.5, "jobs.dataqual_interval": 1.0, "jobs.publish_interval": 1.0,
+    "jobs.gap_check_interval": 1.0, "jobs.status_interval": 1.0, "storage.flush_interval": 1.0,
+    "websocket.reconciliation.kline_interval": 2.0, "websocket.reconciliation.aggtrade_interval": 1.0,
+    "websocket.reconciliation.depth_interval": 2.0,
+    "websocket.connection_pool.max_streams_per_connection": 400,  # 200 symbols x 8 streams in 5 connections
+}
+FALLBACK = {"modes.websocket_only_klines": False, "modes.disable_rest_fallback": False,
+            "websocket.cache.kline_1m_history": 10, "websocket.cache.kline_max_size": 5}
+
+
+def measure_jobs(n_symbols: int, seconds: float, **changes: Any) -> dict[str, Any]:
+    durations: dict[str, list[float]] = {}
+    with simulator(symbols_named(n_symbols), speed=10, kline_update_ms=2000) as urls, \
+            tempfile.TemporaryDirectory() as tmp:
+        config = Config().replace(**{
+            "symbols": symbols_named(n_symbols), "websocket.base_url": urls["ws"], "websocket.rest_url": urls["rest"],
+            "storage.data_dir": str(Path(tmp) / "data"), **PERIODS, **changes,
+        })
+        service = Service(config)
+
+        async def main() -> None:
+            try:
+                await service.start()
+                deadline = time.monotonic() + seconds
+                seen: dict[str, int] = {}
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    for name, stats in service.scheduler.stats.items():
+                        if stats.runs > seen.get(name, 0):
+                            seen[name] = stats.runs
+                            durations.setdefault(name, []).append(stats.last_duration_s)
+            finally:
+                await service.stop()
+
+        asyncio.run(main())
+        lag = service.feed.lag.max * 1000
+        tally = {k: v.checked for k, v in service.quality.reconciler.tally.items()}
+    return {"durations": durations, "loop_lag_max_ms": lag, "checked": tally}
+
+
+def run(quick: bool) -> list[Figure]:
+    seconds = 15.0 if quick else 40.0
+    small, large = measure_jobs(2, seconds), measure_jobs(200, seconds)
+    figures = []
+    for job in ("heartbeat", "dataqual", "reconcile_klines", "reconcile_trades", "depth_check", "gap_check",
+                "publish", "flush", "status"):
+        big, little = large["durations"].get(job, []), small["durations"].get(job, [])
+        if not big or not little:
+            continue
+        figures.append(Figure(
+            "jobs", f"{job}: mean run, 200 symbols", statistics.mean(big) * 1000, "ms",
+            statistics.mean(little) * 1000, "2 symbols", better="lower",
+            notes={"runs": len(big), "max_ms": round(max(big) * 1000, 1), "period_s": None},
+        ))
+    figures.append(Figure("jobs", "event-loop lag, worst, 200 symbols with every job", large["loop_lag_max_ms"], "ms",
+                          small["loop_lag_max_ms"], "2 symbols", better="lower",
+                          notes={"checked": large["checked"]}))
+    rest_small, rest_large = (measure_jobs(n, seconds / 2, **FALLBACK) for n in (2, 200))
+    big, little = rest_large["durations"].get("reconcile_klines", []), rest_small["durations"].get("reconcile_klines", [])
+    if big and little:
+        figures.append(Figure("jobs", "fallback REST reconciliation: mean run, 200 symbols x 5 intervals",
+                              statistics.mean(big) * 1000, "ms", statistics.mean(little) * 1000, "2 symbols x 5",
+                              better="lower", notes={"runs": len(big), "max_ms": round(max(big) * 1000, 1)}))
+    return figures
