@@ -258,12 +258,31 @@ def find_gaps(
     With ``complete_only`` a bar resampled from incomplete minutes (``is_complete`` false)
     counts as missing: it is not the exchange's bar.
     """
+    found = find_gaps_many(data_dir, interval, {symbol: (start_ms, end_ms)}, market=market, complete_only=complete_only)
+    return found[check_symbol(symbol)]
+
+
+def find_gaps_many(
+    data_dir: Path | str, interval: str, ranges: Mapping[str, tuple[int, int]], *, market: str = "um",
+    complete_only: bool = False,
+) -> dict[str, list[tuple[int, int]]]:
+    """:func:`find_gaps` for several symbols of one interval, each with its own ``[start, end)``, in one scan."""
+    wanted = {check_symbol(s): r for s, r in ranges.items()}
+    if not wanted:
+        return {}
     frame = read_versioned(
-        Path(data_dir), interval, symbols=[check_symbol(symbol)], start_ms=start_ms, end_ms=end_ms, market=market
+        Path(data_dir), interval, symbols=list(wanted), start_ms=min(r[0] for r in wanted.values()),
+        end_ms=max(r[1] for r in wanted.values()), market=market, ordered=False,
     )
     if complete_only:
         frame = frame.filter(pl.col("is_complete"))
-    present = frame.get_column("open_time").to_numpy()
+    present = {s: np.sort(g.get_column("open_time").to_numpy())
+               for (s,), g in frame.partition_by("symbol", as_dict=True).items()} if frame.height else {}
+    empty = np.zeros(0, dtype=np.int64)
+    return {s: _missing_runs(present.get(s, empty), start, end, interval) for s, (start, end) in wanted.items()}
+
+
+def _missing_runs(present: np.ndarray, start_ms: int, end_ms: int, interval: str) -> list[tuple[int, int]]:
     expected = _expected_opens(start_ms, end_ms, interval)
     missing = np.setdiff1d(expected, present, assume_unique=True)
     if missing.size == 0:

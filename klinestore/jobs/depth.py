@@ -6,10 +6,12 @@ resyncs when ``L - book.last_update_id > 100``; taken literally that fires on ev
 busy book, because the diff stream is pushed every 100-500 ms and a busy symbol moves its
 update id by hundreds in that time (the simulator: ~120 per push). So a book that is behind
 by more than ``depth_gap_threshold`` gets ``CATCH_UP_PUSHES`` push periods (at least
-``CATCH_UP_MIN_S``) to apply an event reaching L; only a book that does not catch up (a
-stalled or lost depth stream) is resynced: ``OrderBook.request_snapshot`` (the book forgets
-its levels and syncs again by Binance's algorithm from a full snapshot, so no partial
-snapshot ever becomes the book).
+``CATCH_UP_MIN_S``) to apply an event reaching L. A book that moves but has not reached L is
+*lagging* (counted: the service is reading late, and resyncing would only add a 1000-level
+snapshot to its load; its chain of update ids is intact, so its levels are right as of its
+id). Only a book that does not move at all (a stalled or lost depth stream) is resynced:
+``OrderBook.request_snapshot`` (the book forgets its levels and syncs again by Binance's
+algorithm from a full snapshot, so no partial snapshot ever becomes the book).
 
 **Every resync is recorded**, whoever caused it: the book's own chain breaks (an event whose
 ``pu`` is not the book's last id: ``depth_gap``) and the check's. Each becomes a
@@ -112,6 +114,7 @@ class DepthChecker:
         self.push_s = push_s  # real seconds between diff-depth pushes (exchange period over clock rate)
         self.checks = 0
         self.caught_up = 0  # books found behind that reached the snapshot's id in time
+        self.lagging = 0  # books found behind that moved but did not reach it (read late, not broken)
         self.resyncs_requested = 0
         self.resyncs_recorded = 0
         self.failures = 0
@@ -157,6 +160,7 @@ class DepthChecker:
         target = snapshot.lastUpdateId
         if not behind(book.last_update_id, target, self.threshold):
             return None
+        book_id = book.last_update_id
         deadline = time.monotonic() + max(CATCH_UP_MIN_S, CATCH_UP_PUSHES * self.push_s())
         while book.synced and book.last_update_id < target and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -165,11 +169,13 @@ class DepthChecker:
         if book.last_update_id >= target:
             self.caught_up += 1
             return None
-        book_id = book.last_update_id
+        if book.last_update_id > book_id:
+            self.lagging += 1
+            return None
         book.request_snapshot()  # recorded here, with the snapshot's id (``new_resyncs`` skips requested ones)
         self.resyncs_requested += 1
-        log.warning("%s order book %d update ids behind the exchange and not catching up: resync",
-                    symbol, target - book_id)
+        log.warning("%s order book %d update ids behind the exchange and not moving: resync", symbol,
+                    target - book_id)
         now = self.now_ms() or 0
         return ResyncRecord(symbol, now, snapshot.E or now, "last_update_id", float(book_id), float(target), "rest")
 
@@ -186,5 +192,6 @@ class DepthChecker:
         await asyncio.to_thread(self.db.insert_reconciliations, [r.row() for r in records])
 
     def status(self) -> dict[str, int]:
-        return {"checks": self.checks, "caught_up": self.caught_up, "resyncs_requested": self.resyncs_requested,
+        return {"checks": self.checks, "caught_up": self.caught_up, "lagging": self.lagging,
+                "resyncs_requested": self.resyncs_requested,
                 "resyncs_recorded": self.resyncs_recorded, "failures": self.failures}

@@ -13,7 +13,8 @@ Lifecycle:
   stored bar and now), reason ``start``/``reconnect``/``gap``. Both describe a hole from its
   first missing bar, so a second report of the same hole extends the row.
 * **filled**: in fallback mode the REST back-fill (``on_gap_filled`` with every bar) sets
-  ``filled_at``; in any mode the gap check reads storage (``find_gaps``) and splits a row
+  ``filled_at``; in any mode the gap check reads storage (``find_gaps_many``: one scan per
+  interval, at most ``MAX_SERIES_PER_CHECK`` series a run, in turn) and splits a row
   whose bars appeared (an import by another process, a late bar): the stored runs become rows
   with ``filled_at``, the still-missing runs stay open, each with the original ``detected_at``
   and ``reason``. Higher intervals count only complete bars (a bar resampled from incomplete
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from ingest.clock import ExchangeClock
 from klinestore.intervals import bar_open, interval_ms, next_open
-from storage.reader import find_gaps
+from storage.reader import find_gaps_many
 from storage.store import RestartState
 from storage.tables import QualityDB
 
@@ -186,15 +187,19 @@ class GapKeeper:
             start = self._next_series % len(keys)
             keys = (keys[start:] + keys[:start])[:MAX_SERIES_PER_CHECK]
             self._next_series = start + MAX_SERIES_PER_CHECK
-        changed = 0
+        by_interval: dict[str, dict[str, list[OpenGap]]] = {}
         for symbol, interval in keys:
-            changed += self._check_series(symbol, interval, by_series[(symbol, interval)])
+            by_interval.setdefault(interval, {})[symbol] = by_series[(symbol, interval)]
+        changed = 0
+        for interval, records in by_interval.items():  # one storage scan per interval
+            ranges = {s: (min(r[2] for r in recs), next_open(max(r[3] for r in recs), interval))
+                      for s, recs in records.items()}
+            missing = find_gaps_many(self.data_dir, interval, ranges, complete_only=interval != "1m")
+            for symbol, recs in records.items():
+                changed += self._split(symbol, interval, recs, missing[symbol])
         return changed, self.db.open_gaps() if changed else rows
 
-    def _check_series(self, symbol: str, interval: str, records: Sequence[OpenGap]) -> int:
-        low = min(r[2] for r in records)
-        high = next_open(max(r[3] for r in records), interval)
-        missing = find_gaps(self.data_dir, symbol, interval, low, high, complete_only=interval != "1m")
+    def _split(self, symbol: str, interval: str, records: Sequence[OpenGap], missing: list[tuple[int, int]]) -> int:
         changed = 0
         for _, _, start, end, _, _ in records:
             runs = split_gap(start, end, interval, missing)
