@@ -1,9 +1,9 @@
 """Scheduled jobs: how long each run takes at 2 and at 200 symbols, and what it costs the event loop.
 
 The service (WebSocket-only, 1m/5m/15m/1h/4h + aggTrade + depth + markPrice per symbol) runs
-against the simulator in a separate process at 10x with kline pushes every 2 s of exchange
-time (so 200 symbols stay a realistic ~5k frames/s), every job on a short period so each
-runs many times. Each job's mean duration at 200 symbols stands beside the same job at 2
+against the simulator in a separate process at 3x with kline pushes every 750 ms of exchange
+time (4 per real second, as Binance; 200 symbols make ~4k frames/s), every job on a short
+period so each runs many times. Each job's mean duration at 200 symbols stands beside the same job at 2
 symbols; the notes hold the maxima and the event loop's worst lag (jobs must not block it).
 The fallback mode's REST reconciliation (one request per symbol and interval) is measured
 the same way.
@@ -45,7 +45,7 @@ def measure_jobs(n_symbols: int, seconds: float, *, jobs: bool = True, rest_runs
     periods = PERIODS if jobs else {**PERIODS, **{k: 3600.0 for k in PERIODS if "reconciliation" in k
                                                   or k.startswith(("jobs.dataqual", "jobs.gap", "jobs.publish",
                                                                    "websocket.heartbeat"))}}
-    with simulator(symbols_named(n_symbols), speed=10, kline_update_ms=2000) as urls, \
+    with simulator(symbols_named(n_symbols), speed=3, kline_update_ms=750) as urls, \
             tempfile.TemporaryDirectory() as tmp:
         config = Config().replace(**{
             "symbols": symbols_named(n_symbols), "websocket.base_url": urls["ws"], "websocket.rest_url": urls["rest"],
@@ -84,7 +84,7 @@ def measure_jobs(n_symbols: int, seconds: float, *, jobs: bool = True, rest_runs
 
 
 def run(quick: bool) -> list[Figure]:
-    seconds = 15.0 if quick else 40.0
+    seconds = 20.0 if quick else 60.0
     small, large = measure_jobs(2, seconds), measure_jobs(200, seconds)
     figures = []
     for job in ("heartbeat", "dataqual", "reconcile_klines", "reconcile_trades", "depth_check", "gap_check",

@@ -29,6 +29,7 @@ from ingest.feed import Feed
 from ingest.klines import CLOSE_GRACE_MS, KlineSeries, rows_frame
 from ingest.protocol.rest import RestKline
 from ingest.sink import BarSink
+from ingest.throttle import LogThrottle
 from klinestore.config import ToleranceConfig
 from klinestore.intervals import bar_open, interval_ms
 from klinestore.jobs.dataqual import DataQualModel
@@ -76,6 +77,7 @@ class KlineReconciler:
         self.rest_klines = feed.config.modes.rest_klines_allowed
         self.tally = {"rest": Tally(), "resample": Tally(), "aggtrades": Tally()}
         self._cursor: dict[tuple[str, str, str], int] = {}  # (kind, symbol, interval) -> decided through
+        self._log = LogThrottle(log)  # a source that disagrees every minute logs once per symbol per 10 s
 
     # --- jobs -------------------------------------------------------------------------------------
 
@@ -224,7 +226,7 @@ class KlineReconciler:
         rows = []
         for finding in findings:
             self.model.record_mismatch(finding.bar.symbol, now)
-            log.warning("reconciliation mismatch: %s (%s)", finding, action)
+            self._log.warning(f"{kind}:{finding.bar.symbol}", "reconciliation mismatch: %s (%s)", finding, action)
             rows.extend(finding.rows(now, action))
         await asyncio.to_thread(self.db.insert_reconciliations, rows)
 

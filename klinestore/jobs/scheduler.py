@@ -51,6 +51,7 @@ class JobScheduler:
         self._scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._funcs: dict[str, JobFunc] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
+        self._stopping = False
         self.stats: dict[str, JobStats] = {}
 
     def add(self, name: str, func: JobFunc, every_s: float, *, first_after_s: float | None = None) -> None:
@@ -84,6 +85,7 @@ class JobScheduler:
         APScheduler's own shutdown cancels running coroutine jobs, so it is paused first and
         shut down only once the running jobs are done.
         """
+        self._stopping = True
         if self._scheduler.state == STATE_RUNNING:
             self._scheduler.pause()
         deadline = time.monotonic() + timeout
@@ -121,7 +123,9 @@ class JobScheduler:
         except asyncio.CancelledError:
             stats.failures += 1
             stats.last_error = "cancelled"
-            raise
+            if not self._stopping:
+                raise
+            # cancelled by shutdown (stuck past its timeout): ends here, counted, not reported twice
         except Exception as exc:  # a failing job must never stop the service
             stats.failures += 1
             stats.last_error = f"{type(exc).__name__}: {exc}"
