@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ingest.orderbook import OrderBook
-from klinestore.jobs.depth import behind, new_resyncs
+from klinestore.jobs.depth import behind, catch_up_verdict, new_resyncs
 from tests.test_orderbook import ev, snapshot
 
 
@@ -18,6 +18,13 @@ def synced_book() -> OrderBook:
 
 def test_behind_is_the_seeds_threshold() -> None:
     assert not behind(1000, 1100, 100) and behind(1000, 1101, 100) and not behind(1000, 900, 100)
+
+
+def test_a_book_behind_is_resynced_only_if_it_does_not_move() -> None:
+    assert catch_up_verdict(1000, 1500, 1400, synced=True) == "caught_up"
+    assert catch_up_verdict(1000, 1200, 1400, synced=True) == "lagging"  # read late: its chain is intact
+    assert catch_up_verdict(1000, 1000, 1400, synced=True) == "stalled"
+    assert catch_up_verdict(1000, 1000, 1400, synced=False) == "broken"
 
 
 def test_every_resync_is_reported_once_with_its_ids() -> None:

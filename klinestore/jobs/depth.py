@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from ingest.errors import IngestError
 from ingest.orderbook import OrderBook, Resync
+from ingest.protocol.rest import DepthSnapshot
 from ingest.rest import RestClient
 from klinestore.jobs.dataqual import DataQualModel
 from storage.tables import QualityDB
@@ -42,7 +43,7 @@ CHECK_LIMIT = 5
 #: Push periods a lagging book gets to reach the snapshot's id before it is resynced.
 CATCH_UP_PUSHES = 4
 CATCH_UP_MIN_S = 0.5
-#: Snapshot checks in flight at once (each waits for its book to catch up).
+#: Snapshot requests of one check in flight at once (the REST client allows 4 of any kind).
 CONCURRENCY = 8
 
 ReconRow = tuple[int, str, str, int, str, float | None, float | None, str, str]
@@ -68,6 +69,19 @@ class ResyncRecord:
 def behind(book_id: int, snapshot_id: int, threshold: int) -> bool:
     """The seed's test: the snapshot is more than ``threshold`` update ids ahead of the book."""
     return snapshot_id - book_id > threshold
+
+
+def catch_up_verdict(book_id: int, book_id_now: int, snapshot_id: int, *, synced: bool) -> str:
+    """A book that was behind a snapshot, after its catch-up wait.
+
+    ``caught_up`` (it reached the snapshot's id), ``lagging`` (it moved, not that far: read
+    late, not broken), ``stalled`` (it did not move: resync it), ``broken`` (it resynced itself).
+    """
+    if not synced:
+        return "broken"
+    if book_id_now >= snapshot_id:
+        return "caught_up"
+    return "lagging" if book_id_now > book_id else "stalled"
 
 
 def new_resyncs(book: OrderBook, seen: int, ts_ms: int) -> list[ResyncRecord]:
@@ -133,49 +147,51 @@ class DepthChecker:
         return len(records)
 
     async def check(self) -> None:
-        """One snapshot check of every synced book (then the resync record)."""
+        """One snapshot check of every synced book, one catch-up wait for all, then the resync record."""
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(symbol: str, book: OrderBook) -> ResyncRecord | None:
+        async def snap(symbol: str, book: OrderBook) -> tuple[DepthSnapshot, int]:
             async with gate:
-                return await self._check_book(symbol, book)
+                snapshot = await self.rest.depth(symbol, CHECK_LIMIT)
+                return snapshot, book.last_update_id
 
         books = [(s, b) for s, b in self.books().items() if b.synced]
-        results = await asyncio.gather(*(one(s, b) for s, b in books), return_exceptions=True)
-        records: list[ResyncRecord] = []
-        for (symbol, _), result in zip(books, results):
+        results = await asyncio.gather(*(snap(s, b) for s, b in books), return_exceptions=True)
+        behind_ones: list[tuple[str, OrderBook, DepthSnapshot, int]] = []
+        for (symbol, book), result in zip(books, results):
             if isinstance(result, IngestError):
                 self.failures += 1
                 log.warning("%s depth check failed: %s", symbol, result)
             elif isinstance(result, BaseException):
                 raise result
-            elif result is not None:
-                records.append(result)
+            else:
+                self.checks += 1
+                snapshot, book_id = result
+                if behind(book_id, snapshot.lastUpdateId, self.threshold):
+                    behind_ones.append((symbol, book, snapshot, book_id))
+        if behind_ones:
+            push = self.push_s()
+            deadline = time.monotonic() + max(CATCH_UP_MIN_S, CATCH_UP_PUSHES * push)
+            while time.monotonic() < deadline and any(
+                    b.synced and b.last_update_id < snap.lastUpdateId for _, b, snap, _ in behind_ones):
+                await asyncio.sleep(max(0.01, push / 4))
+        records = [r for r in (self._judge(*item) for item in behind_ones) if r is not None]
         await self._record(records)
         await self.observe()
 
-    async def _check_book(self, symbol: str, book: OrderBook) -> ResyncRecord | None:
-        snapshot = await self.rest.depth(symbol, CHECK_LIMIT)
-        self.checks += 1
-        target = snapshot.lastUpdateId
-        if not behind(book.last_update_id, target, self.threshold):
-            return None
-        book_id = book.last_update_id
-        deadline = time.monotonic() + max(CATCH_UP_MIN_S, CATCH_UP_PUSHES * self.push_s())
-        while book.synced and book.last_update_id < target and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if not book.synced:  # the book broke on its own meanwhile: observe() records that one
-            return None
-        if book.last_update_id >= target:
+    def _judge(self, symbol: str, book: OrderBook, snapshot: DepthSnapshot, book_id: int) -> ResyncRecord | None:
+        """After the catch-up wait: fine, lagging, or stalled (resync it)."""
+        verdict = catch_up_verdict(book_id, book.last_update_id, snapshot.lastUpdateId, synced=book.synced)
+        if verdict == "caught_up":
             self.caught_up += 1
-            return None
-        if book.last_update_id > book_id:
+        elif verdict == "lagging":
             self.lagging += 1
+        if verdict != "stalled":  # "broken": the book broke on its own meanwhile, observe() records it
             return None
         book.request_snapshot()  # recorded here, with the snapshot's id (``new_resyncs`` skips requested ones)
         self.resyncs_requested += 1
-        log.warning("%s order book %d update ids behind the exchange and not moving: resync", symbol,
-                    target - book_id)
+        target = snapshot.lastUpdateId
+        log.warning("%s order book %d update ids behind the exchange and not moving: resync", symbol, target - book_id)
         now = self.now_ms() or 0
         return ResyncRecord(symbol, now, snapshot.E or now, "last_update_id", float(book_id), float(target), "rest")
 
