@@ -34,12 +34,12 @@ FALLBACK = {"modes.websocket_only_klines": False, "modes.disable_rest_fallback":
             "websocket.cache.kline_1m_history": 10, "websocket.cache.kline_max_size": 5}
 
 
-def measure_jobs(n_symbols: int, seconds: float, *, jobs: bool = True, rest_runs: int = 0,
-                 **changes: Any) -> dict[str, Any]:
+def measure_jobs(n_symbols: int, seconds: float, *, jobs: bool = True, timed: tuple[str, ...] = (),
+                 runs: int = 3, **changes: Any) -> dict[str, Any]:
     """Run the service ``seconds`` against the simulator; durations of every job run, loop lag, checks.
 
     ``jobs=False`` puts every data-quality job on an hour's period (the event loop's baseline);
-    ``rest_runs`` times that many REST reconciliation runs once the history is back-filled.
+    ``timed`` jobs (those that spend REST weight) are run ``runs`` times each, alone, instead.
     """
     durations: dict[str, list[float]] = {}
     periods = PERIODS if jobs else {**PERIODS, **{k: 3600.0 for k in PERIODS if "reconciliation" in k
@@ -56,12 +56,14 @@ def measure_jobs(n_symbols: int, seconds: float, *, jobs: bool = True, rest_runs
         async def main() -> None:
             try:
                 await service.start()
-                if rest_runs:
-                    await asyncio.sleep(2.0)  # the start-up back-fill (no history in this simulator) is done
-                    for _ in range(rest_runs):
-                        started = time.perf_counter()
-                        await service.scheduler.run_now("reconcile_klines")
-                        durations.setdefault("rest", []).append(time.perf_counter() - started)
+                if timed:
+                    await asyncio.sleep(5.0)  # start-up snapshots and back-fill done, their weight spent
+                    for job in timed:
+                        for _ in range(runs):
+                            started = time.perf_counter()
+                            await service.scheduler.run_now(job)
+                            durations.setdefault(job, []).append(time.perf_counter() - started)
+                            await asyncio.sleep(1.0)
                     return
                 deadline = time.monotonic() + seconds
                 seen: dict[str, int] = {}
@@ -84,8 +86,8 @@ def run(quick: bool) -> list[Figure]:
     seconds = 20.0 if quick else 60.0
     small, large = measure_jobs(2, seconds), measure_jobs(200, seconds)
     figures = []
-    for job in ("heartbeat", "dataqual", "reconcile_klines", "reconcile_trades", "depth_check", "gap_check",
-                "publish", "flush", "status"):
+    for job in ("heartbeat", "dataqual", "reconcile_klines", "reconcile_trades", "gap_check", "publish", "flush",
+                "status"):
         big, little = large["durations"].get(job, []), small["durations"].get(job, [])
         if not big or not little:
             continue
@@ -98,11 +100,13 @@ def run(quick: bool) -> list[Figure]:
     figures.append(Figure("jobs", "event-loop lag, worst, 200 symbols, every job every 0.5-2 s",
                           large["loop_lag_max_ms"], "ms", quiet["loop_lag_max_ms"], "no data-quality jobs",
                           better="lower", notes={"checked": large["checked"]}))
-    quiet_rest = {**FALLBACK, **{k: 3600.0 for k in PERIODS if "reconciliation" in k}}  # only the timed runs use REST
-    rest_small = measure_jobs(2, 0, rest_runs=3, **quiet_rest)["durations"].get("rest", [])
-    rest_large = measure_jobs(200, 0, rest_runs=3, **quiet_rest)["durations"].get("rest", [])
-    if rest_small and rest_large:
-        figures.append(Figure("jobs", "fallback REST reconciliation: one run, 200 symbols x 5 intervals",
-                              statistics.mean(rest_large) * 1000, "ms", statistics.mean(rest_small) * 1000,
-                              "2 symbols x 5", better="lower", notes={"max_ms": round(max(rest_large) * 1000, 1)}))
+    alone = {k: 3600.0 for k in PERIODS if "reconciliation" in k}  # REST spent only by the timed runs
+    for mode, job, what in (({}, "depth_check", "depth snapshot check"),
+                            (FALLBACK, "reconcile_klines", "fallback REST reconciliation (x 5 intervals)")):
+        little = measure_jobs(2, 0, timed=(job,), **alone, **mode)["durations"].get(job, [])
+        big = measure_jobs(200, 0, timed=(job,), **alone, **mode)["durations"].get(job, [])
+        if big and little:
+            figures.append(Figure("jobs", f"{what}: one run, 200 symbols", statistics.mean(big) * 1000, "ms",
+                                  statistics.mean(little) * 1000, "2 symbols", better="lower",
+                                  notes={"max_ms": round(max(big) * 1000, 1)}))
     return figures
