@@ -315,14 +315,17 @@ class Connection:
                 await self._live(self._request(unsubscribe, chunk))
 
     async def resubscribe(self, stream: str) -> None:
-        """UNSUBSCRIBE then SUBSCRIBE one silent stream, on this connection, without reconnecting."""
+        """UNSUBSCRIBE then SUBSCRIBE one silent stream, on this connection, without reconnecting.
+
+        Its silence keeps counting from its last frame: a stream is missing (and costs DataQual)
+        until it delivers again, not merely until it was asked to.
+        """
         if self.state != ConnState.SUBSCRIBED or stream not in self.streams:
             return
         self.resubscribes += 1
         await self._live(self._request(unsubscribe, [stream]))
         self.subscribed.discard(stream)
         await self._live(self._subscribe([stream]))
-        self.last_seen[stream] = time.monotonic()
 
     async def _live(self, request: Awaitable[Any]) -> None:
         """A control request on a running session: if the session breaks meanwhile, the wanted

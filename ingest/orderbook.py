@@ -16,6 +16,7 @@ are duplicates, harmless during a connection's rotation overlap, and skipped.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from ingest.protocol.events import DepthUpdateEvent, Level
 from ingest.protocol.rest import DepthSnapshot
@@ -26,6 +27,25 @@ SYNCED = "synced"
 
 #: Events buffered while waiting for a snapshot (at 100 ms updates: 100 s of them).
 MAX_BUFFERED = 1000
+#: Resyncs remembered with their details (``OrderBook.recent_resyncs``).
+RECENT_RESYNCS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Why a synced book started over: what DataQual and the reconciliations table report.
+
+    ``ordinal`` is the book's ``resyncs`` count after it, so a reader can tell new ones from
+    ones it has seen. A chain break (``cause`` "pu_chain") has the book at ``book_id`` and an
+    event claiming ``event_pu`` as its predecessor; a requested one ("requested", a check
+    that found the book drifted) has ``event_pu`` -1.
+    """
+
+    ordinal: int
+    event_ms: int
+    book_id: int
+    event_pu: int
+    cause: str
 
 
 class _Side:
@@ -74,6 +94,7 @@ class OrderBook:
     __slots__ = (
         "symbol", "state", "last_update_id", "event_time", "resyncs", "snapshots", "duplicates",
         "dropped", "stale_snapshots", "overflows", "bids", "asks", "_buffer", "_snapshot_wanted",
+        "recent_resyncs",
     )
 
     def __init__(self, symbol: str, max_buffered: int = MAX_BUFFERED) -> None:
@@ -91,6 +112,7 @@ class OrderBook:
         self.asks = _Side(high=False)
         self._buffer: deque[DepthUpdateEvent] = deque(maxlen=max_buffered)
         self._snapshot_wanted = True
+        self.recent_resyncs: deque[Resync] = deque(maxlen=RECENT_RESYNCS)
 
     # --- input --------------------------------------------------------------------------------
 
@@ -182,6 +204,7 @@ class OrderBook:
     def _resync(self, ev: DepthUpdateEvent) -> None:
         """The chain broke: forget the book, keep buffering from ``ev``, ask for a snapshot."""
         self.resyncs += 1
+        self.recent_resyncs.append(Resync(self.resyncs, ev.E, self.last_update_id, ev.pu, "pu_chain"))
         self._restart(ev)
 
     def _restart(self, ev: DepthUpdateEvent) -> None:
@@ -196,6 +219,7 @@ class OrderBook:
         """Ask for a new snapshot (a failed fetch, or a check that found the book drifted)."""
         if self.state != BUFFERING:
             self.resyncs += 1
+            self.recent_resyncs.append(Resync(self.resyncs, self.event_time, self.last_update_id, -1, "requested"))
             self.state = BUFFERING
             self.bids.reset([])
             self.asks.reset([])

@@ -141,7 +141,13 @@ class ToleranceConfig:
 class ReconciliationConfig:
     kline_interval: float = _opt(300.0, "Kline reconciliation period.", positive)
     depth_interval: float = _opt(60.0, "Order-book snapshot check period.", positive)
-    depth_gap_threshold: int = _opt(100, "Resync when the snapshot is this many update ids ahead.", positive)
+    depth_gap_threshold: int = _opt(
+        100, "Resync when a snapshot is this many update ids ahead and the book does not catch up.", positive
+    )
+    aggtrade_interval: float = _opt(
+        30.0, "WebSocket-only: 1m bars are checked against the aggTrade window this often (it holds only the "
+        "newest aggtrade_max_size trades, so a minute must be checked before its trades are evicted).", positive,
+    )
     mismatch_tolerance: ToleranceConfig = _sub(ToleranceConfig, "Tolerances of kline reconciliation.")
 
 
@@ -250,12 +256,29 @@ class JobsConfig:
     publish_interval: float = _opt(30.0, "DataQual tables are published as Parquet this often.", positive)
     listing_refresh_interval: float = _opt(300.0, "exchangeInfo refresh (new listings) period.", positive)
     status_interval: float = _opt(5.0, "status.json is rewritten this often.", positive)
+    gap_check_interval: float = _opt(
+        60.0, "Open gap records are checked against storage this often (an import or a back-fill closes them).",
+        positive,
+    )
+    dataqual_half_life: float = _opt(
+        900.0, "DataQual: a reconciliation mismatch or order-book resync weighs half as much after this long "
+        "(exchange seconds).", positive,
+    )
+    stale_after: float = _opt(
+        30.0, "DataQual: a symbol is stale once its next 1m bar is this late (exchange seconds).", positive
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertsConfig:
-    max_reconnects_per_hour: int = _opt(5, "More reconnects than this in an hour raise an alert.", non_negative)
-    warming_up_max: float = _opt(90 * 60.0, "warming_up longer than this raises an alert.", positive)
+    max_reconnects_per_hour: int = _opt(
+        5, "More connection losses than this within reconnect_window raise an alert.", non_negative
+    )
+    reconnect_window: float = _opt(3600.0, "The window of max_reconnects_per_hour (exchange seconds).", positive)
+    warming_up_max: float = _opt(
+        90 * 60.0, "A series warming_up longer than this (exchange seconds; and past its first possible close) "
+        "raises an alert.", positive,
+    )
     dataqual_min: float = _opt(0.90, "A DataQual score below this raises an alert.", between(0, 1))
 
 

@@ -4,13 +4,17 @@ Lifecycle, in this order and nothing hidden:
 
 1. ``start()``: open storage (``BarStore.open``: the shard's lock, interrupted publishes
    finished, the WAL replayed), fill the ring buffers from disk (warm restart:
-   ``load_recent``, so a restart does not warm up for an hour), start live ingest, start
-   the periodic work: Parquet flush every ``storage.flush_interval`` (in a thread),
-   status.json every ``jobs.status_interval``, listing refresh every
-   ``jobs.listing_refresh_interval``. The jobs engineer adds the scheduler here.
+   ``load_recent``, so a restart does not warm up for an hour), open the DataQual database,
+   start live ingest, record the bars missing since the last run, then start the scheduled
+   jobs (``JobScheduler``, APScheduler): the service's own (Parquet ``flush`` every
+   ``storage.flush_interval`` and ``compaction`` every ``storage.compaction_interval``, both
+   in a thread; ``status`` every ``jobs.status_interval``; ``listings`` every
+   ``jobs.listing_refresh_interval``) and the data-quality jobs of ``QualityJobs``.
 2. ``wait()``: run until ``request_stop()`` (SIGINT/SIGTERM in the CLI) or a duration.
-3. ``stop()``: stop ingest (connections closed, queued callbacks run), close storage (a last
-   flush, the lock released), write status.json one last time. Safe to call twice.
+3. ``stop()``: stop the scheduler (running jobs finish), stop ingest (connections closed,
+   queued callbacks run), close storage (a last flush, the lock released), then a last gap
+   check, DataQual record and publish of the tables, and status.json one last time. Safe
+   to call twice.
 
 ``run()`` does all three. Every closed bar is in the WAL (``BarStore.append``, called by the
 dispatcher on the event loop) before a ring buffer or a callback sees it.
@@ -27,13 +31,14 @@ from typing import Any
 
 import httpx
 
-from ingest.errors import IngestError
 from ingest.feed import Feed
 from ingest.sink import BarSink
 from ingest.status import STATUS_FILE, iso, snapshot, write_status
 from klinestore.config import Config
+from klinestore.jobs.quality import QualityJobs
+from klinestore.jobs.scheduler import JobScheduler
 from storage import BarStore, RestartState
-from storage.layout import shard_file
+from storage.layout import shard_file, wal_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ class Service:
         self.sink: BarSink = sink
         extra: dict[str, Any] = {} if connect_fn is None else {"connect_fn": connect_fn}
         self.feed = Feed(config, self.sink, transport=transport, **extra)
+        self.scheduler = JobScheduler()
+        self.quality = QualityJobs(config, self.feed, self.sink, self.data_dir)
         self.restart: RestartState | None = None
         self.warm_bars = 0  # bars loaded into the ring buffers from disk at start
         self.status_writes = 0
@@ -67,8 +74,9 @@ class Service:
         self.flushed_bars = 0
         self.last_flush_ms: int | None = None  # wall clock of the last successful flush
         self.last_flush_error = ""
+        self.compactions = 0
+        self._status_lock = asyncio.Lock()
         self._stop_requested: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._stopped = False
 
@@ -79,13 +87,23 @@ class Service:
             self.restart = await asyncio.to_thread(self.store.open)
             await self._warm_restart(self.store)
         self._started = True
+        await self.quality.open()
+        self.quality.attach()
         await self.feed.start()
-        self._tasks.append(asyncio.create_task(self._status_loop(), name="service:status"))
-        self._tasks.append(asyncio.create_task(self._listings_loop(), name="service:listings"))
-        if self.store is not None:
-            self._tasks.append(asyncio.create_task(self._flush_loop(), name="service:flush"))
+        await self.quality.start(self.scheduler, self.restart)
+        self._schedule()
+        self.scheduler.start()
         log.info("klinestore running: %s mode, %d symbols, data in %s", self.config.modes.name,
                  len(self.feed.symbols), self.data_dir)
+
+    def _schedule(self) -> None:
+        """The service's own jobs (the data-quality ones are ``QualityJobs``')."""
+        jobs, storage = self.config.jobs, self.config.storage
+        self.scheduler.add("status", self.write_status, jobs.status_interval, first_after_s=0)
+        self.scheduler.add("listings", self.refresh_listings, jobs.listing_refresh_interval)
+        if self.store is not None:
+            self.scheduler.add("flush", self.flush, storage.flush_interval)
+            self.scheduler.add("compaction", self.compact, storage.compaction_interval)
 
     def request_stop(self) -> None:
         """Ask ``wait()`` to return (signal handlers call this; thread-unsafe: call on the loop)."""
@@ -104,20 +122,20 @@ class Service:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.scheduler.shutdown()
         if self._started:
             await self.feed.stop()
         if self.store is not None and self._started:
             try:
                 await asyncio.to_thread(self.store.close)  # the last flush, then the lock goes
+                self.flushes += 1
                 self.last_flush_ms = int(time.time() * 1000)
             except Exception as exc:  # noqa: BLE001 - reported; the WAL still holds every bar
                 self.flush_failures += 1
                 self.last_flush_error = repr(exc)
                 log.exception("closing storage failed (bars stay in the WAL)")
         if self._started:  # a service that never started (storage held elsewhere) leaves status.json alone
+            await self.quality.finish()
             await self.write_status()
         await self.feed.rest.aclose()
         log.info("klinestore stopped")
@@ -136,6 +154,7 @@ class Service:
             "sink": type(self.sink).__name__, "flushes": self.flushes, "flush_failures": self.flush_failures,
             "flushed_bars": self.flushed_bars, "last_flush": iso(self.last_flush_ms),
             "last_flush_error": self.last_flush_error, "warm_restart_bars": self.warm_bars,
+            "compactions": self.compactions,
         }
         if self.store is not None:
             storage["pending_bars"] = self.store.pending_bars
@@ -145,28 +164,64 @@ class Service:
                                   "torn_bytes": r.torn_bytes, "corrupt_records": r.corrupt_records,
                                   "recovered_publishes": r.recovered_publishes}
         data["storage"] = storage
+        data["last_flush"] = iso(self.last_flush_ms)
+        data["wal"] = self._wal_status()
         data["status_interval_s"] = self.config.jobs.status_interval
+        data["jobs"] = self.scheduler.snapshot()
+        data.update(self.quality.status())
         return data
 
+    def _wal_status(self) -> dict[str, Any]:
+        """Bars in the WAL not yet in Parquet, and the WAL's segments and bytes on disk."""
+        if self.store is None:
+            return {}
+        segments = [p for p in wal_dir(self.data_dir, self.store.writer).glob("*.wal") if p.is_file()]
+        sizes = []
+        for path in segments:
+            try:
+                sizes.append(path.stat().st_size)
+            except FileNotFoundError:  # a flush deleted it meanwhile
+                continue
+        return {"pending_bars": self.store.pending_bars, "segments": len(sizes), "bytes": sum(sizes)}
+
     async def write_status(self) -> None:
-        data = self.status()
-        await asyncio.to_thread(write_status, self.status_path, data)
-        self.status_writes += 1
+        """status.json now (the status job's work; one write at a time, they share a temporary file)."""
+        async with self._status_lock:
+            data = self.status()
+            await asyncio.to_thread(write_status, self.status_path, data)
+            self.status_writes += 1
 
     async def flush(self) -> None:
-        """Publish the pending bars as Parquet now (in a thread; the WAL already holds them)."""
+        """Publish the pending bars as Parquet now (in a thread; the WAL already holds them).
+
+        A failure is counted and shown in status.json (``storage.last_flush_error``), then
+        raised for the scheduler to count; the bars stay pending and in the WAL for the next flush.
+        """
         if self.store is None:
             return
         try:
             report = await asyncio.to_thread(self.store.flush)
-        except Exception as exc:  # noqa: BLE001 - the bars stay pending and in the WAL; the next flush retries
+        except Exception as exc:
             self.flush_failures += 1
             self.last_flush_error = repr(exc)
-            log.exception("flush failed; bars stay in the WAL")
-            return
+            raise
         self.flushes += 1
         self.flushed_bars += report.bars
         self.last_flush_ms = int(time.time() * 1000)
+
+    async def compact(self) -> None:
+        """Merge this shard's Parquet files (in a thread): the file count stays bounded."""
+        if self.store is None:
+            return
+        report = await asyncio.to_thread(self.store.compact)
+        self.compactions += 1
+        if report.merged_files or report.deleted_files:
+            log.info("compaction: %d files merged into %d, %d retired files deleted", report.merged_files,
+                     report.written_files, report.deleted_files)
+
+    async def refresh_listings(self) -> None:
+        """New listings and delistings (exchangeInfo, weight 1); a failure is the job's, the next one retries."""
+        await self.feed.refresh_listings()
 
     async def _warm_restart(self, store: BarStore) -> None:
         """Ring buffers from Parquet + WAL: as many bars as each buffer holds."""
@@ -177,27 +232,3 @@ class Service:
         frames = await asyncio.to_thread(store.load_recent, sorted(self.feed.symbols), sizes)
         self.warm_bars = self.feed.load_history_frames(frames)
         log.info("warm restart: %d bars from disk in %.2fs", self.warm_bars, time.perf_counter() - started)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.storage.flush_interval)
-            await self.flush()
-
-    async def _status_loop(self) -> None:
-        while True:
-            try:
-                await self.write_status()
-            except Exception:  # noqa: BLE001 - a full disk must not stop ingest
-                log.exception("status.json not written")
-            await asyncio.sleep(self.config.jobs.status_interval)
-
-    async def _listings_loop(self) -> None:
-        """New listings and delistings every ``jobs.listing_refresh_interval`` (exchangeInfo, weight 1)."""
-        while True:
-            await asyncio.sleep(self.config.jobs.listing_refresh_interval)
-            try:
-                await self.feed.refresh_listings()
-            except IngestError as exc:
-                log.warning("listing refresh failed: %s", exc)
-            except Exception:  # noqa: BLE001 - the next refresh may work; the service goes on
-                log.exception("listing refresh failed")

@@ -277,13 +277,36 @@ def missing_after(last_open_ms: int | None, interval: str, now_ms: int) -> tuple
 
 
 def find_gaps(
-    data_dir: Path | str, symbol: str, interval: str, start_ms: int, end_ms: int, *, market: str = "um"
+    data_dir: Path | str, symbol: str, interval: str, start_ms: int, end_ms: int, *, market: str = "um",
+    complete_only: bool = False,
 ) -> list[tuple[int, int]]:
-    """Missing bars with open times in ``[start_ms, end_ms)`` as inclusive ``(first, last)`` open-time ranges."""
+    """Missing bars with open times in ``[start_ms, end_ms)`` as inclusive ``(first, last)`` open-time ranges.
+
+    With ``complete_only`` a bar resampled from incomplete minutes (``is_complete`` false)
+    counts as missing: it is not the exchange's bar.
+    """
+    found = find_gaps_many(data_dir, interval, {symbol: (start_ms, end_ms)}, market=market, complete_only=complete_only)
+    return found[check_symbol(symbol)]
+
+
+def find_gaps_many(
+    data_dir: Path | str, interval: str, ranges: Mapping[str, tuple[int, int]], *, market: str = "um",
+    complete_only: bool = False,
+) -> dict[str, list[tuple[int, int]]]:
+    """:func:`find_gaps` for several symbols of one interval, each with its own ``[start, end)``, in one scan."""
+    wanted = {check_symbol(s): r for s, r in ranges.items()}
+    if not wanted:
+        return {}
     frame = read_versioned(
-        Path(data_dir), interval, symbols=[check_symbol(symbol)], start_ms=start_ms, end_ms=end_ms, market=market
+        Path(data_dir), interval, symbols=list(wanted), start_ms=min(r[0] for r in wanted.values()),
+        end_ms=max(r[1] for r in wanted.values()), market=market, ordered=False,
     )
-    return gaps_among(frame.get_column("open_time").to_numpy(), interval, start_ms, end_ms)
+    if complete_only:
+        frame = frame.filter(pl.col("is_complete"))
+    present = {s: np.sort(g.get_column("open_time").to_numpy())
+               for (s,), g in frame.partition_by("symbol", as_dict=True).items()} if frame.height else {}
+    empty = np.zeros(0, dtype=np.int64)
+    return {s: gaps_among(present.get(s, empty), interval, start, end) for s, (start, end) in wanted.items()}
 
 
 def gaps_among(present: np.ndarray, interval: str, start_ms: int, end_ms: int) -> list[tuple[int, int]]:

@@ -6,7 +6,14 @@ users' notebooks) read the **published** copies under ``<data_dir>/tables/``:
 
 * append tables (``dataqual``, ``reconciliations``, ``connection_events``, ``api_calls``) are
   published one file per UTC day, ``tables/<name>/day=YYYY-MM-DD.parquet``;
-* ``gaps`` (rows change when a gap is filled) is published whole, ``tables/gaps/all.parquet``.
+* ``gaps`` (rows change when a gap is filled) is published whole, ``tables/gaps/all.parquet``;
+* from the first publish on every table has a file (an empty table: an empty file for the
+  current UTC day), so ``read_parquet('<data_dir>/tables/<name>/*.parquet')`` always works.
+
+Ingest shards (``sharding.num_shards`` > 1) share a data directory: shard N > 0 owns
+``dataqual-sNNNN.duckdb`` and publishes ``...-sNNNN.parquet`` beside shard 0's files, so the
+same globs read every shard (each holds its own symbols; ``api_calls`` rows of one minute and
+endpoint from several shards add up).
 
 Each publish rewrites only the files whose rows changed, each written to a temporary name,
 fsynced and renamed over the old one: a reader sees the old file or the new one, never a
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from storage.errors import StorageError
 
@@ -56,7 +64,9 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 #: The column that places a row of an append table in its day file.
 _DAY_COLUMN = {"dataqual": "ts", "reconciliations": "ts", "connection_events": "ts", "api_calls": "minute"}
-_TIME_COLUMNS = {name for cols in TABLE_COLUMNS.values() for name, kind in cols if kind == "TIMESTAMPTZ"}
+#: Arrow types of the inserts; times arrive as epoch milliseconds.
+_ARROW = {"TIMESTAMPTZ": pa.timestamp("ms", tz="UTC"), "VARCHAR": pa.string(), "DOUBLE": pa.float64(),
+          "INTEGER": pa.int32()}
 
 
 def published_glob(data_dir: Path, table: str) -> str:
@@ -86,11 +96,13 @@ class QualityDB:
     Thread-safe (one connection behind a lock): jobs run in worker threads.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, shard_id: int = 0) -> None:
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / DB_NAME
+        self._suffix = f"-s{shard_id:04d}" if shard_id else ""
+        self.path = self.data_dir / (DB_NAME.replace(".duckdb", f"{self._suffix}.duckdb"))
         self._lock = threading.Lock()
         self._dirty: set[tuple[str, str]] = set()
+        self._complete = False  # every table has at least one published file
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -136,59 +148,108 @@ class QualityDB:
 
     def insert_dataqual(self, rows: Iterable[tuple[int, str, float, int, int, int, str]]) -> int:
         """Rows of (ts_ms, symbol, score, missing_streams, mismatches, gaps, reasons)."""
-        return self._append("dataqual", [(_ts(r[0]), *r[1:]) for r in rows])
+        return self._append("dataqual", list(rows))
 
     def insert_reconciliations(
-        self, rows: Iterable[tuple[int, str, str, int, str, float, float, str, str]]
+        self, rows: Iterable[tuple[int, str, str, int, str, float | None, float | None, str, str]]
     ) -> int:
         """Rows of (ts_ms, symbol, interval, open_time_ms, field, ws_value, ref_value, ref_source, action)."""
-        return self._append("reconciliations", [(_ts(r[0]), r[1], r[2], _ts(r[3]), *r[4:]) for r in rows])
+        return self._append("reconciliations", list(rows))
 
     def insert_connection_events(self, rows: Iterable[tuple[int, str, str, str, str]]) -> int:
         """Rows of (ts_ms, conn_id, from_state, to_state, reason)."""
-        return self._append("connection_events", [(_ts(r[0]), *r[1:]) for r in rows])
+        return self._append("connection_events", list(rows))
 
     def add_api_calls(self, rows: Iterable[tuple[int, str, int, int]]) -> int:
         """Rows of (minute_ms, endpoint, calls, weight), added to what the minute already has."""
-        data = [(_ts(r[0]), r[1], r[2], r[3]) for r in rows]
+        data = list(rows)
         if not data:
             return 0
         with self._lock:
-            self.con.executemany(
-                "INSERT INTO api_calls VALUES (?, ?, ?, ?) ON CONFLICT (minute, endpoint) DO UPDATE "
-                "SET calls = api_calls.calls + excluded.calls, weight = api_calls.weight + excluded.weight",
-                data,
-            )
-            self._dirty.update(("api_calls", _day(int(r[0].timestamp() * 1000))) for r in data)
+            self._insert("api_calls", data, "SELECT minute, endpoint, sum(calls)::INTEGER, sum(weight)::INTEGER FROM {rows} "
+                         "GROUP BY minute, endpoint ON CONFLICT (minute, endpoint) DO UPDATE "
+                         "SET calls = api_calls.calls + excluded.calls, weight = api_calls.weight + excluded.weight")
+            self._dirty.update(("api_calls", _day(r[0])) for r in data)
         return len(data)
 
     def open_gap(self, symbol: str, interval: str, start_ms: int, end_ms: int, detected_ms: int, reason: str) -> bool:
-        """Record a gap of missing bars ``[start_ms, end_ms]`` (open times); False if already known."""
+        """Record missing bars ``[start_ms, end_ms]`` (open times, inclusive); False if already known.
+
+        An open record of the series that holds ``start_ms`` is extended to ``end_ms`` instead
+        (the feed and the restart check report the same hole, seen at different times).
+        """
+        series = [symbol, interval]
         with self._lock:
-            known = self.con.execute(
-                "SELECT count(*) FROM gaps WHERE symbol = ? AND interval = ? AND start_time = ?",
-                [symbol, interval, _ts(start_ms)],
-            ).fetchone()[0]
+            holder = self.con.execute(
+                "SELECT epoch_ms(start_time) FROM gaps WHERE symbol = ? AND interval = ? AND start_time <= ? AND end_time >= ? "
+                "AND (filled_at IS NULL OR start_time = ?) ORDER BY filled_at NULLS FIRST LIMIT 1",
+                [*series, _ts(start_ms), _ts(start_ms), _ts(start_ms)],
+            ).fetchone()
+            known = holder is not None
             if known:
                 self.con.execute(
-                    "UPDATE gaps SET end_time = greatest(end_time, ?) WHERE symbol = ? AND interval = ? AND start_time = ?",
-                    [_ts(end_ms), symbol, interval, _ts(start_ms)],
+                    "UPDATE gaps SET end_time = greatest(end_time, ?) "
+                    "WHERE symbol = ? AND interval = ? AND start_time = ? AND filled_at IS NULL",
+                    [_ts(end_ms), *series, _ts(holder[0])],
                 )
             else:
                 self.con.execute(
                     "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                    [symbol, interval, _ts(start_ms), _ts(end_ms), _ts(detected_ms), reason],
+                    [*series, _ts(start_ms), _ts(end_ms), _ts(detected_ms), reason],
                 )
             self._dirty.add(("gaps", "all"))
         return not known
 
-    def fill_gap(self, symbol: str, interval: str, start_ms: int, filled_ms: int) -> None:
+    def split_gap(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, pieces: Sequence[tuple[int, int, int | None]]
+    ) -> bool:
+        """Replace the open record ``[start_ms, end_ms]`` by ``pieces`` ``(start, end, filled_ms or None)``.
+
+        The pieces keep the record's ``detected_at`` and ``reason``; the first must start at
+        ``start_ms``. False (nothing changed) when the record is no longer exactly that, e.g.
+        extended meanwhile: the caller looks again next time.
+        """
+        if not pieces or pieces[0][0] != start_ms:
+            raise StorageError("the first piece of a gap must start where the gap starts")
+        key = [symbol, interval, _ts(start_ms)]
         with self._lock:
-            self.con.execute(
-                "UPDATE gaps SET filled_at = ? WHERE symbol = ? AND interval = ? AND start_time = ? AND filled_at IS NULL",
-                [_ts(filled_ms), symbol, interval, _ts(start_ms)],
-            )
+            row = self.con.execute(
+                "SELECT epoch_ms(detected_at), reason FROM gaps WHERE symbol = ? AND interval = ? AND start_time = ? "
+                "AND end_time = ? AND filled_at IS NULL",
+                [*key, _ts(end_ms)],
+            ).fetchone()
+            if row is None:
+                return False
+            first_end, first_filled = pieces[0][1], pieces[0][2]
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(
+                    "UPDATE gaps SET end_time = ?, filled_at = ? WHERE symbol = ? AND interval = ? AND start_time = ?",
+                    [_ts(first_end), _ts(first_filled), *key],
+                )
+                if len(pieces) > 1:
+                    self.con.executemany(
+                        "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(symbol, interval, _ts(s), _ts(e), _ts(row[0]), _ts(f), row[1]) for s, e, f in pieces[1:]],
+                    )
+                self.con.execute("COMMIT")
+            except duckdb.Error:
+                self.con.execute("ROLLBACK")
+                raise
             self._dirty.add(("gaps", "all"))
+        return True
+
+    def fill_gap(self, symbol: str, interval: str, start_ms: int, filled_ms: int, *, end_ms: int | None = None) -> bool:
+        """Mark the open record starting at ``start_ms`` filled (only if it ends by ``end_ms``, when given)."""
+        sql = "UPDATE gaps SET filled_at = ? WHERE symbol = ? AND interval = ? AND start_time = ? AND filled_at IS NULL"
+        params: list[Any] = [_ts(filled_ms), symbol, interval, _ts(start_ms)]
+        if end_ms is not None:
+            sql += " AND end_time <= ?"
+            params.append(_ts(end_ms))
+        with self._lock:
+            changed = self.con.execute(sql + " RETURNING 1", params).fetchall()
+            self._dirty.add(("gaps", "all"))
+        return bool(changed)
 
     def open_gaps(self, symbol: str | None = None) -> list[tuple[str, str, int, int, int, str]]:
         """Unfilled gaps as (symbol, interval, start_ms, end_ms, detected_ms, reason)."""
@@ -211,12 +272,22 @@ class QualityDB:
     def _append(self, table: str, rows: list[tuple[Any, ...]]) -> int:
         if not rows:
             return 0
-        marks = ", ".join("?" for _ in TABLE_COLUMNS[table])
         day_index = [name for name, _ in TABLE_COLUMNS[table]].index(_DAY_COLUMN[table])
         with self._lock:
-            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
-            self._dirty.update((table, _day(int(r[day_index].timestamp() * 1000))) for r in rows)
+            self._insert(table, rows)
+            self._dirty.update((table, _day(r[day_index])) for r in rows)
         return len(rows)
+
+    def _insert(self, table: str, rows: list[tuple[Any, ...]], select: str = "SELECT * FROM {rows}") -> None:
+        """One columnar insert of ``select`` over ``rows`` (times as epoch ms): DuckDB's executemany costs ~3 ms a row."""
+        columns = list(zip(*rows))
+        arrays = {name: pa.array(values, type=_ARROW[kind]) for (name, kind), values in zip(TABLE_COLUMNS[table], columns)}
+        batch = pa.table(arrays)
+        self.con.register("_klinestore_rows", batch)
+        try:
+            self.con.execute(f"INSERT INTO {table} " + select.format(rows="_klinestore_rows"))
+        finally:
+            self.con.unregister("_klinestore_rows")
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -233,16 +304,21 @@ class QualityDB:
                     dirty |= {(table, d[0]) for d in days}
             self._dirty.clear()
             written = [self._publish_one(table, day) for table, day in sorted(dirty)]
+            if not self._complete:  # every table has a file from the first publish on: a glob never comes up empty
+                today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+                written += [self._publish_one(t, today if t in _DAY_COLUMN else "all") for t in TABLE_COLUMNS
+                            if not any((self.data_dir / TABLES_DIR / t).glob(f"*{self._suffix}.parquet"))]
+                self._complete = True
         return written
 
     def _publish_one(self, table: str, day: str) -> Path:
         folder = self.data_dir / TABLES_DIR / table
         folder.mkdir(parents=True, exist_ok=True)
         if table == "gaps":
-            target, where = folder / "all.parquet", ""
+            target, where = folder / f"all{self._suffix}.parquet", ""
         else:
             column = _DAY_COLUMN[table]
-            target = folder / f"day={day}.parquet"
+            target = folder / f"day={day}{self._suffix}.parquet"
             where = f" WHERE {column} >= TIMESTAMPTZ '{day} 00:00:00+00' AND {column} < TIMESTAMPTZ '{day} 00:00:00+00' + INTERVAL 1 DAY"
         tmp = folder / f".{target.name}.tmp"
         order = ", ".join(name for name, _ in TABLE_COLUMNS[table][:2])

@@ -75,3 +75,40 @@ def test_changes_are_detected_with_reasons() -> None:
     b = model.score(SymbolHealth(symbol="C1", missing_streams=("c1@aggTrade",)), 1)
     assert model.changed(None, a) and model.changed(a, b) and not model.changed(b, b)
     assert model.last("C1") is b
+
+
+def test_stale_only_past_the_threshold() -> None:
+    model = DataQualModel(stale_after_s=30)
+    assert model.score(SymbolHealth(symbol="S1", stale_s=29), 0).score == 1.0
+    late = model.score(SymbolHealth(symbol="S1", stale_s=31), 0)
+    assert late.score == pytest.approx(0.70) and "31 s late" in late.reason_text
+
+
+def test_a_decayed_event_leaves_the_score_once_it_shows_as_zero() -> None:
+    model = DataQualModel(half_life_s=900)
+    model.record_mismatch("M1", 0)
+    model.record_resync("M1", 0)
+    health = SymbolHealth(symbol="M1")
+    assert model.score(health, 0).score == pytest.approx(0.93)
+    # the resync (0.02) is gone after 2 half-lives, the mismatch (0.05) after 3.32
+    after_31min = model.score(health, 31 * MIN)
+    assert set(after_31min.penalties) == {"mismatches"}
+    after_50min = model.score(health, 50 * MIN)
+    assert after_50min.score == 1.0 and after_50min.reasons == () and after_50min.mismatches == 1
+    assert model.score(health, 61 * MIN).mismatches == 0  # the column counts the last hour
+
+
+def test_small_drifts_are_not_changes() -> None:
+    model = DataQualModel(half_life_s=900)
+    model.record_mismatch("D1", 0)
+    first = model.score(SymbolHealth(symbol="D1"), 0)
+    drifted = model.score(SymbolHealth(symbol="D1"), 30_000)  # 0.95 -> 0.9512
+    assert not model.changed(first, drifted)
+    assert model.changed(first, model.score(SymbolHealth(symbol="D1"), 25 * MIN))  # moved 0.01+
+
+
+def test_forget_drops_a_symbols_events() -> None:
+    model = DataQualModel()
+    model.record_mismatch("F1", 0)
+    model.forget("F1")
+    assert model.score(SymbolHealth(symbol="F1"), 0).score == 1.0

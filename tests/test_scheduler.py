@@ -69,7 +69,7 @@ def test_run_now_and_snapshot() -> None:
 
         sched.add("flush", job, 3600)
         sched.start()
-        assert await sched.run_now("flush")
+        await sched.run_now("flush")
         await sched.shutdown()
         assert calls == [1]
         return sched
@@ -89,3 +89,48 @@ def test_bad_schedules_are_refused() -> None:
     sched.add("y", job, 1)
     with pytest.raises(ValueError):
         sched.add("y", job, 1)
+
+
+def test_run_now_waits_for_a_running_run_then_runs_again() -> None:
+    async def main() -> list[str]:
+        sched = JobScheduler()
+        log: list[str] = []
+
+        async def job() -> None:
+            log.append("start")
+            await asyncio.sleep(0.1)
+            log.append("end")
+
+        sched.add("job", job, 3600, first_after_s=0)
+        sched.start()
+        await asyncio.sleep(0.03)  # the scheduled run is under way
+        await sched.run_now("job")
+        await sched.shutdown()
+        return log
+
+    assert asyncio.run(main()) == ["start", "end", "start", "end"]
+
+
+def test_shutdown_lets_a_running_job_finish_and_cancels_a_stuck_one() -> None:
+    async def main() -> tuple[list[str], JobScheduler]:
+        sched = JobScheduler()
+        log: list[str] = []
+
+        async def short() -> None:
+            await asyncio.sleep(0.1)
+            log.append("short done")
+
+        async def stuck() -> None:
+            await asyncio.sleep(3600)
+
+        sched.add("short", short, 3600, first_after_s=0)
+        sched.add("stuck", stuck, 3600, first_after_s=0)
+        sched.start()
+        await asyncio.sleep(0.03)
+        await sched.shutdown(timeout=0.3)
+        return log, sched
+
+    log, sched = asyncio.run(main())
+    assert log == ["short done"]
+    assert sched.stats["short"].failures == 0
+    assert sched.stats["stuck"].last_error == "cancelled" and not sched.stats["stuck"].running

@@ -155,7 +155,8 @@ def test_exchange_info_names_that_are_not_symbols_are_skipped_counted_and_never_
     assert outside(before, after) == {}
     written = [rel for rel in after if rel.startswith("data")]
     assert not [rel for rel in written if "etc" in rel.lower() or "passwd" in rel.lower()]
-    assert {rel.split(os.sep)[1] for rel in written if os.sep in rel} <= {"bars", "wal", "state", "status.json"}
+    assert {rel.split(os.sep)[1] for rel in written if os.sep in rel} <= {
+        "bars", "wal", "state", "status.json", "tables", "dataqual.duckdb", "dataqual.duckdb.wal"}
 
 
 def test_ws_frames_with_a_bad_symbol_never_reach_state_or_storage() -> None:

@@ -17,7 +17,14 @@ from storage_support import MINUTE, T0, assert_one_row_per_key, bar, sql_rows
 from klinestore.config import StorageConfig
 from storage import Bar, BarError, StorageError
 from storage.frames import to_bars
-from storage.reader import bars_relation_sql, find_gaps, last_stored_open_time, load_recent, read_bars
+from storage.reader import (
+    bars_relation_sql,
+    find_gaps,
+    find_gaps_many,
+    last_stored_open_time,
+    load_recent,
+    read_bars,
+)
 from storage.store import BarStore
 
 CONFIG = StorageConfig(wal_fsync_window=0.05, compaction_grace=0.0, compaction_min_files=3)
@@ -145,6 +152,19 @@ def test_find_gaps_returns_missing_open_time_ranges(tmp_path: Path) -> None:
     assert gaps == [(T0 - MINUTE, T0 - MINUTE), (T0 + 3 * MINUTE, T0 + 5 * MINUTE), (T0 + 8 * MINUTE, T0 + 8 * MINUTE),
                     (T0 + 10 * MINUTE, T0 + 11 * MINUTE)]
     assert find_gaps(tmp_path, "BTCUSDT", "1m", T0, T0 + 3 * MINUTE) == []
+
+
+def test_find_gaps_of_many_symbols_in_one_scan_and_incomplete_buckets(tmp_path: Path) -> None:
+    with BarStore(tmp_path, CONFIG) as store:
+        store.append([bar(minute=i) for i in range(10) if i != 3] + [bar("ETHUSDT", minute=i) for i in range(10)])
+    many = find_gaps_many(tmp_path, "1m", {"BTCUSDT": (T0, T0 + 10 * MINUTE), "ETHUSDT": (T0, T0 + 12 * MINUTE),
+                                           "SOLUSDT": (T0, T0 + MINUTE)})
+    assert many == {"BTCUSDT": [(T0 + 3 * MINUTE, T0 + 3 * MINUTE)],
+                    "ETHUSDT": [(T0 + 10 * MINUTE, T0 + 11 * MINUTE)], "SOLUSDT": [(T0, T0)]}
+    # the BTCUSDT 5m bucket at T0 is resampled from incomplete minutes: there, but not the exchange's bar
+    assert find_gaps(tmp_path, "BTCUSDT", "5m", T0, T0 + 10 * MINUTE) == []
+    assert find_gaps_many(tmp_path, "5m", {"BTCUSDT": (T0, T0 + 10 * MINUTE), "ETHUSDT": (T0, T0 + 10 * MINUTE)},
+                          complete_only=True) == {"BTCUSDT": [(T0, T0)], "ETHUSDT": []}
 
 
 def test_append_and_flush_from_two_threads_lose_nothing(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ def test_publish_is_readable_while_the_owner_holds_the_database(tmp_path: Path) 
         db.insert_connection_events([(DAY, "market-0", "CONNECTED", "SUBSCRIBED", "ack")])
         db.add_api_calls([(DAY, "/fapi/v1/depth", 1, 20), (DAY, "/fapi/v1/depth", 2, 40)])
         written = db.publish()
-        assert {p.parent.name for p in written} == {"dataqual", "reconciliations", "connection_events", "api_calls"}
+        assert {p.parent.name for p in written} == set(TABLE_COLUMNS)  # gaps too: empty, but there
+        assert read(published_glob(tmp_path, "gaps")).columns == [c for c, _ in TABLE_COLUMNS["gaps"]]
         assert sorted(p.name for p in (tmp_path / "tables/dataqual").iterdir()) == ["day=2023-11-14.parquet", "day=2023-11-15.parquet"]
         # another process (here: another connection) reads while the service holds the file
         rows = read(published_glob(tmp_path, "dataqual"))
@@ -68,3 +69,17 @@ def test_database_survives_reopen(tmp_path: Path) -> None:
         db.insert_dataqual([(DAY, "ETHUSDT", 0.8, 2, 0, 0, "x")])
     with QualityDB(tmp_path) as db:
         assert db.query("SELECT symbol, score FROM dataqual") == [("ETHUSDT", 0.8)]
+
+
+def test_shards_own_their_database_and_publish_side_by_side(tmp_path: Path) -> None:
+    with QualityDB(tmp_path) as first, QualityDB(tmp_path, shard_id=1) as second:
+        assert first.path.name == "dataqual.duckdb" and second.path.name == "dataqual-s0001.duckdb"
+        first.insert_dataqual([(DAY, "BTCUSDT", 1.0, 0, 0, 0, "ok")])
+        second.insert_dataqual([(DAY, "ETHUSDT", 0.9, 1, 0, 0, "1 stream missing")])
+        second.open_gap("ETHUSDT", "1m", DAY, DAY, DAY, "reconnect")
+        first.publish()
+        second.publish()
+    assert sorted(p.name for p in (tmp_path / "tables/dataqual").iterdir()) == [
+        "day=2023-11-14-s0001.parquet", "day=2023-11-14.parquet"]
+    assert read(published_glob(tmp_path, "dataqual")).select("symbol", "score").rows() == [("BTCUSDT", 1.0), ("ETHUSDT", 0.9)]
+    assert read(published_glob(tmp_path, "gaps"))["symbol"].to_list() == ["ETHUSDT"]

@@ -19,7 +19,12 @@ DESCRIPTION = """\
 Connect to the exchange (Binance USD-M futures, or the bundled simulator with --sim), keep
 klines, aggTrades, order books and mark prices live in memory, write every closed bar to
 storage, and rewrite <data-dir>/status.json every jobs.status_interval seconds and once more
-at exit. Stops cleanly on SIGINT/SIGTERM or after --for SECONDS (exit status 0).
+at exit. Scheduled jobs flush and compact storage, reconcile bars (REST in fallback mode; the
+exchange's own streams in WebSocket-only mode) and order books, keep a record of every
+missing bar, score each symbol (DataQual) and raise alerts; their tables (dataqual,
+reconciliations, gaps, connection_events, api_calls) are published as Parquet under
+<data-dir>/tables/ for other processes. Stops cleanly on SIGINT/SIGTERM or after --for
+SECONDS (exit status 0).
 
 Config: --config (or KLINESTORE_CONFIG, or config/websocket.json), then environment
 variables (WEBSOCKET_ONLY_KLINES, DISABLE_REST_FALLBACK, KLINESTORE_DATA_DIR), then these
