@@ -9,9 +9,11 @@ Lifecycle, in this order and nothing hidden:
    jobs (``JobScheduler``, APScheduler): the service's own (Parquet ``flush`` every
    ``storage.flush_interval`` and ``compaction`` every ``storage.compaction_interval``, both
    in a thread; ``status`` every ``jobs.status_interval``; ``listings`` every
-   ``jobs.listing_refresh_interval``) and the data-quality jobs of ``QualityJobs``.
+   ``jobs.listing_refresh_interval``) and the data-quality jobs of ``QualityJobs``; and,
+   when ``metrics.enabled``, the Prometheus endpoint on loopback (each scrape builds the
+   same snapshot as status.json, on the event loop, so the two never disagree).
 2. ``wait()``: run until ``request_stop()`` (SIGINT/SIGTERM in the CLI) or a duration.
-3. ``stop()``: stop the scheduler (running jobs finish), stop ingest (connections closed,
+3. ``stop()``: stop the metrics endpoint and the scheduler (running jobs finish), stop ingest (connections closed,
    queued callbacks run), close storage (a last flush, the lock released), then a last gap
    check, DataQual record and publish of the tables, and status.json one last time. Safe
    to call twice.
@@ -37,6 +39,7 @@ from ingest.status import STATUS_FILE, iso, snapshot, write_status
 from klinestore.config import Config
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
+from queries.metrics import start_metrics_server
 from storage import BarStore, RestartState
 from storage.layout import shard_file, wal_dir
 
@@ -79,6 +82,9 @@ class Service:
         self._stop_requested: asyncio.Event | None = None
         self._started = False
         self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics_url = ""  # http://127.0.0.1:PORT/metrics while the endpoint runs
+        self._stop_metrics: Callable[[], None] | None = None
 
     async def start(self) -> None:
         self._stop_requested = asyncio.Event()
@@ -93,6 +99,11 @@ class Service:
         await self.quality.start(self.scheduler, self.restart)
         self._schedule()
         self.scheduler.start()
+        if self.config.metrics.enabled:
+            self._loop = asyncio.get_running_loop()
+            host, port, self._stop_metrics = await asyncio.to_thread(
+                start_metrics_server, self.config.metrics, self._scrape)
+            self.metrics_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/metrics"
         log.info("klinestore running: %s mode, %d symbols, data in %s", self.config.modes.name,
                  len(self.feed.symbols), self.data_dir)
 
@@ -122,6 +133,10 @@ class Service:
         if self._stopped:
             return
         self._stopped = True
+        if self._stop_metrics is not None:
+            await asyncio.to_thread(self._stop_metrics)
+            self._stop_metrics = None
+            self.metrics_url = ""
         await self.scheduler.shutdown()
         if self._started:
             await self.feed.stop()
@@ -167,9 +182,20 @@ class Service:
         data["last_flush"] = iso(self.last_flush_ms)
         data["wal"] = self._wal_status()
         data["status_interval_s"] = self.config.jobs.status_interval
+        data["metrics"] = self.metrics_url
         data["jobs"] = self.scheduler.snapshot()
         data.update(self.quality.status())
         return data
+
+    def _scrape(self) -> dict[str, Any]:
+        """The snapshot for a metrics scrape (called in the HTTP server's thread; built on the loop,
+        which owns every counter, so no dict is read while it changes)."""
+        assert self._loop is not None
+
+        async def build() -> dict[str, Any]:
+            return self.status()
+
+        return asyncio.run_coroutine_threadsafe(build(), self._loop).result(timeout=10)
 
     def _wal_status(self) -> dict[str, Any]:
         """Bars in the WAL not yet in Parquet, and the WAL's segments and bytes on disk."""

@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from klinestore.config import Config
 from klinestore.intervals import MINUTE_MS
 from klinestore.service import Service
@@ -72,3 +75,30 @@ def test_closed_bars_reach_parquet_and_a_restart_is_warm(tmp_path: Path, sim_fac
     gap = next(g for g in gaps if g[:2] == ("BTCUSDT", "1m"))
     assert gap[2] == last_stored + MINUTE_MS and gap[4] == "start" and gap[3] >= later - 2 * MINUTE_MS
     assert second.restart is not None and second.restart.corrupt_records == 0
+
+
+def test_metrics_endpoint_of_a_running_service_agrees_with_its_status(tmp_path: Path, sim_factory: SimFactory) -> None:
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START_MS)
+    service = Service(service_config(sim, tmp_path / "data", **{"metrics.enabled": True, "metrics.port": 0}))
+    scraped: dict[str, float] = {}
+
+    async def main() -> None:
+        await service.start()
+        try:
+            assert service.metrics_url.startswith("http://127.0.0.1:")
+            series = service.feed.state.series("BTCUSDT", "1m")
+            await until(lambda: series.last_open_time >= 0, what="a closed bar")
+            async with httpx.AsyncClient() as client:  # scraped from the loop: the snapshot is built on it too
+                text = (await client.get(service.metrics_url, timeout=10)).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if not sample.labels:
+                        scraped[sample.name] = sample.value
+            assert service.status()["metrics"] == service.metrics_url
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+    assert scraped["klinestore_up"] == 1 and scraped["klinestore_closed_bars_total"] >= 1
+    assert scraped["klinestore_messages_total"] >= scraped["klinestore_closed_bars_total"]
+    assert service.metrics_url == ""  # stopped with the service
