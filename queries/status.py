@@ -31,7 +31,7 @@ from queries.errors import QueryError
 from queries.fields import as_dict, as_list, as_number, dataqual_scores, epoch_ms, last_flush_ms
 from queries.sql import connect, execute
 from queries.times import iso
-from storage.layout import data_files, dataset_root, list_partitions
+from storage.layout import data_files, dataset_root, list_partitions, shard_writer
 
 STATUS_FILE = "status.json"
 STALE_INTERVALS = 3
@@ -46,13 +46,32 @@ _BAD_STATES = {"FAILED"}
 _SHAKY_STATES = {"LOST", "RECONNECTING", "CONNECTING", "DISCONNECTED"}
 
 
-def read_status(data_dir: Path | str, *, now_ms: int | None = None, dataqual_min: float = 0.9) -> dict[str, Any]:
-    """The status report of ``data_dir`` as plain JSON-able data (what ``--json`` prints)."""
+def status_files(data_dir: Path | str) -> dict[int | None, Path]:
+    """The service status files in ``data_dir``: ``None`` for a lone service's status.json,
+    the shard id for each ``status-sNNNN.json`` of a sharded ingest (config ``sharding``)."""
+    data_dir = Path(data_dir)
+    found: dict[int | None, Path] = {}
+    if (data_dir / STATUS_FILE).is_file():
+        found[None] = data_dir / STATUS_FILE
+    for path in sorted(data_dir.glob("status-s[0-9][0-9][0-9][0-9].json")):
+        found[int(path.stem.rsplit("-s", 1)[1])] = path
+    return found
+
+
+def read_status(
+    data_dir: Path | str, *, now_ms: int | None = None, dataqual_min: float = 0.9, shard: int | None = None
+) -> dict[str, Any]:
+    """The status report of ``data_dir`` as plain JSON-able data (what ``--json`` prints).
+
+    ``shard`` reads shard N's ``status-sNNNN.json`` (several ingest shards in one data
+    directory) instead of the lone service's status.json.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise QueryError(f"no data directory at {data_dir} (give --data-dir or set KLINESTORE_DATA_DIR)")
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    raw, service = _service(data_dir / STATUS_FILE, now)
+    name = STATUS_FILE if shard is None else f"status-{shard_writer(shard)}.json"
+    raw, service = _service(data_dir / name, now)
     live = service["state"] == "running"
     report: dict[str, Any] = {
         "data_dir": str(data_dir),
@@ -72,6 +91,8 @@ def read_status(data_dir: Path | str, *, now_ms: int | None = None, dataqual_min
     }
     report["alerts"] = alerts(report, raw, dataqual_min=dataqual_min)
     report["status_json"] = raw or None
+    if shard is not None:
+        report["shard"] = shard
     return report
 
 
@@ -82,12 +103,18 @@ def exit_code(report: Mapping[str, Any]) -> int:
     return EXIT_DEGRADED if report["alerts"] else EXIT_OK
 
 
+def worst_exit_code(reports: list[Mapping[str, Any]]) -> int:
+    """One exit code for several shards: not running (3) if any is not, else degraded (4) if any has alerts."""
+    codes = {exit_code(r) for r in reports}
+    return EXIT_NOT_RUNNING if EXIT_NOT_RUNNING in codes else max(codes)
+
+
 # -- status.json ---------------------------------------------------------------------------------
 
 
 def _service(path: Path, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
     if not path.exists():
-        return {}, {"state": "absent", "message": f"no {STATUS_FILE}: no service has run on this data directory"}
+        return {}, {"state": "absent", "message": f"no {path.name}: no service has run on this data directory"}
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict):
@@ -106,7 +133,7 @@ def _service(path: Path, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
     if raw.get("running") is False:
         service.update(state="stopped", message=f"the service stopped (status written {_ago(age)})")
     elif age is None or age > limit:
-        service.update(state="stale", message=f"{STATUS_FILE} was written {_ago(age)} (every {interval:g} s expected): "
+        service.update(state="stale", message=f"{path.name} was written {_ago(age)} (every {interval:g} s expected): "
                                               "service not running?")
     return raw, service
 

@@ -137,3 +137,26 @@ def test_cli_table_and_json(dataset: Path) -> None:
     report = json.loads(as_json.stdout)
     assert report["service"]["state"] == "stale" and report["alerts"][0]["level"] == "error"
     assert report["status_json"]["mode"] == "websocket_only"
+
+
+def test_sharded_data_directory_reports_every_shard_and_one_on_request(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "status-s0000.json").write_text(json.dumps(snapshot(now_ms(), symbols=["BTCUSDT"])))
+    (data / "status-s0001.json").write_text(json.dumps(snapshot(now_ms() - 600_000, symbols=["ETHUSDT"])))
+
+    both = subprocess.run(klinestore_command("status", "--data-dir", str(data), "--json"), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=60)
+    shards = json.loads(both.stdout)["shards"]
+    assert {k: r["service"]["state"] for k, r in shards.items()} == {"0": "running", "1": "stale"}
+    assert both.returncode == EXIT_NOT_RUNNING  # the worst shard decides
+    assert "status-s0001.json was written" in shards["1"]["service"]["message"]
+
+    one = subprocess.run(klinestore_command("status", "--data-dir", str(data), "--shard", "0", "--json"),
+                         env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    report = json.loads(one.stdout)
+    assert one.returncode == EXIT_OK and report["shard"] == 0 and report["service"]["symbols"] == ["BTCUSDT"]
+
+    table = subprocess.run(klinestore_command("status", "--data-dir", str(data)), env=subprocess_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert "shard 0" in table.stdout and "shard 1" in table.stdout and "RUNNING" in table.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from klinestore.config import load_config
-from queries.status import exit_code, read_status
+from queries.status import read_status, status_files, worst_exit_code
 from queries.status_view import render
 
 HELP = "show the service's health (connections, streams, DataQual, readiness, storage, REST ledger, alerts)"
@@ -25,12 +25,18 @@ A status.json older than 3 status intervals is reported as stale (service not ru
 --json prints the whole report as one JSON object (the service's own status.json is under
 "status_json"), for scripts.
 
+Sharded ingest (several `klinestore run` with sharding.num_shards > 1 in one data
+directory): each shard writes status-sNNNN.json. --shard N reports on shard N; without it,
+a data directory with shard files and no status.json reports on every shard (JSON: one
+report per shard under "shards"; the exit code is the worst of them).
+
 Exit codes: 0 the service is running and nothing is wrong; 3 no running service (no
 status.json, stale, or stopped); 4 running with alerts; 1 error."""
 EXAMPLES = """\
   klinestore status
   klinestore status --data-dir /srv/klinestore --json | jq '.alerts'
   klinestore status --json > /dev/null || echo "klinestore needs attention"
+  klinestore status --shard 1                       # one shard of a sharded ingest
 """
 WIDE = 140
 
@@ -38,16 +44,27 @@ WIDE = 140
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (default: storage.data_dir of the config)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--shard", type=int, metavar="N", help="report on ingest shard N (status-sNNNN.json)")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config()
-    report = read_status(args.data_dir or config.data_dir, dataqual_min=config.alerts.dataqual_min)
+    data_dir = args.data_dir or config.data_dir
+    shards: list[int | None] = [args.shard]
+    if args.shard is None:
+        found = status_files(data_dir) if Path(data_dir).is_dir() else {}
+        if None not in found and found:
+            shards = sorted(n for n in found if n is not None)
+    reports = [read_status(data_dir, dataqual_min=config.alerts.dataqual_min, shard=n) for n in shards]
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        whole = reports[0] if shards == [args.shard] else {"shards": {str(r["shard"]): r for r in reports}}
+        print(json.dumps(whole, indent=2, default=str))
     else:
         console = Console()
         if not console.is_terminal:
             console = Console(width=WIDE)  # piped or logged: do not squeeze the tables into 80 columns
-        console.print(render(report))
-    return exit_code(report)
+        for report in reports:
+            if "shard" in report:
+                console.rule(f"shard {report['shard']}")
+            console.print(render(report))
+    return worst_exit_code(reports)
