@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from klinestore.config import config_reference
-from klinestore.configdoc import COMMAND, DOC_PATH, main, render
+from klinestore.configdoc import COMMAND, DOC_PATH, README_PATH, main, render, splice_readme
 
 
 def test_committed_reference_matches_the_schema() -> None:
     committed = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.is_file() else ""
     assert committed == render(), f"docs/config.md is out of date with klinestore/config.py: run `{COMMAND}`"
+
+
+def test_the_readme_table_matches_the_schema() -> None:
+    committed = README_PATH.read_text(encoding="utf-8")
+    assert committed == splice_readme(committed), f"README.md's configuration table is out of date: run `{COMMAND}`"
+    for key, _, _, _ in config_reference():
+        assert f"| `{key}` | " in committed
 
 
 def test_every_key_has_a_doc_and_a_row() -> None:

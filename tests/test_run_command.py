@@ -29,7 +29,7 @@ def test_run_sim_for_seconds_writes_status_and_exits_zero(tmp_path: Path) -> Non
     data = tmp_path / "data"
     proc = subprocess.run(
         klinestore_command("run", "--sim", "--for", "4", "--data-dir", str(data), "--config", str(write_config(tmp_path)),
-                           "--symbols", "BTCUSDT"),
+                           "--symbols", "BTCUSDT", "--sim-start", "2024-01-01T00:10Z"),
         env=subprocess_env(), capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -45,7 +45,8 @@ def test_run_sim_for_seconds_writes_status_and_exits_zero(tmp_path: Path) -> Non
     assert counters["rejected"] == {}
     assert status["missing_streams"] == {}
     assert status["ledger"]["/fapi/v1/depth"]["calls"] == 1 and "/fapi/v1/klines" not in status["ledger"]
-    assert {"symbol": "BTCUSDT", "interval": "4h"} in status["warming_up"]
+    assert {"symbol": "BTCUSDT", "interval": "4h"} in status["warming_up"]  # 00:10 + 4 min: no 4h bar closed
+    assert status["exchange_time_ms"] < 1_704_068_400_000  # the simulated clock started at --sim-start
     assert status["timeframes"]["BTCUSDT"]["1m"]["ready"] is True
     assert status["books_in_sync"] == 1 and status["clock"]["synced"]
 

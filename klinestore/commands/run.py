@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from klinestore.config import Config, load_config
 from klinestore.errors import ConfigError
+from klinestore.intervals import MINUTE_MS
 from klinestore.symbols import check_symbols
 
 HELP = "run the service: live ingest into ring buffers and storage, health in status.json"
@@ -32,12 +34,14 @@ flags.
 """
 EXAMPLES = """\
   klinestore run --sim --for 60                      # against the bundled simulator for a minute
+  klinestore run --sim --sim-start 2024-05-01 --sim-speed 600 --for 30
   klinestore run --symbols BTCUSDT,ETHUSDT           # Binance, default config
   klinestore run --ws-url ws://127.0.0.1:9000 --rest-url http://127.0.0.1:9001 --data-dir /tmp/ks
   klinestore run --config config/websocket.json --data-dir data
 """
 
 log = logging.getLogger(__name__)
+SIM_LEAD_MS = 24 * 3_600_000  # the simulator starts this far in the past (the fast clock catches up)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-speed", type=float, default=60.0, metavar="X",
                         help="simulator clock speed, exchange seconds per second (default 60)")
     parser.add_argument("--sim-seed", type=int, default=7, metavar="N", help="simulator market seed (default 7)")
+    parser.add_argument("--sim-start", metavar="TIME",
+                        help="simulator exchange start, ISO (UTC) or epoch ms (default: 24 h ago, so that at the "
+                             "default speed the simulated market stays in the past for 24 min and exports, gap "
+                             "checks and charts treat its bars as closed)")
     parser.add_argument("--for", dest="duration", type=float, metavar="SECONDS",
                         help="stop cleanly after this many seconds (default: run until SIGINT/SIGTERM)")
 
@@ -66,6 +74,8 @@ def build_config(args: argparse.Namespace) -> Config:
         overrides["websocket.rest_url"] = args.rest_url
     if args.sim and (args.ws_url or args.rest_url):
         raise ConfigError("--sim", "cannot be combined with --ws-url/--rest-url")
+    if args.sim_start is not None and not args.sim:
+        raise ConfigError("--sim-start", "needs --sim")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError("--for", "must be > 0 seconds")
     return load_config(args.config, overrides=overrides)
@@ -101,8 +111,14 @@ async def _exchange(config: Config, args: argparse.Namespace) -> AsyncIterator[C
         yield config
         return
     from klinestore.sim import SimConfig, Simulator
+    from klinestore.sim.clock import parse_time
 
-    sim = Simulator(SimConfig(symbols=tuple(config.symbols), speed=args.sim_speed, seed=args.sim_seed, port=0))
+    if args.sim_start is not None:
+        start_ms = parse_time(args.sim_start, "--sim-start")
+    else:
+        start_ms = (int(time.time() * 1000) - SIM_LEAD_MS) // MINUTE_MS * MINUTE_MS
+    sim = Simulator(SimConfig(symbols=tuple(config.symbols), speed=args.sim_speed, seed=args.sim_seed, port=0,
+                              start_ms=start_ms))
     await sim.start()
     try:
         log.info("simulator at %s (ws) and %s (rest)", sim.ws_url, sim.rest_url)
