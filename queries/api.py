@@ -44,8 +44,11 @@ def bars(
     *,
     data_dir: Path | str | None = None,
     as_pandas: bool = False,
+    market: str = "um",
 ) -> pl.DataFrame | pd.DataFrame:
     """Bars of one symbol and interval with open times in ``[start, end)``, oldest first.
+
+    ``market="spot"`` reads what ``klinestore import --market spot`` stored.
 
     ``start``/``end``: epoch ms, ISO strings, datetimes (naive = UTC) or None for unbounded.
     Columns: the 15 bar columns, times ``Datetime("ms", "UTC")``; with ``as_pandas`` a pandas
@@ -53,7 +56,7 @@ def bars(
     """
     frame = read_bars(
         default_data_dir(data_dir), symbol, interval,
-        optional_ms(start, name="start"), optional_ms(end, name="end"),
+        optional_ms(start, name="start"), optional_ms(end, name="end"), market=market,
     )
     return frame.to_pandas() if as_pandas else frame
 

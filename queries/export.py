@@ -40,6 +40,7 @@ from queries.gaps import describe_runs, expected_end, missing_count, missing_run
 from queries.output import presentable
 from queries.times import optional_ms, short, to_ms
 from storage.frames import TIME
+from storage.layout import MARKETS
 from storage.reader import expected_opens, read_bars
 from storage.schema import BAR_SCHEMA
 
@@ -100,14 +101,21 @@ def export(
     allow_incomplete: bool = False,
     progress: Progress | None = None,
     now_ms: int | None = None,
+    market: str = "um",
 ) -> ExportReport:
-    """Export ``symbol``/``interval`` bars with open times in ``[start, end)`` (see the module docstring)."""
+    """Export ``symbol``/``interval`` bars with open times in ``[start, end)`` (see the module docstring).
+
+    ``market="spot"`` reads the spot dataset (``klinestore import --market spot``); its
+    freqtrade file is the spot layout, ``<out>/<BASE>_<QUOTE>-<tf>.feather``.
+    """
     started = time.perf_counter()
     symbol, interval = check_symbol(symbol), check_interval(interval)
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if on_gap not in ON_GAP:
         raise ExportError(f"unknown gap policy {on_gap!r}; expected one of {', '.join(ON_GAP)}")
+    if market not in MARKETS:
+        raise ExportError(f"unknown market {market!r}; expected one of {', '.join(MARKETS)}")
     data_dir = default_data_dir(data_dir)
     start_ms = to_ms(start, name="start")
     end_ms = expected_end(interval, optional_ms(end, name="end"), now_ms)
@@ -115,8 +123,8 @@ def export(
     if end_ms <= first:
         raise ExportError(f"nothing to export: no {interval} bar opens in [{short(start_ms)}, {short(end_ms)})"
                           + (" (the range ends after the last closed bar)" if end is None or to_ms(end) > end_ms else ""))
-    target = freqtrade_path(Path(out), symbol, interval) if fmt == "freqtrade" else Path(out)
-    chunks = _Chunks(data_dir, symbol, interval, first, end_ms, on_gap, allow_incomplete, progress)
+    target = freqtrade_path(Path(out), symbol, interval, market) if fmt == "freqtrade" else Path(out)
+    chunks = _Chunks(data_dir, symbol, interval, first, end_ms, on_gap, allow_incomplete, progress, market)
     with atomic_output(target) as tmp:
         rows = _WRITERS[fmt](chunks, tmp, symbol, interval)
         if on_gap == "fail" and chunks.runs:
@@ -146,8 +154,8 @@ class _Chunks:
     """The range one month at a time, with the gap policy applied; collects the runs it saw."""
 
     def __init__(self, data_dir: Path, symbol: str, interval: str, start_ms: int, end_ms: int, on_gap: str,
-                 allow_incomplete: bool, progress: Progress | None) -> None:
-        self.data_dir, self.symbol, self.interval = data_dir, symbol, interval
+                 allow_incomplete: bool, progress: Progress | None, market: str = "um") -> None:
+        self.data_dir, self.symbol, self.interval, self.market = data_dir, symbol, interval, market
         self.start_ms, self.end_ms = start_ms, end_ms
         self.on_gap, self.count_incomplete = on_gap, not allow_incomplete
         self.progress = progress
@@ -160,7 +168,7 @@ class _Chunks:
         if self.on_gap == "fill":
             self._previous_close = self._close_before(self.start_ms)
         for low, high in _months(self.start_ms, self.end_ms):
-            frame = read_bars(self.data_dir, self.symbol, self.interval, low, high)
+            frame = read_bars(self.data_dir, self.symbol, self.interval, low, high, market=self.market)
             runs = missing_runs(frame, self.interval, low, high, count_incomplete=self.count_incomplete)
             self._add_runs(runs)
             if runs and self.on_gap != "fail":
@@ -222,7 +230,7 @@ class _Chunks:
     def _close_before(self, start_ms: int) -> float | None:
         """Close of the newest bar before ``start_ms`` (a fill at the range start needs it)."""
         for low in (start_ms - _LOOKBACK_MS, None):
-            frame = read_bars(self.data_dir, self.symbol, self.interval, low, start_ms)
+            frame = read_bars(self.data_dir, self.symbol, self.interval, low, start_ms, market=self.market)
             if self.count_incomplete:
                 frame = frame.filter(pl.col("is_complete"))
             if frame.height:
@@ -292,7 +300,9 @@ def _write_csv_rows(handle: IO[str], frames: Iterator[pl.DataFrame]) -> int:
 
 def _collect(chunks: _Chunks) -> pl.DataFrame:
     frames = [frame for frame in chunks if frame.height]
-    return pl.concat(frames) if frames else read_bars(chunks.data_dir, chunks.symbol, chunks.interval, 0, 0)
+    if frames:
+        return pl.concat(frames)
+    return read_bars(chunks.data_dir, chunks.symbol, chunks.interval, 0, 0, market=chunks.market)
 
 
 def _write_freqtrade(chunks: _Chunks, path: Path, symbol: str, interval: str) -> int:
@@ -338,23 +348,29 @@ _WRITERS: dict[str, Callable[[_Chunks, Path, str, str], int]] = {
 # -- freqtrade naming ------------------------------------------------------------------------------
 
 
-def freqtrade_pair(symbol: str) -> str:
-    """ccxt's futures pair of a USD-M symbol: ``BTCUSDT`` -> ``BTC/USDT:USDT`` (delivery: ``-YYMMDD``)."""
+def freqtrade_pair(symbol: str, market: str = "um") -> str:
+    """ccxt's pair: USD-M ``BTCUSDT`` -> ``BTC/USDT:USDT`` (delivery: ``-YYMMDD``); spot ``BTC/USDT``."""
     base_symbol, _, expiry = check_symbol(symbol).partition("_")
     quote = next((q for q in QUOTES if base_symbol.endswith(q) and len(base_symbol) > len(q)), None)
     if quote is None:
         raise ExportError(f"cannot name the freqtrade pair of {symbol}: its quote asset is not one of {', '.join(QUOTES)}")
+    if market == "spot":
+        return f"{base_symbol[: -len(quote)]}/{quote}"
     pair = f"{base_symbol[: -len(quote)]}/{quote}:{quote}"
     return f"{pair}-{expiry}" if expiry else pair
 
 
-def freqtrade_path(datadir: Path, symbol: str, interval: str) -> Path:
-    """Where freqtrade looks for futures candles: ``<datadir>/futures/<pair>-<tf>-futures.feather``.
+def freqtrade_path(datadir: Path, symbol: str, interval: str, market: str = "um") -> Path:
+    """Where freqtrade looks for candles: futures ``<datadir>/futures/<pair>-<tf>-futures.feather``,
+    spot ``<datadir>/<pair>-<tf>.feather``.
 
     Pair characters ``/ :`` become ``_`` (freqtrade's ``pair_to_filename``) and the month
     timeframe ``1M`` is written ``1Mo`` (its ``timeframe_to_file``).
     """
-    stem = freqtrade_pair(symbol)
+    stem = freqtrade_pair(symbol, market)
     for char in "/ .@$+:":
         stem = stem.replace(char, "_")
-    return datadir / "futures" / f"{stem}-{interval.replace('M', 'Mo')}-futures.feather"
+    timeframe = interval.replace("M", "Mo")
+    if market == "spot":
+        return datadir / f"{stem}-{timeframe}.feather"
+    return datadir / "futures" / f"{stem}-{timeframe}-futures.feather"

@@ -5,6 +5,8 @@
 * ``bars_<interval>``: one interval, always for the five default intervals (empty until
   data arrives) and for any other interval stored (``bars_1d``...). DuckDB identifiers
   ignore case, so the calendar month ``1M`` is ``bars_1mo`` (``bars_1m`` is minutes);
+* ``spot_bars``, ``spot_bars_<interval>``: the same over the spot dataset that ``klinestore
+  import --market spot`` writes (kept apart: a spot BTCUSDT is not the USD-M one);
 * ``dataqual``, ``reconciliations``, ``gaps``, ``connection_events``, ``api_calls``: the
   service's tables as it publishes them (``storage.tables``), typed and empty before the
   first publish.
@@ -34,29 +36,35 @@ def interval_view(interval: str) -> str:
     return "bars_1mo" if interval == "1M" else f"bars_{interval}"
 
 
-def stored_intervals(data_dir: Path) -> list[str]:
-    """Intervals with a partition directory in the USD-M dataset, shortest first."""
-    found = {iv for iv, _, _ in list_partitions(dataset_root(data_dir, "um")) if iv in INTERVALS}
+#: View-name prefix per market: USD-M futures are the plain ``bars``.
+MARKET_PREFIX = {"um": "", "spot": "spot_"}
+
+
+def stored_intervals(data_dir: Path, market: str = "um") -> list[str]:
+    """Intervals with a partition directory in one market's dataset, shortest first."""
+    found = {iv for iv, _, _ in list_partitions(dataset_root(data_dir, market)) if iv in INTERVALS}
     return sorted(found, key=interval_sort_key)
 
 
-def view_intervals(data_dir: Path) -> list[str]:
-    return sorted(set(DEFAULT_INTERVALS) | set(stored_intervals(data_dir)), key=interval_sort_key)
+def view_intervals(data_dir: Path, market: str = "um") -> list[str]:
+    return sorted(set(DEFAULT_INTERVALS) | set(stored_intervals(data_dir, market)), key=interval_sort_key)
 
 
 def readable_dirs(data_dir: Path) -> list[Path]:
-    """The only directories a session may read: the bar dataset and the published tables."""
-    return [dataset_root(data_dir, "um"), data_dir / TABLES_DIR]
+    """The only directories a session may read: the bar datasets and the published tables."""
+    return [*(dataset_root(data_dir, market) for market in MARKET_PREFIX), data_dir / TABLES_DIR]
 
 
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> list[str]:
-    """Create every view on ``con``; returns their names (bars first, then intervals, tables)."""
-    names = ["bars"]
-    con.execute(f"CREATE OR REPLACE VIEW bars AS {bars_relation_sql(data_dir)}")
-    for interval in view_intervals(data_dir):
-        name = interval_view(interval)
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {bars_relation_sql(data_dir, interval)}")
-        names.append(name)
+    """Create every view on ``con``; returns their names (bars first, then intervals, spot, tables)."""
+    names = []
+    for market, prefix in MARKET_PREFIX.items():
+        con.execute(f"CREATE OR REPLACE VIEW {prefix}bars AS {bars_relation_sql(data_dir, market=market)}")
+        names.append(f"{prefix}bars")
+        for interval in view_intervals(data_dir, market):
+            name = prefix + interval_view(interval)
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {bars_relation_sql(data_dir, interval, market=market)}")
+            names.append(name)
     for table in TABLE_VIEWS:
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {table_select(data_dir, table)}")
         names.append(table)

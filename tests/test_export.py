@@ -13,6 +13,7 @@ import pytest
 from queries_support import MINUTE, T0, build_dataset
 from support import klinestore_command, subprocess_env
 
+import queries
 from klinestore.config import StorageConfig
 from queries.errors import ExportError, GapError
 from queries.export import BINANCE_HEADER, export, freqtrade_pair, freqtrade_path
@@ -225,3 +226,23 @@ def test_cli(holey: Path, tmp_path: Path) -> None:
                                             "--format", "csv", "--out", str(tmp_path / "b.csv")),
                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "start" in bad.stderr
+
+
+def test_spot_archives_are_queryable_and_exportable_apart_from_usdm(tmp_path: Path, shared_data: Path) -> None:
+    data = tmp_path / "data"
+    import_archives([shared_data / "spot" / "klines" / "BTCUSDT" / "1m"], data, StorageConfig(wal_fsync_window=0),
+                    market="spot")
+    assert freqtrade_path(Path("d"), "BTCUSDT", "1h", "spot") == Path("d/BTC_USDT-1h.feather")
+    assert queries.sql("SELECT count(*) AS n FROM bars", data_dir=data)["n"][0] == 0  # USD-M stays USD-M
+    counts = queries.sql("SELECT count(*) AS n, bool_and(is_complete) AS ok FROM spot_bars_1h", data_dir=data)
+    assert counts.row(0) == (168, True)  # 7 days of 1m archives, resampled on import
+    assert queries.bars("BTCUSDT", "1h", data_dir=data, market="spot").height == 168
+
+    proc = subprocess.run(klinestore_command(
+        "export", "--market", "spot", "--symbol", "BTCUSDT", "--interval", "1h", "--start", "2023-01-01",
+        "--end", "2023-01-08", "--format", "freqtrade", "--out", str(tmp_path / "user_data"), "--data-dir", str(data)),
+        env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_feather(tmp_path / "user_data" / "BTC_USDT-1h.feather")
+    assert len(frame) == 168 and str(frame["date"].dtype) == "datetime64[ns, UTC]"
+    assert frame["date"].iloc[0] == pd.Timestamp("2023-01-01", tz="UTC")

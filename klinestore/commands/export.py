@@ -14,6 +14,7 @@ from queries.errors import GapError
 from queries.api import default_data_dir
 from queries.export import FORMATS, ON_GAP, export
 from storage.fsguard import check_output_path
+from storage.layout import MARKETS
 
 HELP = "export one symbol's bars for a backtest (parquet, csv, binance, freqtrade, backtesting)"
 DESCRIPTION = """\
@@ -29,6 +30,9 @@ Formats:
   freqtrade    OUT is freqtrade's data directory (e.g. user_data/data/binance): writes
                OUT/futures/BTC_USDT_USDT-1h-futures.feather (date, open, high, low, close, volume)
   backtesting  a Parquet file for backtesting.py: Backtest(pd.read_parquet(OUT), Strategy)
+
+--market spot exports what `klinestore import --market spot` stored (freqtrade: the spot
+layout, OUT/BTC_USDT-1h.feather).
 
 Missing bars never become NaN rows. --on-gap fail (default) writes nothing and lists the
 missing runs (exit 3); drop exports the bars there are and reports the missing ones; fill
@@ -46,6 +50,8 @@ EXAMPLES = """\
       --format binance --out BTCUSDT-1m-2024-01-01.csv
   klinestore export --symbol BTCUSDT --interval 4h --start 1704067200000 --end 2024-06-30T12:00Z \\
       --format csv --out btc-4h.csv --on-gap drop
+  klinestore export --market spot --symbol BTCUSDT --interval 1h --start 2023-01-01 --end 2023-01-08 \\
+      --format freqtrade --out user_data/data/binance
 """
 
 EXIT_GAPS = 3
@@ -61,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export incomplete resampled bars as they are instead of treating them as missing",
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (default: storage.data_dir of the config)")
+    parser.add_argument("--market", choices=MARKETS, default="um",
+                        help="um: USD-M futures (default, what the service stores); spot: spot archives imported "
+                             "with --market spot")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             report = export(
                 args.symbol, args.interval, args.start, args.end, args.format, args.out,
-                data_dir=args.data_dir, on_gap=args.on_gap, allow_incomplete=args.allow_incomplete,
+                data_dir=args.data_dir, on_gap=args.on_gap, allow_incomplete=args.allow_incomplete, market=args.market,
                 progress=lambda done, total: progress.update(task, completed=done / total),
             )
         except GapError as exc:
