@@ -209,7 +209,8 @@ def bar_values(draw: st.DrawFn) -> dict[str, Any]:
 NOT_A_NUMBER = st.sampled_from(["NaN", "nan", "Infinity", "-Infinity", "inf", "-inf", "1e400", "-1e400"])
 WRONG_TYPE = st.sampled_from([None, [], {}, [1, 2], {"a": 1}, "abc", "", "1.2.3", "0x10"])
 NON_POSITIVE = st.sampled_from(["0", "-0", "-1", "-0.00000001", "-1e10", 0, -5.5])
-HUGE = st.sampled_from(["1e15", "1e300", "9" * 400, 1e300, 10**30, "1e18"])
+HUGE = {"price": ["1e15", "1e300", "9" * 400, 1e300, 10**30], "qty": ["1e18", "1e300", "9" * 400, 1e300, 10**30],
+        "count": [2**63, 10**30, "9" * 400, 1e300]}  # beyond what any exchange sends, and beyond int64
 
 
 Recipe = tuple[str, Any]  # (kind, a function of the next valid open time returning the frame)
@@ -256,7 +257,8 @@ def bad_frame(draw: st.DrawFn, values: dict[str, Any]) -> Recipe:
         value = draw(NON_POSITIVE.filter(lambda v: field in PRICES or str(v).startswith("-") and v != "-0"))  # -0 volume is 0
         return kind, lambda t: frame(bar(t, **{field: value}))
     if kind == "huge":
-        field, value = draw(st.sampled_from(PRICES + QTYS + ("n",))), draw(HUGE)
+        field = draw(st.sampled_from(PRICES + QTYS + ("n",)))
+        value = draw(st.sampled_from(HUGE["price" if field in PRICES else "qty" if field in QTYS else "count"]))
         return kind, lambda t: frame(bar(t, **{field: value}))
     if kind == "bare_nan":
         return kind, lambda t: frame(bar(t)).replace(f'"o": "{values["o"]}"', '"o": NaN')
