@@ -115,11 +115,11 @@ def test_sigkill_loop_loses_nothing_received(tmp_path: Path, shared_data: Path, 
             if kind == "import" or rng.random() < 0.25:
                 importer = start_import(tmp_path, data, [archives[imported % len(archives)]], log)
             if kind == "random":
-                time.sleep(rng.uniform(0.2, 3.0))
+                time.sleep(rng.uniform(0.1, 2.5))
             else:
                 if kind != "import":
                     wait_for(lambda: started_since(data, launched), timeout=20, what="the service up")
-                    time.sleep(rng.uniform(0.0, 1.0))
+                    time.sleep(rng.uniform(0.0, 0.5))
                 wanted = {"flush": "flushing", "compaction": "compacting", "import": "importing"}[kind]
                 try:
                     wait_for(lambda: getattr(in_flight(data), wanted)(), timeout=5, what=kind, poll=0.001)
@@ -154,6 +154,7 @@ def test_sigkill_loop_loses_nothing_received(tmp_path: Path, shared_data: Path, 
 
     report = check_dataset(data)
     assert report.problems == [], f"seed {seed}: {report.problems}"
+    assert in_flight(data).tmp == {}, f"seed {seed}: tmp files left behind: {in_flight(data).tmp}"
     stored = stored_bars(data)
     received = {k: v for s in snapshots for k, v in s.received.items()}
     lost = {k: v for k, v in received.items() if stored.get(k) != v}

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -83,12 +84,12 @@ class FakeExchange:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
-        self._ws = ws
         async for message in ws:
             request = json.loads(message)
             self.requests.append(request)
             await ws.send(json.dumps({"result": None, "id": request["id"]}))
-            if request.get("method") == "SUBSCRIBE":
+            if request.get("method") == "SUBSCRIBE":  # data only ever flows on a subscribed connection
+                self._ws = ws
                 self.subscribed.set()
 
     async def send(self, frames: list[str | bytes]) -> None:
@@ -118,7 +119,12 @@ def service_config(data: Path, ws_url: str, **changes: Any) -> Config:
         "symbols": [SYMBOL], "websocket.base_url": ws_url, "websocket.rest_url": "http://exchange.invalid",
         "websocket.streams.kline_intervals": ["1m"], "websocket.streams.aggtrade": False,
         "websocket.streams.depth": False, "websocket.streams.mark_price": False,
-        "websocket.heartbeat.check_interval": 0.2, "websocket.heartbeat.timeout": 30.0,
+        # Liveness is not under test: between examples the fake exchange may say nothing for long.
+        "websocket.heartbeat.check_interval": 0.2, "websocket.heartbeat.timeout": 3600.0,
+        "websocket.heartbeat.resubscribe_after": 3600.0,
+        # Valid bars a minute apart, sent milliseconds apart: the exchange clock learns a rate of
+        # thousands, and a day of its time (rotation) would pass in seconds.
+        "websocket.rotate_after": 10**9,
         "websocket.reconnect.base_delay": 0.05, "websocket.reconnect.max_delay": 0.2,
         "storage.data_dir": str(data), "storage.flush_interval": 0.2, "storage.wal_fsync_window": 0.05,
         "jobs.status_interval": 0.1, "rest.retry_base_delay": 0.01, "rest.retry_max_delay": 0.02, **changes,
@@ -337,7 +343,8 @@ def test_bad_frames_are_counted_and_never_stored(harness: Harness, long_run: boo
             harness.send([text])
             history.append((kind, text[:300]))
             if kind == "valid":
-                assert (harness.counted(), feed.dispatcher.closed) == (counted, closed + 1), (history[-4:], dict(feed.state.rejected))
+                assert (harness.counted(), feed.dispatcher.closed) == (counted, closed + 1), "\n".join(map(str, [
+                    *history[-4:], dict(feed.state.rejected), f"held {feed.dispatcher.held}", f"now {feed.clock.now_ms()}"]))
             else:
                 kinds[kind] = kinds.get(kind, 0) + 1
                 harness.bad += 1
@@ -350,7 +357,8 @@ def test_bad_frames_are_counted_and_never_stored(harness: Harness, long_run: boo
     time.sleep(0.3)
     assert service.status_writes > max(written, before_writes), "status.json is no longer written"
     conn = feed.pool.connections[0]
-    assert (conn.state.name, conn.internal_errors, harness.exchange.connections) == ("SUBSCRIBED", 0, 1)
+    lost = [(e.conn_id, e.reason) for e in feed.events.since() if e.to_state == "LOST"]
+    assert (conn.state.name, conn.internal_errors, harness.exchange.connections) == ("SUBSCRIBED", 0, 1), lost
     assert service.flush_failures == 0, service.last_flush_error
     stored = read_bars(service.data_dir, SYMBOL, "1m")
     assert sorted(int(t.timestamp() * 1000) for t in stored["open_time"]) == sorted(harness.sent)
@@ -361,10 +369,9 @@ def test_bad_frames_are_counted_and_never_stored(harness: Harness, long_run: boo
             float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"]), float(k["q"]), k["n"],
             float(k["V"]), float(k["Q"]))
         assert all(math.isfinite(row[c]) and row[c] >= 0 for c in ("open", "high", "low", "close", "volume"))
-    others = [p for p in (service.data_dir / "bars").rglob("*.parquet")]
-    symbols = {s for p in others for s in __import__("pyarrow.parquet").parquet.read_table(p, columns=["symbol"])
-               .column("symbol").to_pylist()}
-    assert symbols <= {SYMBOL}
+    files = list((service.data_dir / "bars").rglob("*.parquet"))
+    symbols = {s for p in files for s in pq.read_table(p, columns=["symbol"]).column("symbol").to_pylist()}
+    assert symbols <= {SYMBOL}, symbols  # no bar of another symbol, any interval
     now = feed.clock.now_ms()
     assert now is not None and now < max(harness.sent) + 30 * 86_400_000, "a bad event time moved the exchange clock"
     rejected = sum(feed.state.rejected.values()) + feed.dispatcher.unexpected
@@ -458,6 +465,7 @@ def test_garbled_rest_answers_raise_the_clients_errors_and_store_nothing_bad(tmp
 
     harness = Harness(tmp_path / "data", httpx.MockTransport(handler), **{
         "modes.websocket_only_klines": False, "modes.disable_rest_fallback": False, "rest.max_retries": 0,
+        "rest.weight_limit": 10**9,  # thousands of calls in one exchange minute: the budget would (rightly) wait
         "websocket.cache.kline_1m_history": 50})
     outcomes: dict[str, int] = {}
     try:
