@@ -228,6 +228,8 @@ def test_rest_bodies() -> None:
     )
     assert info.symbols[0].onboardDate == 5
     assert decode_server_time(b'{"serverTime":123}') == 123
+    with pytest.raises(ProtocolError):  # year 287 396 used to sync the clock, then every status.json write failed
+        decode_server_time(b'{"serverTime":9007199254740991}')
     for bad in (b'[[1,"x"]]', b"{", b'{"lastUpdateId":"a"}', b'[[1,"1","2","1","1","-10",59999,"1",3,"4","6","0"]]'):
         with pytest.raises(ProtocolError):
             decode_klines(bad) if bad.startswith(b"[") else decode_depth_snapshot(bad)

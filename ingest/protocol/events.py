@@ -19,7 +19,10 @@ Qty = Annotated[float, msgspec.Meta(ge=0, lt=1e18)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 #: Trade and update ids: any int64 (a larger one cannot be kept in a ring, a WAL record or Parquet).
 Id = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-Ms = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
+#: Epoch milliseconds before 10000-01-01: later ones no datetime holds (status.json's ISO times,
+#: the month of a partition), and a server time of year 287 396 stopped every status.json write.
+MS_LIMIT = 253_402_300_800_000
+Ms = Annotated[int, msgspec.Meta(ge=0, lt=MS_LIMIT)]
 Level = tuple[Price, Qty]
 
 

@@ -288,7 +288,7 @@ def bad_frame(draw: st.DrawFn, values: dict[str, Any]) -> Recipe:
         return kind, lambda t: frame(bar(t, h=repr(float(values["l"]) / 2)), event_ms=t + ahead)
     if kind == "huge_time":
         field = draw(st.sampled_from(["t", "T", "E"]))
-        value = draw(st.sampled_from([2**53, 2**63, -1, -MINUTE_MS, 1e20]))
+        value = draw(st.sampled_from([2**53 - 1, 2**53, 2**63, -1, -MINUTE_MS, 1e20, 253_402_300_800_000]))
         return kind, lambda t: frame(bar(t), event_ms=value) if field == "E" else frame(bar(t, **{field: value}))
     if kind == "misaligned":
         shift = draw(st.integers(1, MINUTE_MS - 1))
@@ -413,7 +413,7 @@ def rest_answer(draw: st.DrawFn) -> tuple[str, str, httpx.Response]:
         return path, kind, httpx.Response(200, json=junk)
     if kind == "huge":
         junk = draw(st.sampled_from([
-            {"serverTime": 2**64}, {"serverTime": 1e300}, [[2**70] * 12], {"lastUpdateId": 10**30, "bids": [], "asks": []},
+            {"serverTime": 2**64}, {"serverTime": 1e300}, {"serverTime": 2**53 - 1}, [[2**70] * 12], {"lastUpdateId": 10**30, "bids": [], "asks": []},
             [[T0, "1e400", "2", "1", "1.7", "10", T0 + 59_999, "15.5", 3, "4", "6", "0"]],
             [[T0, "1.5", "2", "1", "1.7", "10", T0 + 59_999, "15.5", 2**63, "4", "6", "0"]],
             valid_body(path, T0) if path != "/fapi/v1/klines" else
