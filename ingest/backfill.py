@@ -94,9 +94,10 @@ class Backfill:
                 if gap.start_open_ms <= r.open_time <= gap.end_open_ms and (now is None or r.close_time < now)
             ]
             committed += len(self.dispatcher.accept(series, bars))
-            if not rows:
-                break
-            start = next_open(rows[-1].open_time, gap.interval)
+            following = next_open(max(r.open_time for r in rows), gap.interval) if rows else start
+            if following <= start:  # an empty page, or one that does not move on (a server ignoring
+                break  # startTime): asking again would loop for ever, the worker stuck on this gap
+            start = following
         return committed
 
     async def _work(self) -> None:

@@ -10,6 +10,14 @@ simulator at ``--speed`` of them. The rate is the slope of the newest event time
 first anchor, once enough real time has passed to measure it; within 5 % of 1 it is exactly 1.
 Event times arrive late by the network latency, so an event never pulls the clock back: the
 estimate only moves forward (a hard ``sync`` may correct it either way).
+
+An event time more than ``MAX_LEAD_MS`` ahead of the estimate is not believed at once: one
+corrupt ``E`` (the protocol allows any time up to 2^53 ms, year 287 396) would otherwise move
+"now" centuries ahead for good, and with it bar readiness, gaps, the weight budget's minutes
+and every timestamp of status.json. Such a time is counted (``outliers``) and taken only when
+``CONFIRMATIONS`` events in a row, spread over ``CONFIRM_SPAN_S`` real seconds at least, agree
+with it (a real jump: the host slept, the estimate fell behind), so neither a lone bad frame
+nor a burst of them moves the clock.
 """
 
 from __future__ import annotations
@@ -21,12 +29,19 @@ from collections.abc import Callable
 RATE_MIN_SPAN_S = 1.0
 #: Rates within this of 1 are a real-time exchange.
 RATE_SNAP = 0.05
+#: An event time this far ahead of the estimate (exchange ms) is an outlier until confirmed.
+MAX_LEAD_MS = 3_600_000
+#: Consecutive outliers within ``MAX_LEAD_MS`` of each other that make the clock jump...
+CONFIRMATIONS = 3
+#: ...once they have kept coming for this many real seconds.
+CONFIRM_SPAN_S = 1.0
 
 
 class ExchangeClock:
     """Exchange time in UTC milliseconds; ``now_ms()`` is None until the first sync or event."""
 
-    __slots__ = ("_mono", "_anchor_ex", "_anchor_mono", "_first_ex", "_first_mono", "_last", "rate", "_fixed_rate")
+    __slots__ = ("_mono", "_anchor_ex", "_anchor_mono", "_first_ex", "_first_mono", "_last", "rate", "_fixed_rate",
+                 "outliers", "_ahead", "_ahead_count", "_ahead_since")
 
     def __init__(self, mono: Callable[[], float] = time.monotonic, *, rate: float | None = None) -> None:
         self._mono = mono
@@ -37,6 +52,10 @@ class ExchangeClock:
         self._last = 0
         self._fixed_rate = rate is not None
         self.rate = 1.0 if rate is None else rate
+        self.outliers = 0  # event times too far ahead, not (yet) believed
+        self._ahead = 0  # the latest of them
+        self._ahead_count = 0  # how many agreeing ones in a row
+        self._ahead_since = 0.0  # monotonic time of the first of them
 
     @property
     def synced(self) -> bool:
@@ -58,11 +77,29 @@ class ExchangeClock:
             self._first_ex, self._first_mono = float(event_ms), m
             self._anchor_ex, self._anchor_mono = float(event_ms), m
             return
-        if event_ms > self._anchor_ex + (m - self._anchor_mono) * 1000.0 * self.rate:
+        estimate = self._anchor_ex + (m - self._anchor_mono) * 1000.0 * self.rate
+        if event_ms > estimate + MAX_LEAD_MS:
+            if self._confirmed(event_ms, m):  # a jump, not a rate: the rate is measured afresh from here
+                self._first_ex, self._first_mono = float(event_ms), m
+                self._anchor_ex, self._anchor_mono = float(event_ms), m
+                self._ahead_count = 0
+            return
+        self._ahead_count = 0
+        if event_ms > estimate:
             self._anchor_ex, self._anchor_mono = float(event_ms), m
             if not self._fixed_rate and m - self._first_mono >= RATE_MIN_SPAN_S:
                 rate = (event_ms - self._first_ex) / ((m - self._first_mono) * 1000.0)
                 self.rate = 1.0 if rate < 1.0 + RATE_SNAP else rate
+
+    def _confirmed(self, event_ms: int, mono: float) -> bool:
+        """Whether this far-ahead time confirms a jump: enough agreeing ones in a row, for long enough."""
+        self.outliers += 1
+        if self._ahead_count > 0 and abs(event_ms - self._ahead) <= MAX_LEAD_MS:
+            self._ahead_count += 1
+        else:
+            self._ahead_count, self._ahead_since = 1, mono
+        self._ahead = event_ms
+        return self._ahead_count >= CONFIRMATIONS and mono - self._ahead_since >= CONFIRM_SPAN_S
 
     def now_ms(self) -> int | None:
         """Exchange time now (non-decreasing), or None before any exchange time was seen."""

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ingest.clock import ExchangeClock
+from ingest.clock import MAX_LEAD_MS, ExchangeClock
 from ingest.errors import ProtocolError
 from ingest.hooks import Hook
 from ingest.klines import KlineSeries, kline_bar
@@ -115,6 +115,12 @@ class Dispatcher:
 
     def _on_kline(self, series: KlineSeries, ev: KlineEvent) -> None:
         k = ev.k
+        now = self.clock.now_ms()
+        if now is not None and k.t > now + MAX_LEAD_MS:
+            # Opens long after exchange-now: stored, it would be a bar from the future; as the open
+            # bar, every real update after it would look stale.
+            self.state.rejected["future"] += 1
+            return
         if k.x:
             self.accept(series, (kline_bar(ev.s, k),))
         else:

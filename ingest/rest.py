@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BAN_S = 120.0
 #: Pause after a 429 without a Retry-After header.
 DEFAULT_RETRY_AFTER_S = 60.0
+#: The longest pause a Retry-After may ask for: the exchange's longest ban (3 days).
+MAX_PAUSE_S = 3 * 86_400.0
 #: Requests in flight at once.
 MAX_IN_FLIGHT = 4
 _RETRYABLE_STATUS = frozenset({408, 500, 502, 503, 504})
@@ -220,8 +223,13 @@ def retryable(exc: RestError) -> bool:
 
 
 def _seconds(header: str | None, default: float) -> float:
+    """A ``Retry-After`` in seconds: ``default`` when absent or not a number, at most ``MAX_PAUSE_S``.
+
+    Bounded because it pauses every request: an ``inf`` or ``1e308`` from a broken proxy would
+    otherwise stop depth snapshots, back-fills and listings for good.
+    """
     try:
         value = float(header) if header is not None else default
     except ValueError:
         return default
-    return value if value >= 0 else default
+    return min(value, MAX_PAUSE_S) if math.isfinite(value) and value >= 0 else default

@@ -211,6 +211,8 @@ class BarStore:
             self._symbols.add(bar.symbol)
         if bar.interval not in _INTERVALS:
             raise BarError(f"unknown interval {bar.interval!r} in {bar.key}")
+        if not 0 <= bar.trades < 2**63:  # Parquet's int64: a larger count would fail every flush after it
+            raise BarError(f"trade count {bar.trades} out of range in {bar.key}")
         if bar.source not in _SOURCES:
             raise BarError(f"unknown source {bar.source!r} in {bar.key}")
         if bar_open(bar.open_time, bar.interval) != bar.open_time or not bar.open_time <= bar.close_time:

@@ -59,3 +59,45 @@ def test_a_real_time_exchange_keeps_rate_one() -> None:
         mono.t += 0.1
         clock.observe(int((mono.t - 100.0) * 1010))  # 1 % skew is not a different rate
     assert clock.rate == 1.0
+
+
+def test_one_far_future_event_time_does_not_move_the_clock() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono)
+    clock.sync(1_000_000)
+    clock.observe(253_402_300_799_999)  # a corrupt E (the protocol's bound: the last ms of year 9999)
+    mono.t += 1.0
+    clock.observe(1_001_000)
+    assert clock.now_ms() == 1_001_000 and clock.outliers == 1 and clock.rate == 1.0
+
+
+def test_scattered_outliers_never_add_up_to_a_jump() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono)
+    clock.sync(0)
+    for i in range(10):
+        clock.observe(10**12 * (i + 1))  # far ahead, but no two of them agree
+    assert clock.now_ms() == 0 and clock.outliers == 10
+
+
+def test_a_real_jump_is_taken_once_confirmed_and_does_not_skew_the_rate() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono)
+    clock.sync(0)
+    mono.t += 2.0
+    clock.observe(2_000)
+    jumped = 2_000 + 5 * 3_600_000  # the host slept five hours: the estimate is far behind
+    for i in range(3):  # a burst that agrees is not enough...
+        clock.observe(jumped + i)
+    assert clock.now_ms() == 2_000
+    for i in range(20):  # ...events that go on agreeing for a second are
+        clock.observe(jumped + i * 100)
+        mono.t += 0.1
+        if clock.now_ms() > jumped:  # type: ignore[operator]
+            break
+    assert 1.0 <= mono.t - 102.0 <= 1.25 and abs(clock.now_ms() - (jumped + i * 100 + 100)) <= 1  # type: ignore[operator]
+    base, since = jumped + i * 100, mono.t - 0.1
+    for _ in range(20):
+        mono.t += 0.1
+        clock.observe(base + int((mono.t - since) * 1000))
+    assert clock.rate == 1.0

@@ -39,6 +39,21 @@ def test_malformed_frames_are_counted_and_ingest_goes_on() -> None:
     assert state.rejected["malformed"] == 4 and len(sink.bars) == 1  # type: ignore[union-attr]
 
 
+def test_bars_opening_long_after_exchange_now_are_refused_and_move_nothing() -> None:
+    d, state, sink = make()
+    d.dispatch(kline(t=T0, x=True), monotonic())
+    future = T0 + 400 * 86_400_000  # well-formed, aligned, its own E consistent: but a year ahead
+    d.dispatch(kline(t=future, x=True), monotonic())
+    d.dispatch(kline(t=future), monotonic())  # as the open bar it would make every real update stale
+    assert state.rejected["future"] == 2 and len(sink.bars) == 1  # type: ignore[union-attr]
+    d.dispatch(kline(t=T0 + M), monotonic())
+    series = state.series("BTCUSDT", "1m")
+    assert series.open_bar is not None and series.open_bar.t == T0 + M and "stale" not in state.rejected
+    d.dispatch(kline(t=T0 + M, x=True), monotonic())
+    assert len(sink.bars) == 2  # type: ignore[union-attr]
+    assert d.clock.now_ms() < T0 + 86_400_000  # type: ignore[operator]
+
+
 def test_closed_bar_goes_to_the_sink_before_the_ring_and_callbacks() -> None:
     order: list[str] = []
 

@@ -141,6 +141,9 @@ def test_kline_frame_decodes_to_floats() -> None:
         (frame("btcusdt@kline_1m", with_k(v="-0.5")), "negative volume"),
         (frame("btcusdt@kline_1m", with_k(c="1e999")), "infinite price"),
         (frame("btcusdt@kline_1m", with_k(n="many")), "wrong type"),
+        (frame("btcusdt@kline_1m", with_k(n=2**63)), "trade count beyond int64"),  # it used to stop every flush
+        (frame("btcusdt@kline_1m", with_k(n="9" * 400)), "trade count of 400 digits"),
+        (frame("btcusdt@kline_1m", with_k(f=-(2**63) - 1)), "trade id beyond int64"),
         (frame("btcusdt@kline_1m", {**KLINE, "k": {k: v for k, v in KLINE["k"].items() if k != "c"}}), "missing"),
         (frame("ethusdt@kline_1m", KLINE), "other symbol"),
         (frame("btcusdt@kline_1m", {**KLINE, "e": "weird"}), "unknown event"),
@@ -210,6 +213,7 @@ def test_mutated_klines_decode_or_raise_protocol_error(changes: dict) -> None:
         return
     k = f.data.k
     assert k.o > 0 and k.h > 0 and k.l > 0 and k.c > 0 and k.v >= 0 and k.n >= 0
+    assert all(-(2**63) <= x < 2**63 for x in (k.t, k.T, k.n, k.f, k.L))  # what a ring, the WAL and Parquet hold
 
 
 # --- REST bodies ---------------------------------------------------------------------------
@@ -224,6 +228,8 @@ def test_rest_bodies() -> None:
     )
     assert info.symbols[0].onboardDate == 5
     assert decode_server_time(b'{"serverTime":123}') == 123
+    with pytest.raises(ProtocolError):  # year 287 396 used to sync the clock, then every status.json write failed
+        decode_server_time(b'{"serverTime":9007199254740991}')
     for bad in (b'[[1,"x"]]', b"{", b'{"lastUpdateId":"a"}', b'[[1,"1","2","1","1","-10",59999,"1",3,"4","6","0"]]'):
         with pytest.raises(ProtocolError):
             decode_klines(bad) if bad.startswith(b"[") else decode_depth_snapshot(bad)

@@ -77,6 +77,20 @@ def test_a_418_is_never_retried_and_stops_everyone() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(("retry_after", "pause"), [("inf", 120.0), ("nan", 120.0), ("-5", 120.0), ("soon", 120.0),
+                                                   ("1e308", 3 * 86_400.0), ("99999999999", 3 * 86_400.0), ("7", 7.0)])
+def test_a_retry_after_pauses_at_most_the_longest_ban(retry_after: str, pause: float) -> None:
+    # "inf" or "1e308" (a broken proxy) used to pause every request for ever: no more snapshots or back-fills.
+    async def main() -> None:
+        rest = client(lambda request: httpx.Response(418, headers={"Retry-After": retry_after}))
+        with pytest.raises(Banned):
+            await rest.exchange_info()
+        assert abs(rest.paused_until - time.monotonic() - pause) < 1.0
+        await rest.aclose()
+
+    asyncio.run(main())
+
+
 def test_server_errors_and_transport_errors_are_retried_client_errors_are_not() -> None:
     seen: list[str] = []
 

@@ -126,7 +126,8 @@ def test_one_shard_per_process_and_bad_bars_are_refused(tmp_path: Path) -> None:
         for bad in (Bar("BTC/USDT", "1m", T0, T0 + 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
                     Bar("BTCUSDT", "2m", T0, T0 + 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
                     Bar("BTCUSDT", "1m", T0 + 5, T0 + 6, 1, 1, 1, 1, 0, 0, 0, 0, 0),
-                    Bar("BTCUSDT", "1m", T0, T0 + 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, source="guess")):
+                    Bar("BTCUSDT", "1m", T0, T0 + 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, source="guess"),
+                    Bar("BTCUSDT", "1m", T0, T0 + 1, 1, 1, 1, 1, 0, 0, 2**63, 0, 0)):  # no int64: every flush failed
             with pytest.raises(BarError):
                 store.append([bad])
         assert store.pending_bars == 0

@@ -16,8 +16,13 @@ from ingest.errors import ProtocolError
 
 Price = Annotated[float, msgspec.Meta(gt=0, lt=1e15)]
 Qty = Annotated[float, msgspec.Meta(ge=0, lt=1e18)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-Ms = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+#: Trade and update ids: any int64 (a larger one cannot be kept in a ring, a WAL record or Parquet).
+Id = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+#: Epoch milliseconds before 10000-01-01: later ones no datetime holds (status.json's ISO times,
+#: the month of a partition), and a server time of year 287 396 stopped every status.json write.
+MS_LIMIT = 253_402_300_800_000
+Ms = Annotated[int, msgspec.Meta(ge=0, lt=MS_LIMIT)]
 Level = tuple[Price, Qty]
 
 
@@ -41,8 +46,8 @@ class Kline(_Struct):
     q: Qty
     V: Qty  # taker buy base volume
     Q: Qty  # taker buy quote volume
-    f: int = -1  # first trade id
-    L: int = -1  # last trade id
+    f: Id = -1  # first trade id
+    L: Id = -1  # last trade id
     s: str = ""
 
 
@@ -70,11 +75,11 @@ class ContinuousKlineEvent(_Struct, tag_field="e", tag="continuous_kline"):
 class AggTradeEvent(_Struct, tag_field="e", tag="aggTrade"):
     E: Ms
     s: str
-    a: int  # aggregate trade id
+    a: Id  # aggregate trade id
     p: Price
     q: Qty
-    f: int  # first trade id
-    l: int  # noqa: E741 - last trade id
+    f: Id  # first trade id
+    l: Id  # noqa: E741 - last trade id
     T: Ms  # trade time
     m: bool  # buyer is the maker (so the taker sold)
     nq: Qty | None = None  # normal quantity, added late 2025
@@ -88,7 +93,7 @@ class TradeEvent(_Struct, tag_field="e", tag="trade"):
     E: Ms
     T: Ms
     s: str
-    t: int
+    t: Id
     p: Price
     q: Qty
     m: bool
@@ -103,9 +108,9 @@ class DepthUpdateEvent(_Struct, tag_field="e", tag="depthUpdate"):
     E: Ms
     T: Ms
     s: str
-    U: int  # first update id in event
-    u: int  # final update id in event
-    pu: int  # final update id of the previous event
+    U: Id  # first update id in event
+    u: Id  # final update id in event
+    pu: Id  # final update id of the previous event
     b: list[Level]
     a: list[Level]
 
@@ -140,7 +145,7 @@ class BookTickerEvent(_Struct, tag_field="e", tag="bookTicker"):
     E: Ms
     T: Ms
     s: str
-    u: int
+    u: Id
     b: Price
     B: Qty
     a: Price

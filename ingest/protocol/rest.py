@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from ingest.errors import ProtocolError
-from ingest.protocol.events import Count, Level, Ms, Price, Qty
+from ingest.protocol.events import Count, Id, Level, Ms, Price, Qty
 
 KLINES_PATH = "/fapi/v1/klines"
 DEPTH_PATH = "/fapi/v1/depth"
@@ -74,7 +74,7 @@ class RestKline(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class DepthSnapshot(msgspec.Struct, frozen=True, gc=False):
-    lastUpdateId: int
+    lastUpdateId: Id
     bids: list[Level]
     asks: list[Level]
     E: Ms = 0
