@@ -243,6 +243,7 @@ class SeriesFidelity:
     different: list[tuple[int, str, Any, Any]] = field(default_factory=list)  # (open, column, stored, truth)
     incomplete: list[int] = field(default_factory=list)  # stored, marked is_complete=false (never "different")
     present: set[int] = field(default_factory=set)  # stored complete bars the exchange has (any open time)
+    sources: dict[str, int] = field(default_factory=dict)  # compared bars by source (ws, rest, resample)
 
 
 @dataclass
@@ -260,11 +261,12 @@ class Fidelity:
 
     def table(self) -> str:
         lines = [f"{'series':<16} {'window (open times, UTC)':<37} {'compared':>8} {'missing':>7} {'extra':>5} "
-                 f"{'diff':>5} {'incompl':>7}"]
+                 f"{'diff':>5} {'incompl':>7}  compared by source"]
         for s in self.series:
             window = f"{_iso(s.start)} .. {_iso(s.end)}"
             lines.append(f"{s.symbol + ' ' + s.interval:<16} {window:<37} {s.compared:>8} {len(s.missing):>7} "
-                         f"{len(s.extra):>5} {len(s.different):>5} {len(s.incomplete):>7}")
+                         f"{len(s.extra):>5} {len(s.different):>5} {len(s.incomplete):>7}  "
+                         + " ".join(f"{k} {v}" for k, v in sorted(s.sources.items())))
         lines.append(f"{'total':<16} {'':<37} {self.total('compared'):>8} {self.total('missing'):>7} "
                      f"{self.total('extra'):>5} {self.total('different'):>5} {self.total('incomplete'):>7}")
         return "\n".join(lines)
@@ -316,6 +318,7 @@ def compare_series(stored: pl.DataFrame, truth: Mapping[int, Sequence[Any]], res
             continue
         present.add(t)
         result.compared += 1
+        result.sources[row["source"]] = result.sources.get(row["source"], 0) + 1
         for i, column in enumerate(KLINE_COLUMNS):
             want = int(ref[i]) if column in ("open_time", "close_time", "trades") else float(ref[i])
             if row[column] != want:
@@ -360,17 +363,15 @@ def gap_bars(gaps: pl.DataFrame, symbol: str, interval: str, *, open_only: bool 
     return {t for s, e in rows.select("start_time", "end_time").iter_rows() for t in range(s, e + step, step)}
 
 
-def windows_for(symbols: Iterable[str], intervals: Iterable[str], first_ms: int, last_close_ms: int,
-                *, fixed_first: bool = False) -> dict[tuple[str, str], tuple[int, int]]:
-    """Per series ``(first open, last open)``: bars opening at or after the bucket of ``first_ms``
-    (``fixed_first``: at ``first_ms`` itself, aligned) and closing at or before ``last_close_ms``."""
+def windows_for(symbols: Iterable[str], intervals: Iterable[str], first_ms: int,
+                last_close_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per series ``(first open, last open)``: from the first bar opening at or after ``first_ms``
+    to the last bar closed by ``last_close_ms`` (its close time, open + length - 1, is below it)."""
     out = {}
     for interval in intervals:
         step = interval_ms(interval)
-        first = first_ms // step * step
-        if fixed_first and first < first_ms:
-            first += step
-        last = (last_close_ms + 1) // step * step - step  # the last bar whose close time < last_close_ms
+        first = -(-first_ms // step) * step
+        last = last_close_ms // step * step - step
         for symbol in symbols:
             out[(symbol, interval)] = (first, last)
     return out
