@@ -36,7 +36,7 @@ from storage import bars_relation_sql, read_bars
 from storage.tables import published_glob
 from support import klinestore_command, subprocess_env
 
-#: The 12 columns of a Binance kline row, in /sim/truth's order, and their stored names.
+#: The columns of a Binance kline row, in /sim/truth's order, named as stored (the 12th, "ignore", is not).
 KLINE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades",
                  "taker_buy_volume", "taker_buy_quote_volume")
 #: Timers of a service that watches a clock running hundreds of times faster than the wall's.
