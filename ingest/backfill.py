@@ -17,17 +17,27 @@ from collections.abc import Callable
 from ingest.clock import ExchangeClock
 from ingest.dispatcher import Dispatcher
 from ingest.errors import IngestError
-from ingest.klines import Gap
+from ingest.klines import Gap, KlineSeries
 from ingest.protocol.rest import KLINES_MAX_LIMIT, RestKline
 from ingest.rest import RestClient
 from ingest.state import MarketState
-from klinestore.intervals import next_open
+from klinestore.intervals import bar_open, next_open
 from storage.schema import Bar
 
 log = logging.getLogger(__name__)
 
 #: Gaps waiting to be filled before new ones are dropped (and counted).
 MAX_PENDING = 10_000
+
+
+def until_live(series: KlineSeries, gap: Gap) -> Gap | None:
+    """The bars after ``gap`` up to the first bar ``series`` holds after it, if any are missing."""
+    keys = series.ring.tail()["open_time"]
+    later = keys[keys > gap.end_open_ms]
+    if not len(later):
+        return None
+    start, end = next_open(gap.end_open_ms, gap.interval), bar_open(int(later[0]) - 1, gap.interval)
+    return Gap(gap.symbol, gap.interval, start, end, gap.reason) if start <= end else None
 
 
 def rest_bar(symbol: str, interval: str, k: RestKline) -> Bar:
@@ -79,10 +89,26 @@ class Backfill:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def fill(self, gap: Gap) -> int:
-        """Fetch and commit the bars of ``gap``; return how many were committed."""
+        """Fetch and commit the bars of ``gap``; return how many were committed.
+
+        A ``start`` gap (the history a series lacks) was sized when it was requested, before
+        any live bar; if live bars arrived meanwhile, the bars between the history and the first
+        of them are fetched too: the series has nothing older to jump from, so no gap would be
+        reported for them (a minute closing while the connections subscribed was lost for good).
+        """
         series = self.state.klines.get((gap.symbol, gap.interval))
         if series is None:
             return 0
+        committed = await self._fetch(series, gap)
+        while gap.reason == "start" and (rest := until_live(series, gap)) is not None:
+            gap = rest
+            added = await self._fetch(series, gap)
+            committed += added
+            if not added:  # the exchange has nothing more (yet): no loop
+                break
+        return committed
+
+    async def _fetch(self, series: KlineSeries, gap: Gap) -> int:
         committed = 0
         start = gap.start_open_ms
         while start <= gap.end_open_ms:

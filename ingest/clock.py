@@ -117,3 +117,15 @@ class ExchangeClock:
         if now is None or exchange_ms <= now:
             return 0.0
         return (exchange_ms - now) / 1000.0 / self.rate
+
+    def seconds_to_arrive(self, exchange_ms: int, latency_s: float) -> float:
+        """Real seconds until a message the exchange sends at ``exchange_ms`` has had ``latency_s``
+        real seconds to arrive (0 if that is past or the clock is unsynced).
+
+        Latency is real time: on a fast exchange clock (the simulator at 1200x) a grace of
+        3 exchange seconds is 2.5 ms, less than one of its pushes takes to cross the socket.
+        """
+        now = self.now_ms()
+        if now is None:
+            return 0.0
+        return max(0.0, (exchange_ms - now) / 1000.0 / self.rate + latency_s)

@@ -101,3 +101,15 @@ def test_a_real_jump_is_taken_once_confirmed_and_does_not_skew_the_rate() -> Non
         mono.t += 0.1
         clock.observe(base + int((mono.t - since) * 1000))
     assert clock.rate == 1.0
+
+
+def test_a_message_gets_its_latency_in_real_seconds_at_any_rate() -> None:
+    mono = FakeMono()
+    clock = ExchangeClock(mono, rate=1200.0)
+    clock.sync(1_000_000)
+    assert clock.seconds_to_arrive(1_000_000 + 1_200, 3.0) == 3.001  # 1.2 exchange s ahead: 1 ms, then 3 s
+    mono.t += 1.0  # 1200 exchange seconds later: sent 1 real second ago, 2 s of its grace left
+    assert abs(clock.seconds_to_arrive(1_000_000, 3.0) - 2.0) < 1e-9
+    mono.t += 5.0
+    assert clock.seconds_to_arrive(1_000_000, 3.0) == 0.0
+    assert ExchangeClock(FakeMono()).seconds_to_arrive(10**12, 3.0) == 0.0  # unsynced: nothing to wait for

@@ -33,8 +33,15 @@ def ws_bars(frame: pl.DataFrame) -> pl.DataFrame:
 def test_latest_closed_is_the_newest_row_closed_by_now() -> None:
     rows = [RestKline(T0, 1, 1, 1, 1, 1, T0 + M - 1, 1, 1, 1, 1), RestKline(T0 + M, 1, 1, 1, 1, 1, T0 + 2 * M - 1, 1, 1, 1, 1)]
     assert latest_closed(rows, T0 + M + 5).open_time == T0  # the seed's second-to-last
-    assert latest_closed(rows, T0 + 2 * M).open_time == T0 + M  # both closed (a request at the boundary)
     assert latest_closed(rows, T0 + 10) is None
+
+
+def test_the_newest_row_is_never_taken_as_closed() -> None:
+    """A request sent in a bar's last milliseconds gets that bar partial; the clock read after the
+    answer is already past its close, but the answer has no later row to prove it closed."""
+    rows = [RestKline(T0, 1, 1, 1, 1, 1, T0 + M - 1, 1, 1, 1, 1), RestKline(T0 + M, 1, 1, 1, 1, 1, T0 + 2 * M - 1, 1, 1, 1, 1)]
+    assert latest_closed(rows, T0 + 2 * M + 5).open_time == T0
+    assert latest_closed(rows[1:], T0 + 2 * M + 5) is None
 
 
 def test_resampled_buckets_against_the_exchanges_bars() -> None:

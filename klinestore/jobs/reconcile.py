@@ -76,8 +76,15 @@ def compare(bar: Bar, ref: Bar, ref_source: str, tolerance: ToleranceConfig) -> 
 
 
 def latest_closed(rows: Sequence[RestKline], now_ms: int) -> RestKline | None:
-    """The newest row closed by exchange time ``now_ms`` (``limit=2``: the seed's second-to-last)."""
-    closed = [r for r in rows if r.close_time < now_ms]
+    """The newest row closed by exchange time ``now_ms`` (``limit=2``: the seed's second-to-last).
+
+    The newest row of an answer is never taken: the exchange always returns the bar open when
+    it answered, and a clock read after the answer can be past that bar's close time (a request
+    sent in a bar's last milliseconds), which would take a partial bar for the closed one. A
+    row with a later row after it is closed by the exchange's own word.
+    """
+    newest = max((r.open_time for r in rows), default=None)
+    closed = [r for r in rows if r.open_time != newest and r.close_time < now_ms]
     return max(closed, key=lambda r: r.open_time) if closed else None
 
 

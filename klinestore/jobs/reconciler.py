@@ -159,8 +159,8 @@ class KlineReconciler:
         await self._record([finding], action, now or 0, "rest")
 
     async def _ws_bar(self, series: KlineSeries, ref: RestKline) -> Bar | None:
-        """The ring's bar at ``ref.open_time``, waiting out the close's grace if it just closed."""
-        deadline = time.monotonic() + self.feed.clock.seconds_until(ref.close_time + 1 + CLOSE_GRACE_MS)
+        """The ring's bar at ``ref.open_time``, waiting out the close's grace (real seconds) if it just closed."""
+        deadline = time.monotonic() + self.feed.clock.seconds_to_arrive(ref.close_time + 1, CLOSE_GRACE_MS / 1000)
         while True:
             if series.ring.contains(ref.open_time):
                 newer = len(series.ring) - series.ring.index_of(ref.open_time)
