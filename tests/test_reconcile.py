@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ingest.protocol.rest import RestKline
+from ingest.protocol.rest import RestKline, klines_weight
 from ingest.trades import TRADE_DTYPE
 from klinestore.config import ToleranceConfig
-from klinestore.jobs.reconcile import latest_closed, resample_check, trade_check, trade_runs
+from klinestore.jobs.reconcile import closed_rows, latest_closed, resample_check, rest_limit, trade_check, trade_runs
 from storage.frames import from_bars, to_bars
 from storage.resample import resample
 from storage.schema import Bar
@@ -42,6 +42,17 @@ def test_the_newest_row_is_never_taken_as_closed() -> None:
     rows = [RestKline(T0, 1, 1, 1, 1, 1, T0 + M - 1, 1, 1, 1, 1), RestKline(T0 + M, 1, 1, 1, 1, 1, T0 + 2 * M - 1, 1, 1, 1, 1)]
     assert latest_closed(rows, T0 + 2 * M + 5).open_time == T0
     assert latest_closed(rows[1:], T0 + 2 * M + 5) is None
+
+
+def test_each_run_checks_every_closed_bar_back_to_the_last_run_at_weight_one() -> None:
+    """A correction the exchange makes to a bar after a run compared it, or a WebSocket close
+    that came after its grace, is caught by the next run: it asks back to what was checked."""
+    rows = [RestKline(T0 + i * M, 1, 1, 1, 1, 1, T0 + (i + 1) * M - 1, 1, 1, 1, 1) for i in range(5)]
+    assert [r.open_time for r in closed_rows(rows, T0 + 4 * M + 5)] == [T0 + i * M for i in range(4)]
+    assert rest_limit(None, T0, "1m") == 2  # the first run: the seed's latest closed bar
+    assert rest_limit(T0, T0 + 5 * M + 5, "1m") == 7  # bars T0..T0+4 closed since, the open one, one more
+    assert rest_limit(T0, T0 + 10_000 * M, "1m") == 99 and klines_weight(99) == 1
+    assert rest_limit(T0, T0 + 5 * M, "1h") == 2
 
 
 def test_resampled_buckets_against_the_exchanges_bars() -> None:

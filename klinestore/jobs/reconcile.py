@@ -2,8 +2,9 @@
 
 Three references, one rule (``compare_bars``: close/high/low within 0.01 %, volume within 1 %):
 
-* **REST** (fallback mode, seed v6.4 §5.1): the latest closed bar of ``/fapi/v1/klines``
-  (``latest_closed``); on a mismatch the REST bar replaces the stored one.
+* **REST** (fallback mode, seed v6.4 §5.1): the closed bars of ``/fapi/v1/klines``
+  (``closed_rows``; the seed's latest closed bar, and back to the newest one the previous run
+  checked: ``rest_limit``); on a mismatch the REST bar replaces the stored one.
 * **Resampled 1m** (WebSocket-only, ``resample_check``): each closed WebSocket bar of a longer
   interval against the bar ``storage.resample`` builds from the 1m bars of its bucket, exactly
   as the exchange aggregates them. Only complete buckets are compared; a bucket with a
@@ -31,12 +32,15 @@ import polars as pl
 
 from ingest.protocol.rest import RestKline
 from klinestore.config import ToleranceConfig
-from klinestore.intervals import MINUTE_MS, next_open
+from klinestore.intervals import MINUTE_MS, interval_ms, next_open
 from klinestore.jobs.compare import Mismatch, compare_bars
 from storage.frames import to_bars, to_ms
 from storage.resample import resample
 from storage.schema import EXCHANGE_SOURCES, Bar
 from storage.trades import bars_from_trades
+
+#: The largest klines ``limit`` that costs weight 1 (Binance: 1 below 100 rows).
+REST_LIMIT_MAX = 99
 
 ReconRow = tuple[int, str, str, int, str, float | None, float | None, str, str]
 
@@ -75,6 +79,22 @@ def compare(bar: Bar, ref: Bar, ref_source: str, tolerance: ToleranceConfig) -> 
     return Finding(bar, ref, ref_source, tuple(mismatches)) if mismatches else None
 
 
+def closed_rows(rows: Sequence[RestKline], now_ms: int) -> list[RestKline]:
+    """The rows of a klines answer closed by exchange time ``now_ms``, oldest first; never its
+    newest row (see :func:`latest_closed`)."""
+    newest = max((r.open_time for r in rows), default=None)
+    return sorted((r for r in rows if r.open_time != newest and r.close_time < now_ms), key=lambda r: r.open_time)
+
+
+def rest_limit(last_checked_open: int | None, now_ms: int, interval: str) -> int:
+    """How many rows to ask so an answer reaches back to the newest bar checked by the last run
+    (plus the open bar and one more): capped at 99, the largest limit of weight 1."""
+    if last_checked_open is None:
+        return 2
+    behind = (now_ms - last_checked_open) // interval_ms(interval)
+    return int(max(2, min(REST_LIMIT_MAX, behind + 2)))
+
+
 def latest_closed(rows: Sequence[RestKline], now_ms: int) -> RestKline | None:
     """The newest row closed by exchange time ``now_ms`` (``limit=2``: the seed's second-to-last).
 
@@ -83,9 +103,8 @@ def latest_closed(rows: Sequence[RestKline], now_ms: int) -> RestKline | None:
     sent in a bar's last milliseconds), which would take a partial bar for the closed one. A
     row with a later row after it is closed by the exchange's own word.
     """
-    newest = max((r.open_time for r in rows), default=None)
-    closed = [r for r in rows if r.open_time != newest and r.close_time < now_ms]
-    return max(closed, key=lambda r: r.open_time) if closed else None
+    closed = closed_rows(rows, now_ms)
+    return closed[-1] if closed else None
 
 
 def _exchange_bars(frame: pl.DataFrame, after_ms: int) -> pl.DataFrame:

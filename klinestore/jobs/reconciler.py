@@ -1,8 +1,11 @@
 """Kline reconciliation jobs: the I/O around ``klinestore.jobs.reconcile``.
 
 * ``run_klines`` (every ``reconciliation.kline_interval``): fallback mode asks REST for the
-  latest closed bar of every (symbol, interval) (``limit=2``, weight 1, through the weight
-  budget) and, on a mismatch, stores the REST bar: WAL first (``sink.append``, source
+  closed bars of every (symbol, interval) back to the newest one the previous run checked
+  (``limit`` 2 at first, then enough rows to reach it, at most 99: weight 1, through the weight
+  budget) and compares each: the seed's latest closed bar, and also a bar the exchange
+  corrected after an earlier run saw it, or one whose WebSocket close came after its grace.
+  On a mismatch it stores the REST bar: WAL first (``sink.append``, source
   ``rest``, so storage's last-write-wins keeps it), then the ring (``insert(replace=True)``),
   one ``reconciliations`` row per differing field with ``action`` "replaced". WebSocket-only
   mode never calls REST klines: it compares the exchange's WebSocket bars of 5m/15m/1h/4h
@@ -33,7 +36,7 @@ from ingest.throttle import LogThrottle
 from klinestore.config import ToleranceConfig
 from klinestore.intervals import bar_open, interval_ms
 from klinestore.jobs.dataqual import DataQualModel
-from klinestore.jobs.reconcile import CheckResult, Finding, compare, latest_closed, resample_check, trade_check
+from klinestore.jobs.reconcile import CheckResult, Finding, closed_rows, compare, resample_check, rest_limit, trade_check
 from storage.frames import to_bars
 from storage.schema import Bar
 from storage.tables import QualityDB
@@ -77,6 +80,7 @@ class KlineReconciler:
         self.rest_klines = feed.config.modes.rest_klines_allowed
         self.tally = {"rest": Tally(), "resample": Tally(), "aggtrades": Tally()}
         self._cursor: dict[tuple[str, str, str], int] = {}  # (kind, symbol, interval) -> decided through
+        self._rest_checked: dict[tuple[str, str], int] = {}  # (symbol, interval) -> newest open time REST-checked
         self._log = LogThrottle(log)  # a source that disagrees every minute logs once per symbol per 10 s
 
     # --- jobs -------------------------------------------------------------------------------------
@@ -132,31 +136,37 @@ class KlineReconciler:
             log.warning("REST reconciliation of %s %s failed: %s", symbol, interval, exc)
 
     async def _rest_one(self, symbol: str, interval: str) -> None:
-        rows = await self.feed.rest.klines(symbol, interval, limit=2)
         now = self.feed.clock.now_ms()
+        if now is None:
+            return
+        limit = rest_limit(self._rest_checked.get((symbol, interval)), now, interval)
+        rows = await self.feed.rest.klines(symbol, interval, limit=limit)
+        now = self.feed.clock.now_ms() or now
         series = self.feed.state.klines.get((symbol, interval))
-        ref_row = latest_closed(rows, now) if now is not None else None
-        if ref_row is None or series is None:
+        refs = closed_rows(rows, now)
+        if not refs or series is None:
             return
-        bar = await self._ws_bar(series, ref_row)
+        self._rest_checked[(symbol, interval)] = refs[-1].open_time
         tally = self.tally["rest"]
-        if bar is None:  # not received: a gap, which the back-fill fills from REST anyway
-            tally.skipped += 1
-            return
-        tally.checked += 1
-        finding = compare(bar, rest_bar(symbol, interval, ref_row), "rest", self.tolerance)
-        if finding is None:
-            return
-        try:
-            self.sink.append([finding.ref])  # WAL first: storage keeps the later write
-        except Exception as exc:  # noqa: BLE001 - recorded as not replaced; the job goes on
-            log.error("%s: the REST bar could not be stored (%r); the WebSocket bar stays", finding, exc)
-            action = "replace_failed"
-        else:
-            series.insert([finding.ref], replace=True)
-            tally.replaced += 1
-            action = "replaced"
-        await self._record([finding], action, now or 0, "rest")
+        for ref_row in refs:
+            bar = await self._ws_bar(series, ref_row)
+            if bar is None:  # not received: a gap, which the back-fill fills from REST anyway
+                tally.skipped += 1
+                continue
+            tally.checked += 1
+            finding = compare(bar, rest_bar(symbol, interval, ref_row), "rest", self.tolerance)
+            if finding is None:
+                continue
+            try:
+                self.sink.append([finding.ref])  # WAL first: storage keeps the later write
+            except Exception as exc:  # noqa: BLE001 - recorded as not replaced; the job goes on
+                log.error("%s: the REST bar could not be stored (%r); the WebSocket bar stays", finding, exc)
+                action = "replace_failed"
+            else:
+                series.insert([finding.ref], replace=True)
+                tally.replaced += 1
+                action = "replaced"
+            await self._record([finding], action, now, "rest")
 
     async def _ws_bar(self, series: KlineSeries, ref: RestKline) -> Bar | None:
         """The ring's bar at ``ref.open_time``, waiting out the close's grace (real seconds) if it just closed."""
@@ -233,6 +243,8 @@ class KlineReconciler:
     def forget(self, symbol: str) -> None:
         for key in [k for k in self._cursor if k[1] == symbol]:
             del self._cursor[key]
+        for rest_key in [k for k in self._rest_checked if k[0] == symbol]:
+            del self._rest_checked[rest_key]
 
     def status(self) -> dict[str, dict[str, int]]:
         kinds = ("rest",) if self.rest_klines else ("resample", "aggtrades")
