@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import platform
+import signal
 import pkgutil
 import sys
 import time
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the figures as a Markdown table into this file "
                                                       "(between its bench-figures markers)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)  # unwind, so each benchmark's finally stops its simulator
     console = Console()
     console.print(f"[bold]machine[/]: {machine()}")
     figures: list[Figure] = []
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m bench" + "".join(f" --only {a}" for a in args.only or []) + (" --quick" if args.quick else "")
         splice_markdown(args.markdown, markdown_table(figures, command, time.perf_counter() - run_started))
     return 0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def cells(f: Figure) -> list[str]:
