@@ -115,12 +115,14 @@ class Dispatcher:
 
     def _on_kline(self, series: KlineSeries, ev: KlineEvent) -> None:
         k = ev.k
-        now = self.clock.now_ms()
-        if now is not None and k.t > now + MAX_LEAD_MS:
-            # Opens long after exchange-now: stored, it would be a bar from the future; as the open
-            # bar, every real update after it would look stale.
-            self.state.rejected["future"] += 1
-            return
+        ob = series.open_bar
+        if k.x or ob is None or k.t != ob.t:  # a bar not held yet (updates of the held one were checked)
+            now = self.clock.now_ms()
+            if now is not None and k.t > now + MAX_LEAD_MS:
+                # Opens long after exchange-now: stored, it would be a bar from the future; as the
+                # open bar, every real update after it would look stale.
+                self.state.rejected["future"] += 1
+                return
         if k.x:
             self.accept(series, (kline_bar(ev.s, k),))
         else:

@@ -84,6 +84,7 @@ class RestClient:
         self.rate_limited = 0
         self.banned = 0
         self.retries = 0
+        self.budget_wait_s = 0.0  # real seconds requests spent waiting for the weight budget
         self._policy = BackoffPolicy(base=config.retry_base_delay, cap=config.retry_max_delay, jitter=0.1,
                                      max_retries=config.max_retries)
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -202,7 +203,9 @@ class RestClient:
             wait_ms = self.budget.reserve(weight, now)
             if wait_ms == 0:
                 return
-            await asyncio.sleep(max(0.001, self.clock.seconds_until(now + wait_ms + 1)))
+            wait_s = max(0.001, self.clock.seconds_until(now + wait_ms + 1))
+            self.budget_wait_s += wait_s
+            await asyncio.sleep(wait_s)
 
     def _pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)

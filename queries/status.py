@@ -31,7 +31,7 @@ from queries.errors import QueryError
 from queries.fields import as_dict, as_list, as_number, dataqual_scores, epoch_ms, last_flush_ms
 from queries.sql import connect, execute
 from queries.times import iso
-from storage.layout import data_files, dataset_root, list_partitions, shard_writer
+from storage.layout import data_files, dataset_root, list_partitions, shard_writer, writer_slot
 
 STATUS_FILE = "status.json"
 STALE_INTERVALS = 3
@@ -54,7 +54,7 @@ def status_files(data_dir: Path | str) -> dict[int | None, Path]:
     if (data_dir / STATUS_FILE).is_file():
         found[None] = data_dir / STATUS_FILE
     for path in sorted(data_dir.glob("status-s[0-9][0-9][0-9][0-9].json")):
-        found[int(path.stem.rsplit("-s", 1)[1])] = path
+        found[writer_slot(path.stem.removeprefix("status-"))] = path
     return found
 
 

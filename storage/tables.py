@@ -37,7 +37,6 @@ from storage.errors import StorageError
 
 DB_NAME = "dataqual.duckdb"
 TABLES_DIR = "tables"
-DAY_MS = 86_400_000
 
 #: Fixed table schemas: name -> [(column, DuckDB type)].
 TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
@@ -63,6 +62,10 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 #: The column that places a row of an append table in its day file.
+#: One ``reconciliations`` row as the writers hand it over: (ts_ms, symbol, interval,
+#: open_time_ms, field, ws_value, ref_value, ref_source, action).
+ReconciliationRow = tuple[int, str, str, int, str, float | None, float | None, str, str]
+
 _DAY_COLUMN = {"dataqual": "ts", "reconciliations": "ts", "connection_events": "ts", "api_calls": "minute"}
 #: Arrow types of the inserts; times arrive as epoch milliseconds.
 _ARROW = {"TIMESTAMPTZ": pa.timestamp("ms", tz="UTC"), "VARCHAR": pa.string(), "DOUBLE": pa.float64(),
@@ -150,9 +153,7 @@ class QualityDB:
         """Rows of (ts_ms, symbol, score, missing_streams, mismatches, gaps, reasons)."""
         return self._append("dataqual", list(rows))
 
-    def insert_reconciliations(
-        self, rows: Iterable[tuple[int, str, str, int, str, float | None, float | None, str, str]]
-    ) -> int:
+    def insert_reconciliations(self, rows: Iterable[ReconciliationRow]) -> int:
         """Rows of (ts_ms, symbol, interval, open_time_ms, field, ws_value, ref_value, ref_source, action)."""
         return self._append("reconciliations", list(rows))
 

@@ -9,7 +9,7 @@ import pytest
 from ingest.protocol.rest import RestKline, klines_weight
 from ingest.trades import TRADE_DTYPE
 from klinestore.config import ToleranceConfig
-from klinestore.jobs.reconcile import closed_rows, latest_closed, resample_check, rest_limit, trade_check, trade_runs
+from klinestore.jobs.reconcile import closed_rows, resample_check, rest_limit, trade_check, trade_runs
 from storage.frames import from_bars, to_bars
 from storage.resample import resample
 from storage.schema import Bar
@@ -30,18 +30,18 @@ def ws_bars(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.lit("ws").alias("source"))
 
 
-def test_latest_closed_is_the_newest_row_closed_by_now() -> None:
+def test_the_latest_closed_row_is_the_newest_row_closed_by_now() -> None:
     rows = [RestKline(T0, 1, 1, 1, 1, 1, T0 + M - 1, 1, 1, 1, 1), RestKline(T0 + M, 1, 1, 1, 1, 1, T0 + 2 * M - 1, 1, 1, 1, 1)]
-    assert latest_closed(rows, T0 + M + 5).open_time == T0  # the seed's second-to-last
-    assert latest_closed(rows, T0 + 10) is None
+    assert closed_rows(rows, T0 + M + 5)[-1].open_time == T0  # the seed's second-to-last
+    assert closed_rows(rows, T0 + 10) == []
 
 
 def test_the_newest_row_is_never_taken_as_closed() -> None:
     """A request sent in a bar's last milliseconds gets that bar partial; the clock read after the
     answer is already past its close, but the answer has no later row to prove it closed."""
     rows = [RestKline(T0, 1, 1, 1, 1, 1, T0 + M - 1, 1, 1, 1, 1), RestKline(T0 + M, 1, 1, 1, 1, 1, T0 + 2 * M - 1, 1, 1, 1, 1)]
-    assert latest_closed(rows, T0 + 2 * M + 5).open_time == T0
-    assert latest_closed(rows[1:], T0 + 2 * M + 5) is None
+    assert closed_rows(rows, T0 + 2 * M + 5)[-1].open_time == T0
+    assert closed_rows(rows[1:], T0 + 2 * M + 5) == []
 
 
 def test_each_run_checks_every_closed_bar_back_to_the_last_run_at_weight_one() -> None:
@@ -53,7 +53,7 @@ def test_each_run_checks_every_closed_bar_back_to_the_last_run_at_weight_one() -
     assert rest_limit(T0, T0 + 5 * M + 5, "1m") == 7  # bars T0..T0+4 closed since, the open one, one more
     assert rest_limit(T0, T0 + 10_000 * M, "1m") == 99 and klines_weight(99) == 1
     assert rest_limit(T0, T0 + 5 * M, "1h") == 2
-
+    assert rest_limit(1_704_067_200_000, 1_711_929_600_000 + 5, "1M") == 5  # 2024-01 checked; Feb and Mar closed since, Apr open
 
 def test_resampled_buckets_against_the_exchanges_bars() -> None:
     minutes = from_bars([minute(i, 100 + i) for i in range(15)])

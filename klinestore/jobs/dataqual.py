@@ -34,6 +34,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from klinestore.intervals import HOUR_MS
+
 #: The seed's table: missing stream count -> penalty (4 or more: 0.80).
 MISSING_STREAM_PENALTY = {0: 0.0, 1: 0.10, 2: 0.20, 3: 0.30}
 MISSING_STREAM_PENALTY_MANY = 0.80
@@ -50,7 +52,6 @@ DEFAULT_STALE_AFTER_S = 30.0
 #: A score that moved at least this much (or whose causes changed) is a change worth a log line.
 CHANGE_STEP = 0.01
 _EVENT_HISTORY = 256  # events remembered per symbol and kind (older ones weigh ~0)
-_HOUR_MS = 3_600_000
 
 
 def missing_stream_penalty(count: int) -> float:
@@ -154,7 +155,7 @@ class DataQualModel:
             ts_ms=now_ms,
             score=round(value, 6),
             missing_streams=missing,
-            mismatches=sum(1 for t in events.mismatches if 0 <= now_ms - t <= _HOUR_MS) if events else 0,
+            mismatches=sum(1 for t in events.mismatches if 0 <= now_ms - t <= HOUR_MS) if events else 0,
             gaps=health.gap_bars,
             penalties=penalties,
             reasons=tuple(reasons),

@@ -34,7 +34,7 @@ from ingest.orderbook import OrderBook, Resync
 from ingest.protocol.rest import DepthSnapshot
 from ingest.rest import RestClient
 from klinestore.jobs.dataqual import DataQualModel
-from storage.tables import QualityDB
+from storage.tables import QualityDB, ReconciliationRow
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ CATCH_UP_PUSHES = 4
 CATCH_UP_MIN_S = 0.5
 #: Snapshot requests of one check in flight at once (the REST client allows 4 of any kind).
 CONCURRENCY = 8
-
-ReconRow = tuple[int, str, str, int, str, float | None, float | None, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +59,7 @@ class ResyncRecord:
     ref_id: float | None
     ref_source: str
 
-    def row(self) -> ReconRow:
+    def row(self) -> ReconciliationRow:
         return (self.ts_ms, self.symbol, "depth", self.event_ms, self.field, self.book_id, self.ref_id,
                 self.ref_source, "resynced")
 

@@ -21,13 +21,13 @@ import time
 
 from ingest.eventlog import EventLog
 from ingest.ledger import ApiLedger
+from klinestore.intervals import MINUTE_MS
 from storage.tables import QualityDB
 
 log = logging.getLogger(__name__)
 
 #: Minutes after which a minute's API-call row is final (requests time out long before).
 SETTLE_MINUTES = 10
-_MINUTE_MS = 60_000
 
 
 class TableDrain:
@@ -64,7 +64,7 @@ class TableDrain:
                 calls.append((minute, endpoint, n - done[0], weight - done[1]))
                 self._written[(minute, endpoint)] = (n, weight)
         newest = max((m for m, *_ in rows), default=self._since)
-        self._since = max(self._since, newest - SETTLE_MINUTES * _MINUTE_MS)
+        self._since = max(self._since, newest - SETTLE_MINUTES * MINUTE_MS)
         for key in [k for k in self._written if k[0] < self._since]:
             del self._written[key]
         return events, calls

@@ -8,7 +8,7 @@ job                period                                     does
 heartbeat          ``websocket.heartbeat.check_interval``     resyncs seen, DataQual scored, changes logged,
                                                               alerts evaluated
 dataqual           ``jobs.dataqual_interval``                 one ``dataqual`` row per symbol
-reconcile_klines   ``websocket.reconciliation.kline_interval``  fallback: REST latest closed bar (REST wins);
+reconcile_klines   ``websocket.reconciliation.kline_interval``  fallback: REST closed bars since the last run (REST wins);
                                                               WebSocket-only: resampled 1m vs 5m/15m/1h/4h
 reconcile_trades   ``...reconciliation.aggtrade_interval``    WebSocket-only: 1m vs the aggTrade window
 depth_check        ``...reconciliation.depth_interval``       snapshot check, resync when behind
@@ -47,9 +47,6 @@ from storage.tables import QualityDB
 
 log = logging.getLogger(__name__)
 
-_PUSH_MS = {"100ms": 100, "250ms": 250, "500ms": 500}
-
-
 class QualityJobs:
     """DataQual, reconciliation, gap records, alerts and the DuckDB tables of one service."""
 
@@ -64,7 +61,7 @@ class QualityJobs:
         self.depth = DepthChecker(
             lambda: feed.state.books, feed.rest, self.db, self.model, feed.clock.now_ms,
             threshold=ws.reconciliation.depth_gap_threshold,
-            push_s=lambda: _PUSH_MS[ws.streams.depth_speed] / 1000.0 / max(feed.clock.rate, 1e-9),
+            push_s=lambda: int(ws.streams.depth_speed.removesuffix("ms")) / 1000.0 / max(feed.clock.rate, 1e-9),
         )
         self.reconciler = KlineReconciler(feed, sink, self.db, self.model, ws.reconciliation.mismatch_tolerance,
                                           started_ms=lambda: self.started_ms)

@@ -32,17 +32,16 @@ import polars as pl
 
 from ingest.protocol.rest import RestKline
 from klinestore.config import ToleranceConfig
-from klinestore.intervals import MINUTE_MS, interval_ms, next_open
+from klinestore.intervals import MINUTE_MS, next_open
 from klinestore.jobs.compare import Mismatch, compare_bars
 from storage.frames import to_bars, to_ms
 from storage.resample import resample
 from storage.schema import EXCHANGE_SOURCES, Bar
+from storage.tables import ReconciliationRow
 from storage.trades import bars_from_trades
 
 #: The largest klines ``limit`` that costs weight 1 (Binance: 1 below 100 rows).
 REST_LIMIT_MAX = 99
-
-ReconRow = tuple[int, str, str, int, str, float | None, float | None, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +53,7 @@ class Finding:
     ref_source: str  # "rest", "resample" or "aggtrades"
     mismatches: tuple[Mismatch, ...]
 
-    def rows(self, ts_ms: int, action: str) -> list[ReconRow]:
+    def rows(self, ts_ms: int, action: str) -> list[ReconciliationRow]:
         b = self.bar
         return [(ts_ms, b.symbol, b.interval, b.open_time, m.field, m.value, m.ref_value, self.ref_source, action)
                 for m in self.mismatches]
@@ -80,8 +79,13 @@ def compare(bar: Bar, ref: Bar, ref_source: str, tolerance: ToleranceConfig) -> 
 
 
 def closed_rows(rows: Sequence[RestKline], now_ms: int) -> list[RestKline]:
-    """The rows of a klines answer closed by exchange time ``now_ms``, oldest first; never its
-    newest row (see :func:`latest_closed`)."""
+    """The rows of a klines answer closed by exchange time ``now_ms``, oldest first.
+
+    The newest row of an answer is never taken: the exchange always returns the bar open when
+    it answered, and a clock read after the answer can be past that bar's close time (a request
+    sent in a bar's last milliseconds), which would take a partial bar for the closed one. A
+    row with a later row after it is closed by the exchange's own word.
+    """
     newest = max((r.open_time for r in rows), default=None)
     return sorted((r for r in rows if r.open_time != newest and r.close_time < now_ms), key=lambda r: r.open_time)
 
@@ -91,20 +95,10 @@ def rest_limit(last_checked_open: int | None, now_ms: int, interval: str) -> int
     (plus the open bar and one more): capped at 99, the largest limit of weight 1."""
     if last_checked_open is None:
         return 2
-    behind = (now_ms - last_checked_open) // interval_ms(interval)
-    return int(max(2, min(REST_LIMIT_MAX, behind + 2)))
-
-
-def latest_closed(rows: Sequence[RestKline], now_ms: int) -> RestKline | None:
-    """The newest row closed by exchange time ``now_ms`` (``limit=2``: the seed's second-to-last).
-
-    The newest row of an answer is never taken: the exchange always returns the bar open when
-    it answered, and a clock read after the answer can be past that bar's close time (a request
-    sent in a bar's last milliseconds), which would take a partial bar for the closed one. A
-    row with a later row after it is closed by the exchange's own word.
-    """
-    closed = closed_rows(rows, now_ms)
-    return closed[-1] if closed else None
+    behind, t = 0, next_open(last_checked_open, interval)  # bars opened since, counted (1M has no fixed length)
+    while t <= now_ms and behind < REST_LIMIT_MAX:
+        behind, t = behind + 1, next_open(t, interval)
+    return max(2, min(REST_LIMIT_MAX, behind + 2))
 
 
 def _exchange_bars(frame: pl.DataFrame, after_ms: int) -> pl.DataFrame:

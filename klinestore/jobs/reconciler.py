@@ -174,7 +174,7 @@ class KlineReconciler:
         while True:
             if series.ring.contains(ref.open_time):
                 newer = len(series.ring) - series.ring.index_of(ref.open_time)
-                return to_bars(series.frame(allow_gaps=True, limit=newer).head(1))[0]
+                return to_bars(rows_frame(series.symbol, series.interval, series.ring.tail(newer)[:1]))[0]
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(0.01)

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from datetime import datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from storage.layout import dataset_root, state_dir, wal_dir
 from storage.reader import bars_relation_sql
 from storage.wal import read_records
 from support import klinestore_command, subprocess_env
+from tests.e2e.fidelity import SimProcess
 
 SERVICE_WRITER = "s0000"
 #: The 11 kline values of a bar as compared with the exchange's record (close_time first).
@@ -52,37 +52,9 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 
 # --- processes --------------------------------------------------------------------------------
 
 
-@dataclass
-class SimProcess:
-    """`klinestore sim` in a subprocess; its first stdout line names the URLs."""
-
-    proc: subprocess.Popen[str]
-    ws: str
-    rest: str
-
-    @classmethod
-    def start(cls, workdir: Path, *args: str) -> SimProcess:
-        log = open(workdir / "sim.log", "w")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(klinestore_command("sim", "--port", "0", *args), stdout=subprocess.PIPE,
-                                stderr=log, text=True, env=subprocess_env(), cwd=workdir)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            proc.wait(timeout=10)
-            raise AssertionError(f"simulator did not start: {(workdir / 'sim.log').read_text()[-2000:]}")
-        urls = json.loads(line)
-        return cls(proc, urls["ws"], urls["rest"])
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.rest + path, timeout=10) as response:
-            return json.loads(response.read())
-
-    def truth(self, symbol: str, interval: str) -> dict[int, Values]:
-        """Every bar closed so far, keyed by open time, as comparable values."""
-        return {row[0]: rest_values(row) for row in self.get(f"/sim/truth?symbol={symbol}&interval={interval}")}
-
-    def stop(self) -> None:
-        stop(self.proc)
+def truth_values(sim: SimProcess, symbol: str, interval: str) -> dict[int, Values]:
+    """Every bar the simulator has closed so far, keyed by open time, as comparable values."""
+    return {t: rest_values(row) for t, row in sim.truth(symbol, interval).items()}
 
 
 def rest_values(row: list[Any]) -> Values:

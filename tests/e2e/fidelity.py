@@ -98,13 +98,17 @@ class SimProcess:
     @classmethod
     def start(cls, log_path: Path, *, symbols: Sequence[str], speed: float, start: int, seed: int = 7,
               history_minutes: int = 1440, max_connection_age: float = 86_400.0, extra: Sequence[str] = ()) -> SimProcess:
-        """Start the simulator; ``start`` is the exchange start in epoch ms."""
-        args = ["sim", "--port", "0", "--symbols", ",".join(symbols), "--speed", str(speed), "--seed", str(seed),
-                "--start", str(start), "--history-minutes", str(history_minutes),
-                "--max-connection-age", str(max_connection_age), *extra]
+        """Start the generated market; ``start`` is the exchange start in epoch ms."""
+        return cls.launch(log_path, "--symbols", ",".join(symbols), "--speed", str(speed), "--seed", str(seed),
+                          "--start", str(start), "--history-minutes", str(history_minutes),
+                          "--max-connection-age", str(max_connection_age), *extra)
+
+    @classmethod
+    def launch(cls, log_path: Path, *args: str) -> SimProcess:
+        """``klinestore sim --port 0 ARGS...`` (stderr to ``log_path``), once it has named its URLs."""
         log = open(log_path, "w")  # noqa: SIM115 - closed by stop()
-        proc = subprocess.Popen(klinestore_command(*args), stdout=subprocess.PIPE, stderr=log, text=True,
-                                env=subprocess_env())
+        proc = subprocess.Popen(klinestore_command("sim", "--port", "0", *args), stdout=subprocess.PIPE, stderr=log,
+                                text=True, env=subprocess_env(), cwd=log_path.parent)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line:

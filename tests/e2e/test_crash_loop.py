@@ -35,7 +35,6 @@ import pytest
 
 from klinestore.intervals import MINUTE_MS
 from tests.e2e.crashkit import (
-    SimProcess,
     Snapshot,
     check_dataset,
     freeze_and_kill,
@@ -47,8 +46,10 @@ from tests.e2e.crashkit import (
     status,
     stop,
     stored_bars,
+    truth_values,
     wait_for,
 )
+from tests.e2e.fidelity import SimProcess
 
 SYMBOL = "BTCUSDT"
 LIVE_START = "2023-01-06T00:00Z"
@@ -103,7 +104,7 @@ def test_sigkill_loop_loses_nothing_received(tmp_path: Path, shared_data: Path, 
     data, config = tmp_path / "data", tmp_path / "config.json"
     config.write_text(json.dumps(CONFIG))
     log = open(tmp_path / "service.log", "a")  # noqa: SIM115
-    sim = SimProcess.start(tmp_path, "--replay", str(replay), "--start", LIVE_START, "--speed", "600")
+    sim = SimProcess.launch(tmp_path / "sim.log", "--replay", str(replay), "--start", LIVE_START, "--speed", "600")
     snapshots: list[Snapshot] = []
     importer = None
     imported = 0  # days imported to the end (a killed import is rerun with the same day)
@@ -144,7 +145,7 @@ def test_sigkill_loop_loses_nothing_received(tmp_path: Path, shared_data: Path, 
         assert importer.wait(timeout=120) == 0, f"seed {seed}: the import rerun failed"
         wait_for(lambda: caught_up(data, launched), timeout=60, what="the service caught up")
         assert stop(service) == 0, f"seed {seed}: the service did not stop cleanly"
-        truth = {iv: sim.truth(SYMBOL, iv) for iv in ("1m", *RESAMPLED)}
+        truth = {iv: truth_values(sim, SYMBOL, iv) for iv in ("1m", *RESAMPLED)}
     finally:
         for proc in (importer, locals().get("service")):
             if proc is not None:
