@@ -10,9 +10,9 @@ import argparse
 import importlib
 import json
 import os
+import pkgutil
 import platform
 import signal
-import pkgutil
 import sys
 import time
 from pathlib import Path

@@ -31,12 +31,12 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from bench.harness import Figure
-from ingest.feed import Feed
-from ingest.klines import KlineSeries, kline_bar
-from ingest.protocol import decode_frame, subscribe
-from ingest.sink import MemorySink
 from klinestore.config import Config
-from storage.schema import Bar
+from klinestore.core.schema import Bar
+from klinestore.ingest.feed import Feed
+from klinestore.ingest.klines import KlineSeries, kline_bar
+from klinestore.ingest.protocol import decode_frame, subscribe
+from klinestore.ingest.sink import MemorySink
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVALS = ("1m", "5m", "15m", "1h", "4h")

@@ -20,13 +20,13 @@ import polars as pl
 
 from bench.bench_storage import MINUTE, minutes_frame
 from bench.harness import Figure, measure, time_best
-from queries.export import export
-from queries.sql import connect, execute
-from storage.frames import version_expr
-from storage.layout import IMPORT_WRITER, Stamper, dataset_root
-from storage.resample import resample_many
-from storage.txn import Publish
-from storage.writer import write_partitions
+from klinestore.queries.export import export
+from klinestore.queries.sql import connect, execute
+from klinestore.storage.frames import version_expr
+from klinestore.storage.layout import IMPORT_WRITER, Stamper, dataset_root
+from klinestore.storage.resample import resample_many
+from klinestore.storage.txn import Publish
+from klinestore.storage.writer import write_partitions
 
 AREA = "queries"
 OUT = Path(__file__).resolve().parent / "out"

@@ -19,9 +19,9 @@ import polars as pl
 
 from bench.harness import Figure, measure, time_best
 from klinestore.config import StorageConfig
-from storage import Bar, BarStore, import_archives, load_recent, resample_many
-from storage.archive import KLINE_CSV_COLUMNS
-from storage.layout import dataset_root
+from klinestore.storage import Bar, BarStore, import_archives, load_recent, resample_many
+from klinestore.storage.archive import KLINE_CSV_COLUMNS
+from klinestore.storage.layout import dataset_root
 
 T0 = 1_704_067_200_000
 MINUTE = 60_000

@@ -14,15 +14,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ingest.clock import ExchangeClock
-from ingest.dispatcher import Dispatcher
-from ingest.errors import IngestError
-from ingest.klines import Gap, KlineSeries
-from ingest.protocol.rest import KLINES_MAX_LIMIT, RestKline
-from ingest.rest import RestClient
-from ingest.state import MarketState
-from klinestore.intervals import bar_open, next_open
-from storage.schema import Bar
+from klinestore.core.intervals import bar_open, next_open
+from klinestore.core.schema import Bar
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.errors import IngestError
+from klinestore.ingest.klines import Gap, KlineSeries
+from klinestore.ingest.protocol.rest import KLINES_MAX_LIMIT, RestKline
+from klinestore.ingest.rest import RestClient
+from klinestore.ingest.state import MarketState
 
 log = logging.getLogger(__name__)
 

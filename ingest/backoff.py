@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from klinestore.config import ReconnectConfig
+from klinestore.ingest.config import ReconnectConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,6 +1,6 @@
 """One WebSocket connection: its state machine, subscriptions, control requests and receive loop.
 
-States (seed v6.4 §2.2), every transition recorded in the :class:`~ingest.eventlog.EventLog`::
+States (seed v6.4 §2.2), every transition recorded in the :class:`~klinestore.ingest.eventlog.EventLog`::
 
     DISCONNECTED → CONNECTING → CONNECTED → SUBSCRIBED
                        │             │           │  close, reset, ping timeout, silence
@@ -18,7 +18,7 @@ the exchange closes a connection at 10). Liveness: websockets' keepalive pings
 silence (checked by the pool) catches a live peer that stopped sending.
 
 Nothing here knows Binance's payloads: frames go to the dispatcher, control replies come
-back by id. Data frames are handled as the socket is read (``_FrameConnection``), so no
+back by id. Data frames are handled as the socket is read (:mod:`~klinestore.ingest.wsclient`), so no
 frame waits in a user-space queue: when ingest falls behind, the socket is read later, the
 kernel buffer fills and TCP pushes back on the exchange (the feed measures the event loop's
 lag to make that visible). websockets' own queue, bounded by ``max_queue``, only sees
@@ -36,20 +36,19 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.frames import Frame as WsFrame
-from websockets.frames import Opcode
+from websockets.exceptions import ConnectionClosed
 
-from ingest.backoff import Backoff, BackoffPolicy
-from ingest.clock import ExchangeClock
-from ingest.dispatcher import Dispatcher
-from ingest.errors import ControlError
-from ingest.eventlog import EventLog
-from ingest.protocol.control import ControlReply, subscribe, unsubscribe
-from ingest.protocol.events import Frame
-from ingest.protocol.streams import Route
-from ingest.throttle import LogThrottle, TokenBucket
-from klinestore.config import WebsocketConfig
+from klinestore.ingest.backoff import Backoff, BackoffPolicy
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.config import WebsocketConfig
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.errors import ControlError
+from klinestore.ingest.eventlog import EventLog
+from klinestore.ingest.protocol.control import ControlReply, subscribe, unsubscribe
+from klinestore.ingest.protocol.events import Frame
+from klinestore.ingest.protocol.streams import Route
+from klinestore.ingest.throttle import LogThrottle, TokenBucket
+from klinestore.ingest.wsclient import FrameConnection, Lost, describe, retryable
 
 log = logging.getLogger(__name__)
 
@@ -65,100 +64,6 @@ class ConnState(enum.StrEnum):
     LOST = "LOST"
     RECONNECTING = "RECONNECTING"
     FAILED = "FAILED"
-
-
-class _Lost(Exception):
-    """The session ended; ``args[0]`` says why."""
-
-
-def retryable(exc: BaseException) -> bool:
-    """Whether trying the same connection again may succeed (websockets' rule, plus 429).
-
-    Network errors, timeouts, a closed connection and 5xx/429 handshakes are transient; a bad
-    URL or another refused handshake (403, 404) will fail the same way: those go straight to
-    FAILED and the slow retry cadence rather than spinning through the episode.
-    """
-    if isinstance(exc, (OSError, TimeoutError, ConnectionClosed, _Lost)):
-        return True
-    if isinstance(exc, InvalidStatus):
-        return exc.response.status_code in (429, 500, 502, 503, 504)
-    if isinstance(exc, InvalidURI):
-        return False
-    return isinstance(exc, InvalidHandshake) and isinstance(exc.__cause__, EOFError)
-
-
-def describe(exc: BaseException) -> str:
-    """A short reason for the event log."""
-    if isinstance(exc, ConnectionClosed):
-        if exc.sent is not None and exc.sent.reason == "keepalive ping timeout":
-            return "ping timeout"
-        if exc.rcvd is not None:
-            return f"closed by exchange: {exc.rcvd.code} {exc.rcvd.reason}".rstrip()
-        return "connection lost (reset)"
-    if isinstance(exc, InvalidStatus):
-        return f"handshake refused: HTTP {exc.response.status_code}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-class _FrameConnection(ClientConnection):
-    """websockets' client connection, handing each data frame to ``on_frame`` as it is parsed.
-
-    websockets queues frames for ``recv()``; at thousands of frames a second that queue, its
-    futures and the task switch per frame cost more than decoding and applying the frame.
-    Once ``on_frame`` is set, complete data frames skip the queue and are handled inside
-    ``data_received``: nothing is buffered in user space, and while ingest is busy the socket
-    is not read, so the kernel buffer fills and TCP pushes back on the exchange. Everything
-    else (handshake, pings and pongs, the close handshake, keepalive) is websockets' own.
-
-    ``coalesce`` (``websocket.read_coalesce``, off by default): when reads follow each other
-    within ``coalesce``, reading pauses that long, so frames that trickle in one TCP segment
-    at a time are parsed in one batch. Against an exchange that writes every frame on its
-    own it cut CPU from 12.7 % to 7.1 % of a core (200 symbols, 5.4k frames/s); against one
-    that writes its frames in batches (the simulator today) it costs about 1 % more. The price
-    is at most ``coalesce`` of added latency per frame.
-    """
-
-    on_frame: Callable[[bytes], None] | None = None
-    coalesce: float = 0.0
-    _fragments: list[bytes] | None = None
-    _resting = False
-    _last_read = 0.0
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.coalesce > 0 and self.on_frame is not None and not self._resting:
-            now = self.loop.time()
-            if now - self._last_read < self.coalesce:  # reads are trickling in: let them batch up
-                self._resting = True
-                self.transport.pause_reading()
-                self.loop.call_later(self.coalesce, self._wake)
-            self._last_read = now
-
-    def _wake(self) -> None:
-        self._resting = False
-        if not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def process_event(self, event: Any) -> None:
-        on_frame = self.on_frame
-        if on_frame is None or not isinstance(event, WsFrame):
-            super().process_event(event)
-            return
-        opcode = event.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if event.fin:
-                on_frame(event.data)
-            else:  # Binance does not fragment; websockets bounds the message (max_size) if anyone does
-                self._fragments = [event.data]
-        elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments.append(event.data)
-            if event.fin:
-                data, self._fragments = b"".join(self._fragments), None
-                on_frame(data)
-        else:
-            super().process_event(event)  # PING, PONG (keepalive latency), CLOSE
 
 
 Refused = Callable[["Connection", list[str], ControlError], None]
@@ -214,7 +119,7 @@ class Connection:
         self._on_refused = on_refused or (lambda conn, streams, error: None)
         self._on_lost = on_lost or (lambda conn: None)
         self._connect = connect_fn
-        self._ws: _FrameConnection | None = None
+        self._ws: FrameConnection | None = None
         self._pending: dict[int, asyncio.Future[ControlReply]] = {}
         self._next_id = 0
         self._bucket = TokenBucket(config.control_messages_per_second)
@@ -254,7 +159,7 @@ class Connection:
                 try:
                     await self._session(ws, backoff, lost_before)
                     reason = "closed"
-                except _Lost as lost:
+                except Lost as lost:
                     reason = self._drop_reason or str(lost)
                 except ConnectionClosed as exc:
                     reason = self._drop_reason or describe(exc)
@@ -332,7 +237,7 @@ class Connection:
         streams are subscribed again on reconnect; a request left unanswered drops the session."""
         try:
             await request
-        except _Lost as exc:
+        except Lost as exc:
             self.drop(str(exc))
         except ConnectionClosed:
             pass
@@ -348,8 +253,8 @@ class Connection:
 
     # --- internals -------------------------------------------------------------------------------
 
-    async def _open(self) -> _FrameConnection:
-        ws: _FrameConnection = await self._connect(
+    async def _open(self) -> FrameConnection:
+        ws: FrameConnection = await self._connect(
             self.url,
             open_timeout=self.config.reconnect.open_timeout,
             ping_interval=self.config.ping.interval,
@@ -358,11 +263,11 @@ class Connection:
             max_queue=self.config.max_queue,
             compression=None,  # Binance does not compress; inflating every frame would cost CPU
             proxy=None,
-            create_connection=_FrameConnection,
+            create_connection=FrameConnection,
         )
         return ws
 
-    async def _session(self, ws: _FrameConnection, backoff: Backoff, lost_before: bool) -> None:
+    async def _session(self, ws: FrameConnection, backoff: Backoff, lost_before: bool) -> None:
         self._ws = ws
         self._drop_reason = None
         self.opened_ms = self._clock.now_ms()
@@ -373,10 +278,10 @@ class Connection:
             done, _ = await asyncio.wait({receiving, subscribing}, return_when=asyncio.FIRST_COMPLETED)
             if subscribing not in done:
                 receiving.result()  # the connection ended while subscribing: raises why
-                raise _Lost("closed while subscribing")
+                raise Lost("closed while subscribing")
             exc = subscribing.exception()
             if exc is not None:
-                raise _Lost(f"subscribe failed: {describe(exc)}")
+                raise Lost(f"subscribe failed: {describe(exc)}")
             self.subscribed_at = time.monotonic()
             self._set(ConnState.SUBSCRIBED, f"{len(self.subscribed)} streams")
             backoff.reset()
@@ -399,7 +304,7 @@ class Connection:
             self.delivering.clear()
             self._awaiting_delivery = False
 
-    async def _receive(self, ws: _FrameConnection) -> None:
+    async def _receive(self, ws: FrameConnection) -> None:
         """Frames are handled by ``_on_frame`` as they arrive; this waits for the end and raises why."""
         ws.on_frame = self._on_frame
         ws.coalesce = self.config.read_coalesce
@@ -450,7 +355,7 @@ class Connection:
     async def _request(self, build: Callable[[list[str], int], bytes], streams: list[str]) -> Any:
         ws = self._ws
         if ws is None:
-            raise _Lost("not connected")
+            raise Lost("not connected")
         wait = self._bucket.take()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -463,7 +368,7 @@ class Connection:
             async with asyncio.timeout(self.config.control_timeout):
                 reply = await future
         except TimeoutError:
-            raise _Lost(f"no reply to request {request_id} within {self.config.control_timeout}s") from None
+            raise Lost(f"no reply to request {request_id} within {self.config.control_timeout}s") from None
         finally:
             self._pending.pop(request_id, None)
         return reply.raise_for_error()

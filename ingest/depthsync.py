@@ -1,4 +1,4 @@
-"""Fetches the REST depth snapshots that order books ask for (the I/O half of ``ingest.orderbook``).
+"""Fetches the REST depth snapshots that order books ask for (the I/O half of ``klinestore.ingest.orderbook``).
 
 A book asks once its stream has delivered an event (so the snapshot is newer than the first
 buffered event, as Binance's algorithm wants). Snapshots are weighty (20 at 1000 levels), so
@@ -13,11 +13,11 @@ import asyncio
 import logging
 import time
 
-from ingest.backoff import Backoff, BackoffPolicy
-from ingest.errors import IngestError
-from ingest.rest import RestClient
-from ingest.state import MarketState
-from ingest.throttle import LogThrottle
+from klinestore.ingest.backoff import Backoff, BackoffPolicy
+from klinestore.ingest.errors import IngestError
+from klinestore.ingest.rest import RestClient
+from klinestore.ingest.state import MarketState
+from klinestore.ingest.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 

@@ -17,24 +17,24 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ingest.clock import MAX_LEAD_MS, ExchangeClock
-from ingest.errors import ProtocolError
-from ingest.hooks import Hook
-from ingest.klines import KlineSeries, kline_bar
-from ingest.orderbook import OrderBook
-from ingest.protocol.events import (
+from klinestore.core.schema import Bar
+from klinestore.ingest.clock import MAX_LEAD_MS, ExchangeClock
+from klinestore.ingest.errors import ProtocolError
+from klinestore.ingest.hooks import Hook
+from klinestore.ingest.klines import KlineSeries, kline_bar
+from klinestore.ingest.orderbook import OrderBook
+from klinestore.ingest.protocol.events import (
     DepthUpdateEvent,
     Frame,
     KlineEvent,
     MarkPriceEvent,
     decode_frame,
 )
-from ingest.protocol.streams import parse_stream
-from ingest.sink import BarSink
-from ingest.state import MarketState
-from ingest.throttle import LogThrottle
-from ingest.trades import TradeWindow
-from storage.schema import Bar
+from klinestore.ingest.protocol.streams import parse_stream
+from klinestore.ingest.sink import BarSink
+from klinestore.ingest.state import MarketState
+from klinestore.ingest.throttle import LogThrottle
+from klinestore.ingest.trades import TradeWindow
 
 log = logging.getLogger(__name__)
 

@@ -12,51 +12,21 @@ Tree::
             └── Banned         418: the IP is banned; never retried automatically
 
 websockets' and the HTTP layer's exceptions are translated into these at the boundary.
+
+The classes live in :mod:`klinestore.ingest.protocol.errors`, so the pure protocol (and the
+simulator built on it) stands alone; this module is their public name.
 """
 
 from __future__ import annotations
 
-from klinestore.errors import KlinestoreError
+from klinestore.ingest.protocol.errors import (
+    Banned,
+    ControlError,
+    IngestError,
+    PlanError,
+    ProtocolError,
+    RateLimited,
+    RestError,
+)
 
-
-class IngestError(KlinestoreError):
-    """Root of ingest errors."""
-
-
-class ProtocolError(IngestError, ValueError):
-    """Bytes that do not decode to a Binance message."""
-
-
-class ControlError(IngestError):
-    """An error reply to a control request: ``{"error": {"code": C, "msg": ...}, "id": N}``."""
-
-    def __init__(self, code: int, msg: str, request_id: int | None = None) -> None:
-        self.code = code
-        self.msg = msg
-        self.request_id = request_id
-        super().__init__(f"exchange refused request {request_id}: code {code}: {msg}")
-
-
-class PlanError(IngestError, ValueError):
-    """The requested streams do not fit ``max_connections`` x ``max_streams_per_connection``."""
-
-
-class RestError(IngestError):
-    """A REST request failed."""
-
-    def __init__(self, message: str, *, status: int = 0, endpoint: str = "") -> None:
-        self.status = status
-        self.endpoint = endpoint
-        super().__init__(message)
-
-
-class RateLimited(RestError):
-    """HTTP 429: the weight limit was hit."""
-
-    def __init__(self, message: str, *, retry_after: float, endpoint: str = "") -> None:
-        self.retry_after = retry_after
-        super().__init__(message, status=429, endpoint=endpoint)
-
-
-class Banned(RestError):
-    """HTTP 418: the IP is banned for ignoring 429s."""
+__all__ = ["Banned", "ControlError", "IngestError", "PlanError", "ProtocolError", "RateLimited", "RestError"]

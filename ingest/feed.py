@@ -25,27 +25,33 @@ import httpx
 import polars as pl
 from websockets.asyncio.client import connect
 
-from ingest.backfill import Backfill
-from ingest.clock import ExchangeClock
-from ingest.depthsync import DepthSync
-from ingest.dispatcher import Dispatcher
-from ingest.errors import IngestError
-from ingest.eventlog import EventLog
-from ingest.hooks import Hook
-from ingest.klines import Gap, frame_rows
-from ingest.lag import LoopLag
-from ingest.ledger import ApiLedger
-from ingest.listings import ListingChange, Listings, shard_of
-from ingest.markprice import Mark
-from ingest.orderbook import OrderBook
-from ingest.pool import Pool
-from ingest.protocol.streams import agg_trade_stream, depth_stream, kline_stream, mark_price_stream, parse_stream
-from ingest.rest import RestClient
-from ingest.sink import BarSink
-from ingest.state import MarketState
-from klinestore.config import Config
-from klinestore.intervals import bar_open, interval_ms
-from storage.schema import Bar
+from klinestore.core.intervals import bar_open, interval_ms
+from klinestore.core.schema import Bar
+from klinestore.ingest.backfill import Backfill
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.config import FeedSettings
+from klinestore.ingest.depthsync import DepthSync
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.errors import IngestError
+from klinestore.ingest.eventlog import EventLog
+from klinestore.ingest.hooks import Hook
+from klinestore.ingest.klines import Gap, frame_rows
+from klinestore.ingest.lag import LoopLag
+from klinestore.ingest.ledger import ApiLedger
+from klinestore.ingest.listings import ListingChange, Listings, shard_of
+from klinestore.ingest.markprice import Mark
+from klinestore.ingest.orderbook import OrderBook
+from klinestore.ingest.pool import Pool
+from klinestore.ingest.protocol.streams import (
+    agg_trade_stream,
+    depth_stream,
+    kline_stream,
+    mark_price_stream,
+    parse_stream,
+)
+from klinestore.ingest.rest import RestClient
+from klinestore.ingest.sink import BarSink
+from klinestore.ingest.state import MarketState
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,7 @@ class Feed:
 
     def __init__(
         self,
-        config: Config,
+        config: FeedSettings,
         sink: BarSink,
         *,
         symbols: Sequence[str] | None = None,

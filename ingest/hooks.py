@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ingest.throttle import LogThrottle
+from klinestore.ingest.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ingest.protocol.events import Kline
-from ingest.ring import Ring
-from klinestore.intervals import bar_open, interval_ms, is_aligned, next_open
-from storage.schema import SOURCES, Bar
+from klinestore.core.intervals import bar_open, interval_ms, is_aligned, next_open
+from klinestore.core.schema import SOURCES, Bar
+from klinestore.ingest.protocol.events import Kline
+from klinestore.ingest.ring import Ring
 
 #: How long (exchange ms) after a bar opens its predecessor's close may still be in flight.
 CLOSE_GRACE_MS = 3_000
@@ -276,7 +276,7 @@ class KlineSeries:
         return self._last >= self._prev(bar_open(now_ms - CLOSE_GRACE_MS, self.interval))
 
     def frame(self, *, allow_gaps: bool = False, include_open: bool = False, limit: int | None = None) -> pl.DataFrame:
-        """Closed bars as Polars (columns of ``storage.schema.BAR_SCHEMA``), oldest first.
+        """Closed bars as Polars (columns of ``klinestore.core.schema.BAR_SCHEMA``), oldest first.
 
         Only the newest contiguous run unless ``allow_gaps``; ``include_open`` adds the open
         bar as a last row with ``is_complete`` false.

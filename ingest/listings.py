@@ -12,9 +12,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from ingest.protocol.rest import ExchangeInfo
-from klinestore.errors import InvalidSymbol
-from klinestore.symbols import check_symbol
+from klinestore.core.errors import InvalidSymbol
+from klinestore.core.symbols import check_symbol
+from klinestore.ingest.protocol.rest import ExchangeInfo
 
 
 def shard_of(symbol: str, num_shards: int) -> int:

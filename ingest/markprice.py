@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.protocol.events import MarkPriceEvent
+from klinestore.ingest.protocol.events import MarkPriceEvent
 
 
 @dataclass(frozen=True, slots=True)

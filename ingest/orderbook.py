@@ -6,7 +6,7 @@ snapshot, drop events with ``u < lastUpdateId``, apply first the event with
 on a break, start again from a new snapshot. Quantities are absolute; 0 removes a level.
 
 No sockets and no clocks here: the caller feeds events and snapshots and asks
-``needs_snapshot``; the asyncio side (``ingest.depthsync``) fetches snapshots.
+``needs_snapshot``; the asyncio side (``klinestore.ingest.depthsync``) fetches snapshots.
 
 States: ``buffering`` (waiting for a snapshot), ``bridging`` (snapshot applied, waiting for
 the event that spans it), ``synced``. Events already applied (``u`` not beyond the book's)
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from ingest.protocol.events import DepthUpdateEvent, Level
-from ingest.protocol.rest import DepthSnapshot
+from klinestore.ingest.protocol.events import DepthUpdateEvent, Level
+from klinestore.ingest.protocol.rest import DepthSnapshot
 
 BUFFERING = "buffering"
 BRIDGING = "bridging"

@@ -31,15 +31,15 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from ingest.clock import ExchangeClock
-from ingest.connection import ConnState, Connection
-from ingest.dispatcher import Dispatcher
-from ingest.errors import ControlError
-from ingest.eventlog import EventLog
-from ingest.protocol.control import ErrorCode
-from ingest.protocol.streams import Route, parse_stream
-from ingest.protocol.urls import plan_connections, stream_url
-from klinestore.config import WebsocketConfig
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.config import WebsocketConfig
+from klinestore.ingest.connection import Connection, ConnState
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.errors import ControlError
+from klinestore.ingest.eventlog import EventLog
+from klinestore.ingest.protocol.control import ErrorCode
+from klinestore.ingest.protocol.streams import Route, parse_stream
+from klinestore.ingest.protocol.urls import plan_connections, stream_url
 
 log = logging.getLogger(__name__)
 

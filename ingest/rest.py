@@ -3,13 +3,13 @@
 httpx (async HTTP/1.1 with TLS and timeouts) does the transport; its ``transport`` argument
 is the seam tests use to replace the network. Everything else is ours:
 
-* each request's weight is reserved in the :class:`~ingest.budget.WeightBudget` before it is
+* each request's weight is reserved in the :class:`~klinestore.ingest.budget.WeightBudget` before it is
   sent, and waits for the next exchange minute rather than exceed the budget;
 * a 429 pauses *all* requests for ``Retry-After`` seconds, then the request is retried;
-* a 418 (banned) pauses all requests too and raises :class:`~ingest.errors.Banned`, never retried;
+* a 418 (banned) pauses all requests too and raises :class:`~klinestore.ingest.errors.Banned`, never retried;
 * 5xx, 408 and transport errors are retried with backoff, up to ``rest.max_retries``;
-* every request sent is recorded in the :class:`~ingest.ledger.ApiLedger`;
-* httpx's exceptions become :class:`~ingest.errors.RestError` here, at the boundary.
+* every request sent is recorded in the :class:`~klinestore.ingest.ledger.ApiLedger`;
+* httpx's exceptions become :class:`~klinestore.ingest.errors.RestError` here, at the boundary.
 
 In WebSocket-only mode the client is built with ``allow_klines=False`` and refuses REST
 klines outright: the guarantee does not depend on every caller remembering the mode.
@@ -25,12 +25,13 @@ from typing import Any
 
 import httpx
 
-from ingest.backoff import Backoff, BackoffPolicy
-from ingest.budget import MINUTE_MS, WeightBudget
-from ingest.clock import ExchangeClock
-from ingest.errors import Banned, RateLimited, RestError
-from ingest.ledger import ApiLedger
-from ingest.protocol.rest import (
+from klinestore.ingest.backoff import Backoff, BackoffPolicy
+from klinestore.ingest.budget import MINUTE_MS, WeightBudget
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.config import RestConfig
+from klinestore.ingest.errors import Banned, RateLimited, RestError
+from klinestore.ingest.ledger import ApiLedger
+from klinestore.ingest.protocol.rest import (
     DEPTH_PATH,
     EXCHANGE_INFO_PATH,
     KLINES_MAX_LIMIT,
@@ -47,7 +48,6 @@ from ingest.protocol.rest import (
     decode_server_time,
     path_weight,
 )
-from klinestore.config import RestConfig
 
 log = logging.getLogger(__name__)
 

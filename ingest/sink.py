@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from storage.schema import Bar
+from klinestore.core.schema import Bar
 
 
 @runtime_checkable

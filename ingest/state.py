@@ -1,7 +1,7 @@
 """The live market state: kline series, trade windows, order books and mark prices.
 
 Pure data, no I/O: the dispatcher writes into it, readers take Polars frames out of it.
-What "ready" means is decided per kline series (``ingest.klines``); a series that is not
+What "ready" means is decided per kline series (``klinestore.ingest.klines``); a series that is not
 ready is ``warming_up`` and its frame is empty, never wrong.
 """
 
@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import polars as pl
 
-from ingest.clock import ExchangeClock
-from ingest.errors import IngestError
-from ingest.klines import Gap, KlineSeries, empty_frame
-from ingest.markprice import Mark, MarkPrices
-from ingest.orderbook import OrderBook
-from ingest.trades import TradeWindow
-from klinestore.config import CacheConfig
-from klinestore.intervals import interval_sort_key
+from klinestore.core.intervals import interval_sort_key
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.config import CacheConfig
+from klinestore.ingest.errors import IngestError
+from klinestore.ingest.klines import Gap, KlineSeries, empty_frame
+from klinestore.ingest.markprice import Mark, MarkPrices
+from klinestore.ingest.orderbook import OrderBook
+from klinestore.ingest.trades import TradeWindow
 
 
 class UnknownSeries(IngestError, KeyError):

@@ -6,29 +6,17 @@ Fixed fields (acceptance checks read them): ``mode``, ``connections`` (each ``id
 weight per endpoint), ``warming_up``. The rest is for the demanding user: exchange time,
 uptime, per-timeframe readiness, order books, marks, gaps, callbacks, recent transitions.
 
-Written atomically: a temporary file in the same directory, fsynced, renamed over the old
-one, so a reader never sees a torn file.
+This module builds the snapshot; :mod:`klinestore.storage.status` writes it (storage owns
+every byte on disk).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from ingest.feed import Feed
-from storage.fsguard import create_new
-
-STATUS_FILE = "status.json"
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from klinestore.core.times import iso
+from klinestore.ingest.feed import Feed
 
 
 def snapshot(feed: Feed) -> dict[str, Any]:
@@ -101,21 +89,3 @@ def snapshot(feed: Feed) -> dict[str, Any]:
         "memory": {"ring_bytes": state.ring_bytes()},
         "recent_events": [e.to_dict() for e in feed.events.recent(20)],
     }
-
-
-def write_status(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (tmp + fsync + rename + directory fsync)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = json.dumps(data, indent=2, default=str).encode()
-    with create_new(tmp) as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -15,8 +15,8 @@ from collections import Counter
 import numpy as np
 import polars as pl
 
-from ingest.protocol.events import AggTradeEvent
-from ingest.ring import Ring
+from klinestore.ingest.protocol.events import AggTradeEvent
+from klinestore.ingest.ring import Ring
 
 TRADE_DTYPE = np.dtype(
     [

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from klinestore import __version__
-from klinestore.errors import KlinestoreError
+from klinestore.core.errors import KlinestoreError
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
 COMMANDS: dict[str, str] = {

@@ -33,15 +33,17 @@ from typing import Any
 
 import httpx
 
-from ingest.feed import Feed
-from ingest.sink import BarSink
-from ingest.status import STATUS_FILE, iso, snapshot, write_status
 from klinestore.config import Config
+from klinestore.core.times import iso
+from klinestore.ingest.feed import Feed
+from klinestore.ingest.sink import BarSink
+from klinestore.ingest.status import snapshot
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
-from queries.metrics import start_metrics_server
-from storage import BarStore, RestartState
-from storage.layout import shard_file, wal_dir
+from klinestore.queries.metrics import start_metrics_server
+from klinestore.storage import BarStore, RestartState
+from klinestore.storage.layout import shard_file, wal_dir
+from klinestore.storage.status import STATUS_FILE, write_status
 
 log = logging.getLogger(__name__)
 

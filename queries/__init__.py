@@ -1,16 +1,16 @@
 """Reading klinestore's data: SQL, the Python API, backtest exports, status, charts, metrics.
 
 The public surface, re-exported here: :func:`bars`, :func:`sql`, :func:`connect`,
-:func:`gaps` (:mod:`queries.api`), :func:`export` (:mod:`queries.export`),
-:func:`read_status` (:mod:`queries.status`) and the errors. The service's metrics endpoint
-is :func:`queries.metrics.start_metrics_server` (imported on its own: it needs
+:func:`gaps` (:mod:`klinestore.queries.api`), :func:`export` (:mod:`klinestore.queries.export`),
+:func:`read_status` (:mod:`klinestore.queries.status`) and the errors. The service's metrics endpoint
+is :func:`klinestore.queries.metrics.start_metrics_server` (imported on its own: it needs
 prometheus-client).
 """
 
-from queries.api import bars, connect, gaps, sql
-from queries.errors import ExportError, GapError, QueryError, SqlError
-from queries.export import ExportReport, export
-from queries.status import read_status
+from klinestore.queries.api import bars, connect, gaps, sql
+from klinestore.queries.errors import ExportError, GapError, QueryError, SqlError
+from klinestore.queries.export import ExportReport, export
+from klinestore.queries.status import read_status
 
 __all__ = [
     "ExportError", "ExportReport", "GapError", "QueryError", "SqlError", "bars", "connect", "export", "gaps",

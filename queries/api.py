@@ -2,7 +2,7 @@
 
 ::
 
-    import queries as kq
+    from klinestore import queries as kq
     df = kq.bars("BTCUSDT", "1h", "2024-01-01", "2024-02-01")          # Polars, UTC times
     pdf = kq.bars("BTCUSDT", "1m", start=1704067200000, as_pandas=True)
     top = kq.sql("SELECT symbol, sum(quote_volume) FROM bars_1d GROUP BY ALL ORDER BY 2 DESC")
@@ -10,7 +10,7 @@
     holes = kq.gaps("BTCUSDT", "1m", "2024-01-01", "2024-02-01")
 
 ``data_dir`` defaults to the configured one (``storage.data_dir``, env ``KLINESTORE_DATA_DIR``).
-Ranges are half-open on open times, ``[start, end)`` (see :mod:`queries.times`).
+Ranges are half-open on open times, ``[start, end)`` (see :mod:`klinestore.queries.times`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import polars as pl
 
-from klinestore.config import load_config
-from queries import sql as _sql
-from queries.gaps import expected_end, gap_frame, missing_runs
-from queries.times import optional_ms, to_ms
-from storage.reader import read_bars
+from klinestore.queries import sql as _sql
+from klinestore.queries.gaps import expected_end, gap_frame, missing_runs
+from klinestore.queries.times import optional_ms, to_ms
+from klinestore.storage.config import default_data_dir as configured_data_dir
+from klinestore.storage.reader import read_bars
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def default_data_dir(data_dir: Path | str | None = None) -> Path:
     """``data_dir``, or the configured data directory when it is None."""
-    return Path(data_dir) if data_dir is not None else load_config().data_dir
+    return Path(data_dir) if data_dir is not None else configured_data_dir()
 
 
 def bars(

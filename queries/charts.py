@@ -18,16 +18,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from klinestore.errors import InvalidInterval
-from klinestore.intervals import check_interval, next_open
-from klinestore.symbols import check_symbol
-from queries.api import default_data_dir
-from queries.errors import QueryError
-from queries.files import atomic_output
-from queries.gaps import expected_end, missing_count, missing_runs
-from queries.sql import connect, execute
-from queries.times import optional_ms, short, to_ms
-from storage.reader import read_bars
+from klinestore.core.errors import InvalidInterval
+from klinestore.core.intervals import check_interval, next_open
+from klinestore.core.symbols import check_symbol
+from klinestore.queries.api import default_data_dir
+from klinestore.queries.errors import QueryError
+from klinestore.queries.files import atomic_output
+from klinestore.queries.gaps import expected_end, missing_count, missing_runs
+from klinestore.queries.sql import connect, execute
+from klinestore.queries.times import optional_ms, short, to_ms
+from klinestore.storage.reader import read_bars
 
 MAX_CANDLES = 20_000
 DPI = 110

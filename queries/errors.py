@@ -11,7 +11,7 @@ Tree::
 
 from __future__ import annotations
 
-from klinestore.errors import KlinestoreError
+from klinestore.core.errors import KlinestoreError
 
 
 class QueryError(KlinestoreError):

@@ -31,18 +31,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from klinestore.intervals import bar_open, check_interval, next_open
-from klinestore.symbols import check_symbol
-from queries.api import default_data_dir
-from queries.errors import ExportError, GapError
-from queries.files import atomic_output
-from queries.gaps import describe_runs, expected_end, missing_count, missing_runs
-from queries.output import presentable
-from queries.times import optional_ms, short, to_ms
-from storage.frames import TIME
-from storage.layout import MARKETS
-from storage.reader import expected_opens, read_bars
-from storage.schema import BAR_SCHEMA
+from klinestore.core.intervals import bar_open, check_interval, next_open
+from klinestore.core.schema import BAR_SCHEMA
+from klinestore.core.symbols import check_symbol
+from klinestore.queries.api import default_data_dir
+from klinestore.queries.errors import ExportError, GapError
+from klinestore.queries.files import atomic_output
+from klinestore.queries.gaps import describe_runs, expected_end, missing_count, missing_runs
+from klinestore.queries.output import presentable
+from klinestore.queries.times import optional_ms, short, to_ms
+from klinestore.storage.frames import TIME
+from klinestore.storage.layout import MARKETS
+from klinestore.storage.reader import expected_opens, read_bars
 
 Format = Literal["parquet", "csv", "binance", "freqtrade", "backtesting"]
 FORMATS: tuple[str, ...] = ("parquet", "csv", "binance", "freqtrade", "backtesting")

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from queries.errors import ExportError
-from storage.fsguard import create_new
-from storage.layout import tmp_path
-from storage.txn import fsync_dir, fsync_file
+from klinestore.queries.errors import ExportError
+from klinestore.storage.fsguard import create_new
+from klinestore.storage.layout import tmp_path
+from klinestore.storage.txn import fsync_dir, fsync_file
 
 
 @contextmanager

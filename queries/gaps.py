@@ -13,10 +13,10 @@ import time
 import numpy as np
 import polars as pl
 
-from klinestore.intervals import bar_open, check_interval, next_open
-from queries.times import short
-from storage.frames import TIME
-from storage.reader import gaps_among
+from klinestore.core.intervals import bar_open, check_interval, next_open
+from klinestore.queries.times import short
+from klinestore.storage.frames import TIME
+from klinestore.storage.reader import gaps_among
 
 #: Runs listed in a message before "... and N more".
 SHOWN_RUNS = 5

@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from klinestore.config import MetricsConfig
-from klinestore.errors import ConfigError
-from queries.fields import as_dict, as_list, as_number, dataqual_scores, last_flush_ms
+from klinestore.core.errors import ConfigError
+from klinestore.queries.config import MetricsConfig
+from klinestore.queries.fields import as_dict, as_list, as_number, dataqual_scores, last_flush_ms
 
 log = logging.getLogger(__name__)
 PREFIX = "klinestore"

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from queries.errors import QueryError
-from queries.files import atomic_output
+from klinestore.queries.errors import QueryError
+from klinestore.queries.files import atomic_output
 
 Format = Literal["table", "csv", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")

@@ -15,10 +15,10 @@ from typing import IO
 import duckdb
 import polars as pl
 
-from queries.errors import QueryError
-from queries.output import FORMATS, to_text
-from queries.sql import execute
-from queries.views import TABLE_VIEWS
+from klinestore.queries.errors import QueryError
+from klinestore.queries.output import FORMATS, to_text
+from klinestore.queries.sql import execute
+from klinestore.queries.views import TABLE_VIEWS
 
 PROMPT = "klinestore> "
 CONTINUATION = "       ...> "
@@ -34,7 +34,7 @@ End SQL statements with ';'. Commands:
 
 
 class Repl:
-    """A read-eval-print loop on a read-only connection (see :mod:`queries.sql`)."""
+    """A read-eval-print loop on a read-only connection (see :mod:`klinestore.queries.sql`)."""
 
     def __init__(
         self,

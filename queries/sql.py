@@ -15,7 +15,7 @@ never write" for a directory:
    touch only this session). ``COPY``, ``ATTACH``, ``EXPORT``/``IMPORT``, ``INSTALL``/``LOAD``,
    ``PREPARE``/``EXECUTE`` and anything unknown are refused with one line.
 
-Results leave through Python (:mod:`queries.output`), never through DuckDB's writers.
+Results leave through Python (:mod:`klinestore.queries.output`), never through DuckDB's writers.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from queries.errors import SqlError
-from queries.views import create_views, readable_dirs
+from klinestore.queries.errors import SqlError
+from klinestore.queries.views import create_views, readable_dirs
 
 _ALLOWED = {
     duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,

@@ -25,13 +25,13 @@ from typing import Any
 
 import polars as pl
 
-from klinestore.intervals import interval_sort_key
-from klinestore.symbols import check_symbol
-from queries.errors import QueryError
-from queries.fields import as_dict, as_list, as_number, dataqual_scores, epoch_ms, last_flush_ms
-from queries.sql import connect, execute
-from queries.times import iso
-from storage.layout import data_files, dataset_root, list_partitions, shard_writer, writer_slot
+from klinestore.core.intervals import interval_sort_key
+from klinestore.core.symbols import check_symbol
+from klinestore.queries.errors import QueryError
+from klinestore.queries.fields import as_dict, as_list, as_number, dataqual_scores, epoch_ms, last_flush_ms
+from klinestore.queries.sql import connect, execute
+from klinestore.queries.times import iso
+from klinestore.storage.layout import data_files, dataset_root, list_partitions, shard_writer, writer_slot
 
 STATUS_FILE = "status.json"
 STALE_INTERVALS = 3

@@ -18,7 +18,7 @@ import re
 from datetime import date, datetime, timezone
 from typing import Any
 
-from queries.errors import QueryError
+from klinestore.queries.errors import QueryError
 
 TimeLike = int | str | datetime | date
 #: Epoch ms below this (1973-03-03) are almost surely epoch seconds typed by mistake.

@@ -8,7 +8,7 @@
 * ``spot_bars``, ``spot_bars_<interval>``: the same over the spot dataset that ``klinestore
   import --market spot`` writes (kept apart: a spot BTCUSDT is not the USD-M one);
 * ``dataqual``, ``reconciliations``, ``gaps``, ``connection_events``, ``api_calls``: the
-  service's tables as it publishes them (``storage.tables``), typed and empty before the
+  service's tables as it publishes them (``klinestore.storage.tables``), typed and empty before the
   first publish.
 
 Views read their Parquet globs at query time: a file the service publishes after the view
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import duckdb
 
-from klinestore.intervals import INTERVALS, interval_sort_key
-from storage.layout import dataset_root, list_partitions
-from storage.reader import bars_relation_sql
-from storage.tables import TABLE_COLUMNS, TABLES_DIR, empty_select, published_glob
+from klinestore.core.intervals import INTERVALS, interval_sort_key
+from klinestore.storage.layout import dataset_root, list_partitions
+from klinestore.storage.reader import bars_relation_sql
+from klinestore.storage.tables import TABLE_COLUMNS, TABLES_DIR, empty_select, published_glob
 
 #: Interval views that exist even on an empty dataset (the service's default intervals).
 DEFAULT_INTERVALS: tuple[str, ...] = ("1m", "5m", "15m", "1h", "4h")

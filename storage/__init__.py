@@ -6,9 +6,10 @@ The public surface, re-exported here: :class:`BarStore` (the live sink), the rea
 :func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` and the errors.
 """
 
-from storage.errors import ArchiveError, BarError, DatasetError, StorageError, WalError
-from storage.importer import ImportReport, import_archives
-from storage.reader import (
+from klinestore.core.schema import BAR_SCHEMA, EXCHANGE_SOURCES, KLINE_FIELDS, SOURCES, Bar
+from klinestore.storage.errors import ArchiveError, BarError, DatasetError, StorageError, WalError
+from klinestore.storage.importer import ImportReport, import_archives
+from klinestore.storage.reader import (
     bars_relation_sql,
     find_gaps,
     find_gaps_many,
@@ -18,10 +19,9 @@ from storage.reader import (
     missing_after,
     read_bars,
 )
-from storage.resample import resample, resample_many, resample_touched, resample_touched_many
-from storage.schema import BAR_SCHEMA, EXCHANGE_SOURCES, KLINE_FIELDS, SOURCES, Bar
-from storage.store import BarStore, FlushReport, RestartState
-from storage.trades import bars_from_trades
+from klinestore.storage.resample import resample, resample_many, resample_touched, resample_touched_many
+from klinestore.storage.store import BarStore, FlushReport, RestartState
+from klinestore.storage.trades import bars_from_trades
 
 __all__ = [
     "ArchiveError", "BAR_SCHEMA", "Bar", "BarError", "BarStore", "DatasetError", "EXCHANGE_SOURCES", "FlushReport",

@@ -28,14 +28,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from klinestore.errors import InvalidInterval, InvalidSymbol
-from klinestore.intervals import check_interval
-from klinestore.symbols import check_symbol
-from storage.errors import ArchiveError
-from storage.frames import BAR_COLUMNS
-from storage.resample import bucket_ends, bucket_opens
-from storage.schema import KLINE_FIELDS
-from storage.trades import bars_from_trades
+from klinestore.core.errors import InvalidInterval, InvalidSymbol
+from klinestore.core.intervals import check_interval
+from klinestore.core.schema import KLINE_FIELDS
+from klinestore.core.symbols import check_symbol
+from klinestore.storage.errors import ArchiveError
+from klinestore.storage.frames import BAR_COLUMNS
+from klinestore.storage.resample import bucket_ends, bucket_opens
+from klinestore.storage.trades import bars_from_trades
 
 KLINE_CSV_COLUMNS: tuple[str, ...] = (
     "open_time", "open", "high", "low", "close", "volume", "close_time",

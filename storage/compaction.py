@@ -15,7 +15,7 @@ Policy, per partition and writer (``F`` = ``compaction_min_files``):
 
 A merge reads its inputs one symbol range at a time (bounded memory), keeps the largest
 version per key, writes one sorted file and publishes it with the inputs retired in the same
-journal (:mod:`storage.txn`). Killed at any point, it either never happened (the tmp file is
+journal (:mod:`klinestore.storage.txn`). Killed at any point, it either never happened (the tmp file is
 removed on recovery) or is finished by recovery; readers meanwhile may see an input and the
 merged file together, and their dedup makes that invisible.
 """
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import polars as pl
 
-from storage.errors import DatasetError
-from storage.frames import PARTITION_KEY, latest
-from storage.layout import MARKETS, FileName, Stamper, data_files, dataset_root, list_partitions
-from storage.txn import Publish, collect, pending_obsolete
-from storage.writer import write_file
+from klinestore.storage.errors import DatasetError
+from klinestore.storage.frames import PARTITION_KEY, latest
+from klinestore.storage.layout import MARKETS, FileName, Stamper, data_files, dataset_root, list_partitions
+from klinestore.storage.txn import Publish, collect, pending_obsolete
+from klinestore.storage.writer import write_file
 
 #: Rows merged in memory at a time (a symbol range); bounds a merge's memory.
 CHUNK_ROWS = 2_000_000

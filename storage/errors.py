@@ -14,7 +14,7 @@ pyarrow's, Polars' and DuckDB's exceptions are translated into these at the boun
 
 from __future__ import annotations
 
-from klinestore.errors import KlinestoreError
+from klinestore.core.errors import KlinestoreError
 
 
 class StorageError(KlinestoreError):

@@ -8,7 +8,7 @@ Two flavours of the same columns (``BAR_COLUMNS``, in the Parquet order):
   the type Parquet stores and DuckDB reads as ``TIMESTAMP WITH TIME ZONE``.
 
 :func:`latest` is the single implementation of the dedup rule in Python (largest version per
-key); the SQL relation in :mod:`storage.reader` is its DuckDB twin.
+key); the SQL relation in :mod:`klinestore.storage.reader` is its DuckDB twin.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import polars as pl
 from msgspec.structs import astuple
 
-from storage.layout import EXCHANGE_RANK
-from storage.schema import BAR_SCHEMA, EXCHANGE_SOURCES, Bar
+from klinestore.core.schema import BAR_SCHEMA, EXCHANGE_SOURCES, Bar
+from klinestore.storage.layout import EXCHANGE_RANK
 
 BAR_COLUMNS: tuple[str, ...] = tuple(BAR_SCHEMA.names)
 KEY: tuple[str, ...] = ("symbol", "interval", "open_time")

@@ -7,7 +7,7 @@ and CSV parsing release the GIL), each group is then compared with what is store
 changed 1m bars resampled on a second pool (only bars that differ from what is stored are
 kept, so importing a file twice changes nothing, not even the file list; resampling covers
 every bucket touched, stored minutes of those buckets included), and the main thread hands
-each symbol's rows to :class:`~storage.writer.PartitionFiles`, which encodes a partition's
+each symbol's rows to :class:`~klinestore.storage.writer.PartitionFiles`, which encodes a partition's
 row groups as they fill, while later files are still being parsed. One file per partition
 is written for every ``STAGE_ROWS`` bars. Only when every file has been read and validated
 does one publish make them all visible; any error drops every staged file. A tiered
@@ -31,16 +31,16 @@ from pathlib import Path
 
 import polars as pl
 
-from klinestore.config import StorageConfig
-from storage.archive import ArchiveFile, describe, find_archives, read_archive
-from storage.compaction import compact
-from storage.frames import PARTITION_KEY, latest, with_version
-from storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root
-from storage.locks import WriterLock
-from storage.reader import read_versioned
-from storage.resample import bucket_ends, bucket_opens, resample_many
-from storage.txn import Publish, recover
-from storage.writer import PartitionFiles
+from klinestore.storage.archive import ArchiveFile, describe, find_archives, read_archive
+from klinestore.storage.compaction import compact
+from klinestore.storage.config import StorageConfig
+from klinestore.storage.frames import PARTITION_KEY, latest, with_version
+from klinestore.storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root
+from klinestore.storage.locks import WriterLock
+from klinestore.storage.reader import read_versioned
+from klinestore.storage.resample import bucket_ends, bucket_opens, resample_many
+from klinestore.storage.txn import Publish, recover
+from klinestore.storage.writer import PartitionFiles
 
 #: Bars staged in memory before they are written (as tmp files) to the publish.
 STAGE_ROWS = 4_000_000

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from storage.errors import StorageError
+from klinestore.storage.errors import StorageError
 
 Market = Literal["um", "spot"]
 MARKETS: tuple[str, ...] = ("um", "spot")

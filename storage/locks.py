@@ -12,9 +12,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from storage.errors import StorageError
-from storage.fsguard import NOFOLLOW
-from storage.layout import state_dir
+from klinestore.storage.errors import StorageError
+from klinestore.storage.fsguard import NOFOLLOW
+from klinestore.storage.layout import state_dir
 
 
 class WriterLock:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from klinestore.config import StorageConfig
-from storage.compaction import CompactReport, compact
-from storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root, state_dir
-from storage.locks import WriterLock
-from storage.txn import recover
+from klinestore.storage.compaction import CompactReport, compact
+from klinestore.storage.config import StorageConfig
+from klinestore.storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root, state_dir
+from klinestore.storage.locks import WriterLock
+from klinestore.storage.txn import recover
 
 
 def writers(data_dir: Path) -> list[str]:

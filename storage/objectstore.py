@@ -43,13 +43,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from klinestore.intervals import check_interval
-from klinestore.symbols import check_symbol
-from storage.errors import DatasetError, StorageError
-from storage.frames import KEY, empty, latest, to_public
-from storage.fsguard import check_output_path
-from storage.layout import FileName, data_files, dataset_root, list_partitions, month_of, state_dir
-from storage.txn import retired_files
+from klinestore.core.intervals import check_interval
+from klinestore.core.symbols import check_symbol
+from klinestore.storage.errors import DatasetError, StorageError
+from klinestore.storage.frames import KEY, empty, latest, to_public
+from klinestore.storage.fsguard import check_output_path
+from klinestore.storage.layout import FileName, data_files, dataset_root, list_partitions, month_of, state_dir
+from klinestore.storage.txn import retired_files
 
 #: pyarrow ``type_name``s of object stores: a rename there is copy + delete, a PUT is atomic.
 OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from klinestore.intervals import bar_open, check_interval, interval_ms, is_aligned, next_open
-from klinestore.symbols import check_symbol
-from storage.errors import DatasetError
-from storage.frames import BAR_COLUMNS, TIME, VERSIONED_SCHEMA, from_bars, latest, to_public
-from storage.layout import GLOB, data_files, dataset_root, list_partitions, month_of
-from storage.txn import retired_files
-from storage.wal import read_records
+from klinestore.core.intervals import bar_open, check_interval, interval_ms, is_aligned, next_open
+from klinestore.core.symbols import check_symbol
+from klinestore.storage.errors import DatasetError
+from klinestore.storage.frames import BAR_COLUMNS, TIME, VERSIONED_SCHEMA, from_bars, latest, to_public
+from klinestore.storage.layout import GLOB, data_files, dataset_root, list_partitions, month_of
+from klinestore.storage.txn import retired_files
+from klinestore.storage.wal import read_records
 
 _DUCK_TYPES = {
     "symbol": "VARCHAR", "interval": "VARCHAR", "open_time": "TIMESTAMPTZ", "close_time": "TIMESTAMPTZ",

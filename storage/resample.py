@@ -1,6 +1,6 @@
 """1m bars into longer intervals, exactly as Binance aggregates them (vectorized Polars).
 
-Per bucket (UTC-aligned on open time, ``klinestore.intervals``): open = the first non-empty
+Per bucket (UTC-aligned on open time, ``klinestore.core.intervals``): open = the first non-empty
 minute's open, high/low = max/min over non-empty minutes, close = the last non-empty close,
 volume/quote volume/trades/taker volumes = sums, close time = the last minute's close time (the
 exchange's own value, irregular at outages). An *empty* minute (volume 0: the exchange's bar at
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from klinestore.intervals import MINUTE_MS, check_interval, interval_ms
-from storage.frames import BAR_COLUMNS, MS_SCHEMA
+from klinestore.core.intervals import MINUTE_MS, check_interval, interval_ms
+from klinestore.storage.frames import BAR_COLUMNS, MS_SCHEMA
 
 SUM_COLUMNS: tuple[str, ...] = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 _SCALE = 100_000_000

@@ -19,21 +19,21 @@ from pathlib import Path
 
 import polars as pl
 
-from klinestore.config import StorageConfig
-from klinestore.errors import InvalidSymbol
-from klinestore.intervals import INTERVALS, MINUTE_MS, bar_open
-from klinestore.symbols import check_symbol
-from storage.compaction import CompactReport, compact
-from storage.errors import BarError, StorageError
-from storage.frames import VERSIONED_SCHEMA, from_bars, latest
-from storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
-from storage.locks import WriterLock
-from storage.reader import last_open_times, load_recent, missing_after, read_versioned
-from storage.resample import interval_minutes, resample_touched_many
-from storage.schema import EXCHANGE_SOURCES, SOURCES, Bar
-from storage.txn import Publish, recover
-from storage.wal import Wal
-from storage.writer import write_partitions
+from klinestore.core.errors import InvalidSymbol
+from klinestore.core.intervals import INTERVALS, MINUTE_MS, bar_open
+from klinestore.core.schema import EXCHANGE_SOURCES, SOURCES, Bar
+from klinestore.core.symbols import check_symbol
+from klinestore.storage.compaction import CompactReport, compact
+from klinestore.storage.config import StorageConfig
+from klinestore.storage.errors import BarError, StorageError
+from klinestore.storage.frames import VERSIONED_SCHEMA, from_bars, latest
+from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
+from klinestore.storage.locks import WriterLock
+from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
+from klinestore.storage.resample import interval_minutes, resample_touched_many
+from klinestore.storage.txn import Publish, recover
+from klinestore.storage.wal import Wal
+from klinestore.storage.writer import write_partitions
 
 _INTERVALS = frozenset(INTERVALS)
 _SOURCES = frozenset(SOURCES)
@@ -138,7 +138,7 @@ class BarStore:
         """Make closed bars durable (WAL) and pending for the next flush.
 
         On return the bars survive a ``kill -9``; they survive a power cut ``wal_fsync_window``
-        seconds later at most (see :mod:`storage.wal`). Raises :class:`BarError` for a bar
+        seconds later at most (see :mod:`klinestore.storage.wal`). Raises :class:`BarError` for a bar
         that cannot be a stored kline, before anything is written.
         """
         if not bars:
@@ -181,7 +181,7 @@ class BarStore:
         )
 
     def compact(self) -> CompactReport:
-        """Merge this shard's files (see :mod:`storage.compaction`)."""
+        """Merge this shard's files (see :mod:`klinestore.storage.compaction`)."""
         with self._compact_mutex:
             return compact(
                 self.data_dir, self.writer, self._stamper,

@@ -33,7 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from storage.errors import StorageError
+from klinestore.storage.errors import StorageError
 
 DB_NAME = "dataqual.duckdb"
 TABLES_DIR = "tables"

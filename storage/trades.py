@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from klinestore.intervals import MINUTE_MS
-from storage.frames import BAR_COLUMNS, MS_SCHEMA
+from klinestore.core.intervals import MINUTE_MS
+from klinestore.storage.frames import BAR_COLUMNS, MS_SCHEMA
 
 EXACT = pl.Decimal(38, 18)
 TRADE_COLUMNS: tuple[str, ...] = (

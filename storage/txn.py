@@ -27,9 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.errors import StorageError
-from storage.fsguard import create_new
-from storage.layout import Stamper, state_dir, tmp_path
+from klinestore.storage.errors import StorageError
+from klinestore.storage.fsguard import create_new
+from klinestore.storage.layout import Stamper, state_dir, tmp_path
 
 
 def fsync_dir(path: Path) -> None:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import msgspec
 
-from storage.errors import WalError
-from storage.fsguard import NOFOLLOW, create_new, refuse_symlink
-from storage.schema import Bar
-from storage.txn import fsync_dir
+from klinestore.core.schema import Bar
+from klinestore.storage.errors import WalError
+from klinestore.storage.fsguard import NOFOLLOW, create_new, refuse_symlink
+from klinestore.storage.txn import fsync_dir
 
 _HEADER = struct.Struct("<II")
 MAX_RECORD = 64 << 20

@@ -2,7 +2,7 @@
 
 :func:`write_partitions` splits a frame by partition (interval, month), keeps one row per
 key (the largest version), sorts by (symbol, open_time) and writes one file per partition
-through a :class:`~storage.txn.Publish`, so several partitions appear at once or not at
+through a :class:`~klinestore.storage.txn.Publish`, so several partitions appear at once or not at
 all. :class:`PartitionFiles` does the same for rows that arrive a symbol at a time (the
 importer), encoding each file's row groups as they fill.
 
@@ -28,13 +28,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.errors import DatasetError
-from storage.frames import PARTITION_KEY, TIME, latest, sort_bars
-from storage.fsguard import create_new
-from storage.layout import FileName, month_of, partition_dir
-from storage.resample import interval_minutes
-from storage.schema import BAR_SCHEMA
-from storage.txn import Publish
+from klinestore.core.schema import BAR_SCHEMA
+from klinestore.storage.errors import DatasetError
+from klinestore.storage.frames import PARTITION_KEY, TIME, latest, sort_bars
+from klinestore.storage.fsguard import create_new
+from klinestore.storage.layout import FileName, month_of, partition_dir
+from klinestore.storage.resample import interval_minutes
+from klinestore.storage.txn import Publish
 
 ROW_GROUP_ROWS = 65_536
 MIN_ROW_GROUP_ROWS = 4_096
@@ -84,7 +84,7 @@ def unique_sorted(part: pl.DataFrame) -> pl.DataFrame:
     """One partition's rows sorted by (symbol, open_time), one per key (the largest version).
 
     Sorted first: then a duplicated key is two equal neighbours, found in one pass; only a
-    partition that has any pays for :func:`~storage.frames.latest`.
+    partition that has any pays for :func:`~klinestore.storage.frames.latest`.
     """
     part = sort_bars(part)
     if part.height > 1:

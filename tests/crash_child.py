@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from storage_support import bar
-
 from klinestore.config import StorageConfig
-from storage.importer import import_archives
-from storage.store import BarStore
+from klinestore.storage.importer import import_archives
+from klinestore.storage.store import BarStore
+from storage_support import bar
 
 CONFIG = StorageConfig(compaction_min_files=3, compaction_grace=0.0, wal_fsync_window=0.05)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ingest.protocol import decode_frame
-from klinestore.intervals import bar_close
+from klinestore.core.intervals import bar_close
+from klinestore.ingest.protocol import decode_frame
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % 3_600_000  # an hour boundary (UTC ms)
 

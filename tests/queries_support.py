@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from klinestore.config import StorageConfig
-from storage import Bar, BarStore
+from klinestore.storage import Bar, BarStore
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 MINUTE = 60_000

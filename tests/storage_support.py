@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from storage import Bar
-from storage.reader import bars_relation_sql
+from klinestore.storage import Bar
+from klinestore.storage.reader import bars_relation_sql
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 MINUTE = 60_000

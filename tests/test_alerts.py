@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from ingest.eventlog import EventLog
 from klinestore.config import AlertsConfig
+from klinestore.ingest.eventlog import EventLog
 from klinestore.jobs.alerts import (
     AlertBook,
     AlertMonitor,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 import pytest
-from queries_support import MINUTE, T0, build_dataset
 
-import queries
-from storage.reader import read_bars
+from klinestore import queries
+from klinestore.storage.reader import read_bars
+from queries_support import MINUTE, T0, build_dataset
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from storage_support import MINUTE, T0, assert_one_row_per_key, kline_csv, sql_rows, write_zip
 
 from klinestore.config import StorageConfig
-from storage import ArchiveError
-from storage.importer import import_archives
-from storage.reader import read_bars
+from klinestore.storage import ArchiveError
+from klinestore.storage.importer import import_archives
+from klinestore.storage.reader import read_bars
+from storage_support import MINUTE, T0, assert_one_row_per_key, kline_csv, sql_rows, write_zip
 from support import klinestore_command, subprocess_env
 
 CONFIG = StorageConfig()
@@ -91,10 +91,10 @@ def test_a_corrected_bar_rewrites_it_and_its_buckets_only(tmp_path: Path) -> Non
 
 
 def test_an_import_failing_after_row_groups_were_encoded_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
-    import storage.writer
+    import klinestore.storage.writer
 
-    monkeypatch.setattr(storage.writer, "ROW_GROUP_ROWS", 512)  # every symbol's day encodes row groups at once
-    monkeypatch.setattr(storage.writer, "MIN_ROW_GROUP_ROWS", 64)
+    monkeypatch.setattr(klinestore.storage.writer, "ROW_GROUP_ROWS", 512)  # every symbol's day encodes row groups at once
+    monkeypatch.setattr(klinestore.storage.writer, "MIN_ROW_GROUP_ROWS", 64)
     for symbol in ("AAAUSDT", "BBBUSDT", "CCCUSDT"):
         write_zip(tmp_path / f"{symbol}-1m-2024-01-01.zip", kline_csv(), checksum=False)
     lines = kline_csv().splitlines()
@@ -150,10 +150,10 @@ def test_bad_checksum_and_truncated_zip_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fast_inflate", [True, False])
 def test_zip_members_inflate_alike_and_a_bad_crc_is_refused(tmp_path: Path, monkeypatch, fast_inflate: bool) -> None:
     """With ISA-L (when installed) or zipfile's zlib: the same bars, and the CRC-32 checked."""
-    import storage.archive
+    import klinestore.storage.archive
 
     if not fast_inflate:
-        monkeypatch.setattr(storage.archive, "_isal_zlib", None)
+        monkeypatch.setattr(klinestore.storage.archive, "_isal_zlib", None)
     text = kline_csv(minutes=30)
     good = write_zip(tmp_path / "ETHUSDT-1m-2024-01-01.zip", text, checksum=False)
     assert import_archives([good], tmp_path / "data", CONFIG).written == 30

@@ -6,16 +6,16 @@ import asyncio
 
 import httpx
 
-from ingest.backfill import Backfill
-from ingest.clock import ExchangeClock
-from ingest.dispatcher import Dispatcher
-from ingest.klines import Gap
-from ingest.protocol.rest import RestKline
-from ingest.rest import RestClient
-from ingest.sink import MemorySink
-from ingest.state import MarketState
 from klinestore.config import Config
-from storage.schema import Bar
+from klinestore.core.schema import Bar
+from klinestore.ingest.backfill import Backfill
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.klines import Gap
+from klinestore.ingest.protocol.rest import RestKline
+from klinestore.ingest.rest import RestClient
+from klinestore.ingest.sink import MemorySink
+from klinestore.ingest.state import MarketState
 
 M = 60_000
 T0 = 1_714_521_600_000

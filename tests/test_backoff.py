@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.backoff import Backoff, BackoffPolicy, exponential_delays
 from klinestore.config import Config
+from klinestore.ingest.backoff import Backoff, BackoffPolicy, exponential_delays
 
 
 def test_defaults_follow_the_seed() -> None:

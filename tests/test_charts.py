@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+
+from klinestore.queries.charts import candles_chart, dataqual_chart
+from klinestore.queries.errors import QueryError
+from klinestore.storage.tables import QualityDB
 from queries_support import MINUTE, T0, build_dataset
 from support import klinestore_command, subprocess_env
-
-from queries.charts import candles_chart, dataqual_chart
-from queries.errors import QueryError
-from storage.tables import QualityDB
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from support import klinestore_command, subprocess_env
 
 from klinestore.cli import COMMANDS, command_module, main
+from support import klinestore_command, subprocess_env
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.clock import ExchangeClock
+from klinestore.ingest.clock import ExchangeClock
 
 
 class FakeMono:

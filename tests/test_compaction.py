@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from storage_support import MINUTE, assert_one_row_per_key, bar, sql_rows
-
 from klinestore.config import StorageConfig
-from storage.layout import data_files, dataset_root, list_partitions
-from storage.reader import read_bars
-from storage.store import BarStore
+from klinestore.storage.layout import data_files, dataset_root, list_partitions
+from klinestore.storage.reader import read_bars
+from klinestore.storage.store import BarStore
+from storage_support import MINUTE, assert_one_row_per_key, bar, sql_rows
 
 FEB = 1_706_745_600_000  # 2024-02-01
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from klinestore.core.schema import Bar
 from klinestore.jobs.compare import compare_bars
-from storage.schema import Bar
 
 
 def bar(**changes: float) -> Bar:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from klinestore.config import Config, config_from_dict, config_reference, config_to_dict, load_config
-from klinestore.errors import ConfigError
+from klinestore.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

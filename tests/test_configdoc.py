@@ -10,7 +10,7 @@ from klinestore.configdoc import COMMAND, DOC_PATH, README_PATH, main, render, s
 
 def test_committed_reference_matches_the_schema() -> None:
     committed = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.is_file() else ""
-    assert committed == render(), f"docs/config.md is out of date with klinestore/config.py: run `{COMMAND}`"
+    assert committed == render(), f"docs/config.md is out of date with the config sections: run `{COMMAND}`"
 
 
 def test_the_readme_table_matches_the_schema() -> None:
@@ -23,7 +23,7 @@ def test_the_readme_table_matches_the_schema() -> None:
 def test_every_key_has_a_doc_and_a_row() -> None:
     text = render()
     for key, kind, _, doc in config_reference():
-        assert doc.strip(), f"config key {key} has no doc: give it one in klinestore/config.py, then run `{COMMAND}`"
+        assert doc.strip(), f"config key {key} has no doc: give it one in its package's config.py, then run `{COMMAND}`"
         assert f"| `{key}` | " in text and kind
     for variable in ("WEBSOCKET_ONLY_KLINES", "DISABLE_REST_FALLBACK", "KLINESTORE_DATA_DIR", "KLINESTORE_CONFIG"):
         assert f"| `{variable}` |" in text

@@ -12,14 +12,14 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from ingest.clock import ExchangeClock
-from ingest.connection import ConnState
-from ingest.dispatcher import Dispatcher
-from ingest.eventlog import EventLog
-from ingest.pool import Pool
-from ingest.sink import MemorySink
-from ingest.state import MarketState
 from klinestore.config import Config
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.connection import ConnState
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.eventlog import EventLog
+from klinestore.ingest.pool import Pool
+from klinestore.ingest.sink import MemorySink
+from klinestore.ingest.state import MarketState
 
 
 def config(**changes: Any) -> Config:
@@ -116,7 +116,7 @@ def test_too_many_subscriptions_moves_streams_to_another_connection() -> None:
             cfg = config(**{"websocket.base_url": f"ws://127.0.0.1:{port}",
                             "websocket.connection_pool.max_streams_per_connection": 10})
             pool, _ = pool_for(cfg)
-            monkey_chunk = __import__("ingest.connection", fromlist=["x"])
+            monkey_chunk = __import__("klinestore.ingest.connection", fromlist=["x"])
             chunk, monkey_chunk.SUBSCRIBE_CHUNK = monkey_chunk.SUBSCRIBE_CHUNK, 2
             try:
                 streams = [f"s{i}usdt@kline_1m" for i in range(7)]

@@ -11,13 +11,13 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from storage_support import MINUTE, T0, bar, kline_csv, sql_rows, write_zip
 
 from klinestore.config import StorageConfig
-from storage.importer import import_archives
-from storage.layout import GLOB, dataset_root
-from storage.maintenance import compact_all
-from storage.store import BarStore
+from klinestore.storage.importer import import_archives
+from klinestore.storage.layout import GLOB, dataset_root
+from klinestore.storage.maintenance import compact_all
+from klinestore.storage.store import BarStore
+from storage_support import MINUTE, T0, bar, kline_csv, sql_rows, write_zip
 from support import subprocess_env
 
 CHILD = Path(__file__).with_name("crash_child.py")

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from queries_support import CONFIG, T0, minute_bars
 
-from storage import Bar, BarStore, bars_relation_sql
+from klinestore.storage import Bar, BarStore, bars_relation_sql
+from queries_support import CONFIG, T0, minute_bars
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"
 _ROW = re.compile(r"^\| `(\w+)` \| (file|path) \|\s*`?([^|`]*?)`?\s*\| `(\w+)` \| `([\w()]+)` \|$", re.MULTILINE)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ingest.orderbook import OrderBook
+from klinestore.ingest.orderbook import OrderBook
 from klinestore.jobs.depth import behind, catch_up_verdict, new_resyncs
-from tests.test_orderbook import ev, snapshot
+from test_orderbook import ev, snapshot
 
 
 def synced_book() -> OrderBook:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from time import monotonic
 from collections.abc import Sequence
+from time import monotonic
 
 import pytest
 
-from ingest.clock import ExchangeClock
-from ingest.dispatcher import Dispatcher
-from ingest.errors import ProtocolError
-from ingest.sink import BarSink, MemorySink
-from ingest.state import MarketState, UnknownSeries
+from frames import T0, agg_trade, depth, kline, mark
 from klinestore.config import Config
-from storage.schema import Bar
-from tests.frames import T0, agg_trade, depth, kline, mark
+from klinestore.core.schema import Bar
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.errors import ProtocolError
+from klinestore.ingest.sink import BarSink, MemorySink
+from klinestore.ingest.state import MarketState, UnknownSeries
 
 M = 60_000
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import duckdb
 
-from ingest.eventlog import EventLog
-from ingest.ledger import ApiLedger
+from klinestore.ingest.eventlog import EventLog
+from klinestore.ingest.ledger import ApiLedger
 from klinestore.jobs.drain import TableDrain
-from storage.tables import QualityDB, published_glob
+from klinestore.storage.tables import QualityDB, published_glob
 
 M = 60_000
 T0 = 1_714_521_600_000

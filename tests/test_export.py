@@ -10,15 +10,15 @@ import pandas as pd
 import polars as pl
 import pyarrow.feather as feather
 import pytest
+
+from klinestore import queries
+from klinestore.config import StorageConfig
+from klinestore.queries.errors import ExportError, GapError
+from klinestore.queries.export import BINANCE_HEADER, export, freqtrade_pair, freqtrade_path
+from klinestore.storage import import_archives
+from klinestore.storage.reader import read_bars
 from queries_support import MINUTE, T0, build_dataset
 from support import klinestore_command, subprocess_env
-
-import queries
-from klinestore.config import StorageConfig
-from queries.errors import ExportError, GapError
-from queries.export import BINANCE_HEADER, export, freqtrade_pair, freqtrade_path
-from storage import import_archives
-from storage.reader import read_bars
 
 DAY = 1440 * MINUTE
 SKIPPED = (*range(600, 605), 1000)  # 10:00-10:04 and 16:40 of the first day

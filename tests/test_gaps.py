@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from klinestore.jobs.gaps import GapBook, bars_in, split_gap
-from storage.tables import QualityDB
+from klinestore.storage.tables import QualityDB
 
 M = 60_000
 T0 = 1_714_521_600_000

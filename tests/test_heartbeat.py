@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ingest.feed import Feed
-from ingest.sink import MemorySink
 from klinestore.config import Config
+from klinestore.ingest.feed import Feed
+from klinestore.ingest.sink import MemorySink
 from klinestore.jobs.gaps import GapBook
 from klinestore.jobs.heartbeat import collect_health, lateness_s
-from tests.test_reconcile import minute
+from test_reconcile import minute
 
 M = 60_000
 T0 = 1_714_521_600_000

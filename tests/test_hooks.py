@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ingest.hooks import Hook
+from klinestore.ingest.hooks import Hook
 
 
 def test_a_failing_callback_never_stops_the_others() -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from ingest.connection import ConnState
-from ingest.feed import Feed
-from ingest.sink import MemorySink
 from klinestore.config import Config
+from klinestore.ingest.connection import ConnState
+from klinestore.ingest.feed import Feed
+from klinestore.ingest.sink import MemorySink
 from klinestore.sim import SimThread
 from simfixtures import START_MS, SimFactory
 

@@ -23,14 +23,14 @@ import polars as pl
 import pytest
 
 from klinestore.config import Config
-from klinestore.intervals import MINUTE_MS
+from klinestore.core.intervals import MINUTE_MS
 from klinestore.service import Service
 from klinestore.sim import SimThread
+from klinestore.storage import read_bars
+from klinestore.storage.tables import TABLE_COLUMNS, published_glob
 from simfixtures import START_MS, SimFactory
-from storage import read_bars
-from storage.tables import TABLE_COLUMNS, published_glob
 from support import klinestore_command, subprocess_env
-from tests.test_ingest_sim import FAST, a, all_subscribed, books_synced, until
+from test_ingest_sim import FAST, a, all_subscribed, books_synced, until
 
 JOBS_FAST: dict[str, Any] = {
     **FAST,

@@ -10,10 +10,10 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.klines import CLOSE_GRACE_MS, Gap, KlineSeries, frame_rows, kline_bar
-from ingest.ring import Ring
-from storage.schema import Bar
-from tests.frames import T0, event, kline
+from frames import T0, event, kline
+from klinestore.core.schema import Bar
+from klinestore.ingest.klines import CLOSE_GRACE_MS, Gap, KlineSeries, frame_rows, kline_bar
+from klinestore.ingest.ring import Ring
 
 M = 60_000
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.listings import Listings, shard_of
-from ingest.protocol.rest import ExchangeInfo, SymbolInfo, decode_exchange_info
+from klinestore.ingest.listings import Listings, shard_of
+from klinestore.ingest.protocol.rest import ExchangeInfo, SymbolInfo, decode_exchange_info
 
 
 def info(*symbols: tuple[str, str] | tuple[str, str, str]) -> ExchangeInfo:

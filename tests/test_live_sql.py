@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from klinestore import queries
 from support import klinestore_command, subprocess_env
-
-import queries
 
 SPEED = 60.0  # exchange seconds per second: a 1m bar closes every second
 FLUSH_S = 1.0

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from klinestore.config import MetricsConfig, config_from_dict
-from klinestore.errors import ConfigError
-from queries.metrics import start_metrics_server
+from klinestore.core.errors import ConfigError
+from klinestore.queries.metrics import start_metrics_server
 
 
 def snapshot() -> dict[str, Any]:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+
+from klinestore.storage import BarStore, StorageError, read_bars
+from klinestore.storage.layout import FileName, data_files
+from klinestore.storage.objectstore import publish, read_bars_fs, renames
 from queries_support import CONFIG, minute_bars
 from support import klinestore_command, subprocess_env
-
-from storage import BarStore, StorageError, read_bars
-from storage.layout import FileName, data_files
-from storage.objectstore import publish, read_bars_fs, renames
 
 JAN_31_22H = 1_706_738_400_000  # 2024-01-31 22:00 UTC: January closes two hours in
 FEB_1 = 1_706_745_600_000

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.orderbook import BRIDGING, BUFFERING, SYNCED, OrderBook
-from ingest.protocol import BookTickerEvent, DepthUpdateEvent, decode_depth_snapshot, decode_frame
-from ingest.protocol.rest import DepthSnapshot
-from tests.frames import depth, event
+from frames import depth, event
+from klinestore.ingest.orderbook import BRIDGING, BUFFERING, SYNCED, OrderBook
+from klinestore.ingest.protocol import BookTickerEvent, DepthUpdateEvent, decode_depth_snapshot, decode_frame
+from klinestore.ingest.protocol.rest import DepthSnapshot
 
 
 def snapshot(last: int, bids=((100.0, 1.0),), asks=((101.0, 1.0),)) -> DepthSnapshot:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import PlanError, ProtocolError
-from ingest.protocol import (
+from klinestore.ingest.errors import PlanError, ProtocolError
+from klinestore.ingest.protocol import (
     ControlReply,
     ErrorCode,
     KlineEvent,
@@ -35,7 +35,7 @@ from ingest.protocol import (
     subscribe,
     unsubscribe,
 )
-from ingest.protocol.control import get_property
+from klinestore.ingest.protocol.control import get_property
 
 KLINE = {
     "e": "kline", "E": 1723161300001, "s": "BTCUSDT",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.protocol import (
+from klinestore.ingest.protocol import (
     AggTradeEvent,
     BookTickerEvent,
     DepthUpdateEvent,

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from klinestore.queries.status import EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_OK, exit_code, read_status
+from klinestore.queries.times import iso
+from klinestore.storage.tables import QualityDB
 from queries_support import T0, build_dataset
 from support import klinestore_command, subprocess_env
-
-from queries.status import EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_OK, exit_code, read_status
-from queries.times import iso
-from storage.tables import QualityDB
 
 
 @pytest.fixture(scope="module")

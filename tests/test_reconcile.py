@@ -6,14 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ingest.protocol.rest import RestKline, klines_weight
-from ingest.trades import TRADE_DTYPE
 from klinestore.config import ToleranceConfig
+from klinestore.core.schema import Bar
+from klinestore.ingest.protocol.rest import RestKline, klines_weight
+from klinestore.ingest.trades import TRADE_DTYPE
 from klinestore.jobs.reconcile import closed_rows, resample_check, rest_limit, trade_check, trade_runs
-from storage.frames import from_bars, to_bars
-from storage.resample import resample
-from storage.schema import Bar
-from storage.trades import bars_from_trades
+from klinestore.storage.frames import from_bars, to_bars
+from klinestore.storage.resample import resample
+from klinestore.storage.trades import bars_from_trades
 
 M = 60_000
 T0 = 1_714_521_600_000

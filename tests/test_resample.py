@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,10 +9,10 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from storage_support import MINUTE, T0
 
-from storage.frames import MS_SCHEMA
-from storage.resample import resample, resample_many, resample_touched
+from klinestore.storage.frames import MS_SCHEMA
+from klinestore.storage.resample import resample, resample_many, resample_touched
+from storage_support import MINUTE, T0
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 HOUR = 60 * MINUTE
@@ -196,7 +195,7 @@ def test_a_later_minute_closes_a_bucket_with_missing_tail_as_incomplete() -> Non
 
 
 def read_spot_1m(shared: Path) -> pl.DataFrame:
-    from storage.archive import describe, read_archive
+    from klinestore.storage.archive import describe, read_archive
 
     files = sorted((shared / "spot/klines/BTCUSDT/1m").glob("*.zip"))
     return pl.concat([read_archive(describe(f)) for f in files])

@@ -9,12 +9,12 @@ import time
 import httpx
 import pytest
 
-from ingest.budget import WeightBudget
-from ingest.clock import ExchangeClock
-from ingest.errors import Banned, RestError
-from ingest.ledger import ApiLedger
-from ingest.rest import RestClient
 from klinestore.config import Config
+from klinestore.ingest.budget import WeightBudget
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.errors import Banned, RestError
+from klinestore.ingest.ledger import ApiLedger
+from klinestore.ingest.rest import RestClient
 
 REST = Config().rest.__class__(retry_base_delay=0.01, retry_max_delay=0.05, max_retries=3, timeout=1.0)
 DEPTH = {"lastUpdateId": 5, "E": 1, "T": 1, "bids": [["100.0", "1"]], "asks": [["101.0", "2"]]}

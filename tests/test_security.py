@@ -25,30 +25,30 @@ from time import monotonic
 
 import httpx
 import pytest
+
+from frames import kline
+from klinestore.config import Config, MetricsConfig, StorageConfig, config_from_dict, load_config
+from klinestore.core.errors import ConfigError, InvalidInterval, InvalidSymbol
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.dispatcher import Dispatcher
+from klinestore.ingest.errors import ProtocolError
+from klinestore.ingest.protocol import decode_frame
+from klinestore.ingest.sink import MemorySink
+from klinestore.ingest.state import MarketState
+from klinestore.queries.errors import SqlError
+from klinestore.queries.metrics import start_metrics_server
+from klinestore.queries.sql import connect, execute
+from klinestore.service import Service
+from klinestore.sim import SimConfig
+from klinestore.sim.errors import SimConfigError
+from klinestore.storage import Bar, BarError, BarStore, StorageError, bars_relation_sql, import_archives, read_bars
+from klinestore.storage.errors import ArchiveError
+from klinestore.storage.fsguard import check_output_path, create_new
+from klinestore.storage.status import write_status
 from queries_support import build_dataset
 from simfixtures import START_MS, SimFactory
 from storage_support import T0, kline_csv, write_zip
 from support import klinestore_command, subprocess_env
-
-from ingest.clock import ExchangeClock
-from ingest.dispatcher import Dispatcher
-from ingest.errors import ProtocolError
-from ingest.protocol import decode_frame
-from ingest.sink import MemorySink
-from ingest.state import MarketState
-from ingest.status import write_status
-from klinestore.config import Config, MetricsConfig, StorageConfig, config_from_dict, load_config
-from klinestore.errors import ConfigError, InvalidInterval, InvalidSymbol
-from klinestore.service import Service
-from klinestore.sim import SimConfig
-from klinestore.sim.errors import SimConfigError
-from queries.errors import SqlError
-from queries.metrics import start_metrics_server
-from queries.sql import connect, execute
-from storage import Bar, BarError, BarStore, StorageError, bars_relation_sql, import_archives, read_bars
-from storage.errors import ArchiveError
-from storage.fsguard import check_output_path, create_new
-from tests.frames import kline
 
 BAD_SYMBOLS = ("../../etc", "BTC/USDT", "..", "BTCUSDT/../../x", "BTC\\USDT", "btc usdt", "X", "")
 

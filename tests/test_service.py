@@ -10,11 +10,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from klinestore.config import Config
-from klinestore.intervals import MINUTE_MS
+from klinestore.core.intervals import MINUTE_MS
 from klinestore.service import Service
-from storage import read_bars
+from klinestore.storage import read_bars
 from simfixtures import START_MS, SimFactory
-from tests.test_ingest_sim import FAST, until
+from test_ingest_sim import FAST, until
 
 
 def service_config(sim: Any, data: Path, **changes: Any) -> Config:

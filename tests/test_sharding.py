@@ -1,6 +1,6 @@
 """Ingest sharded by symbol: two ``klinestore run`` processes write one dataset, SQL sees both.
 
-Each shard subscribes only the symbols that hash to it (``ingest.listings.shard_of``) and
+Each shard subscribes only the symbols that hash to it (``klinestore.ingest.listings.shard_of``) and
 writes only files named after its writer (``s0000``, ``s0001``), with its own WAL, lock and
 status file; a second process for a shard that is already running is refused.
 """
@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from klinestore.ingest.listings import shard_of
+from klinestore.storage.layout import shard_writer
 from simfixtures import START_MS, SimFactory
 from support import klinestore_command, subprocess_env
-
-from ingest.listings import shard_of
-from storage.layout import shard_writer
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "ADAUSDT")
 SHARDS = 2

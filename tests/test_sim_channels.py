@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.protocol.streams import parse_stream
+from klinestore.ingest.protocol.streams import parse_stream
 from klinestore.sim import SimConfig, Simulator
 from klinestore.sim.bars import rest_row
 from klinestore.sim.channels import make_channel

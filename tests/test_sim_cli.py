@@ -8,11 +8,11 @@ import signal
 import subprocess
 
 import pytest
-from simfixtures import get
-from support import klinestore_command, subprocess_env
 from websockets.asyncio.client import connect
 
 from klinestore.cli import build_parser, command_module
+from simfixtures import get
+from support import klinestore_command, subprocess_env
 
 
 def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:

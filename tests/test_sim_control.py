@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ingest.protocol.streams import Route
+from klinestore.ingest.protocol.streams import Route
 from klinestore.sim.control import acknowledged, deliverable, handle, parse_path
 
 

@@ -7,11 +7,11 @@ import json
 import time
 
 import pytest
-from simfixtures import frames, get, post
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from klinestore.sim import FaultError, SimThread
+from simfixtures import frames, get, post
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from klinestore.intervals import MINUTE_MS, bar_close, bar_open
+from klinestore.core.intervals import MINUTE_MS, bar_close, bar_open
 from klinestore.sim.bars import Bar, fold, rest_row
 from klinestore.sim.generator import GeneratedSource
 from klinestore.sim.listings import Listings

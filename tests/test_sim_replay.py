@@ -9,10 +9,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from simfixtures import SimFactory, frames
 from websockets.asyncio.client import connect
 
 from klinestore.sim import ReplayError, SimConfig, Simulator
+from simfixtures import SimFactory, frames
 
 JAN1 = 1_672_531_200_000  # 2023-01-01T00:00Z
 DAY = 86_400_000

@@ -8,10 +8,10 @@ import time
 import urllib.parse
 
 import pytest
-from simfixtures import SimFactory, get, post
 
-from klinestore.intervals import MINUTE_MS
+from klinestore.core.intervals import MINUTE_MS
 from klinestore.sim import SimThread
+from simfixtures import SimFactory, get, post
 
 KLINE_WEIGHTS = [(1, 1), (99, 1), (100, 2), (499, 2), (500, 5), (1000, 5), (1001, 10), (1500, 10)]
 DEPTH_WEIGHTS = [(5, 2), (50, 2), (100, 5), (500, 10), (1000, 20)]

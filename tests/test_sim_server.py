@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import pytest
-from simfixtures import SimFactory, frames
 from websockets.asyncio.client import connect
 
 from klinestore.sim import SimConfig, SimConfigError, SimError, SimThread, Simulator
+from simfixtures import SimFactory, frames
 
 START = 1_714_521_600_000
 

@@ -9,12 +9,12 @@ import time
 import urllib.parse
 
 import pytest
-from simfixtures import START_MS, RawClient, SimFactory, frames, get, request
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from ingest.protocol import decode_frame
+from klinestore.ingest.protocol import decode_frame
 from klinestore.sim import SimThread
+from simfixtures import START_MS, RawClient, SimFactory, frames, get, request
 
 PRICE_BTC = re.compile(r"^\d+\.\d{2}$")
 QTY_BTC = re.compile(r"^\d+\.\d{3}$")

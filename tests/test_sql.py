@@ -9,14 +9,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+
+from klinestore.queries.errors import SqlError
+from klinestore.queries.output import to_text, write_result
+from klinestore.queries.sql import connect, execute
+from klinestore.storage.reader import read_bars
+from klinestore.storage.tables import TABLE_COLUMNS, QualityDB
 from queries_support import T0, build_dataset
 from support import klinestore_command, subprocess_env
-
-from queries.errors import SqlError
-from queries.output import to_text, write_result
-from queries.sql import connect, execute
-from storage.reader import read_bars
-from storage.tables import TABLE_COLUMNS, QualityDB
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,7 @@ def test_every_default_interval_and_table_view_exists_when_empty(tmp_path: Path)
 
 def test_other_stored_intervals_get_views(tmp_path: Path) -> None:
     from klinestore.config import StorageConfig
-
-    from storage import BarStore
+    from klinestore.storage import BarStore
     store = BarStore(tmp_path, StorageConfig(wal_fsync_window=0, resample_intervals=("1d",)))
     store.open()
     from queries_support import minute_bars
@@ -192,7 +191,7 @@ def test_identical_rows_in_two_files_show_once(tmp_path: Path) -> None:
     """A compaction's output and its inputs (same rows, same versions) coexist for the grace period."""
     import shutil
 
-    from storage.layout import FileName
+    from klinestore.storage.layout import FileName
 
     data_dir = build_dataset(tmp_path / "data", ("BTCUSDT",), 120)
     before = sql(data_dir, "SELECT * FROM bars ORDER BY interval, open_time")

@@ -6,10 +6,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from ingest.feed import Feed
-from ingest.sink import MemorySink
-from ingest.status import snapshot, write_status
 from klinestore.config import Config
+from klinestore.ingest.feed import Feed
+from klinestore.ingest.sink import MemorySink
+from klinestore.ingest.status import snapshot
+from klinestore.storage.status import write_status
 
 
 def test_a_fresh_feed_reports_every_fixed_field(tmp_path: Path) -> None:

@@ -7,17 +7,15 @@ import threading
 from pathlib import Path
 
 import duckdb
-import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_support import MINUTE, T0, assert_one_row_per_key, bar, sql_rows
 
 from klinestore.config import StorageConfig
-from storage import Bar, BarError, StorageError
-from storage.frames import to_bars
-from storage.reader import (
+from klinestore.storage import Bar, BarError, StorageError
+from klinestore.storage.frames import to_bars
+from klinestore.storage.reader import (
     bars_relation_sql,
     find_gaps,
     find_gaps_many,
@@ -25,7 +23,8 @@ from storage.reader import (
     load_recent,
     read_bars,
 )
-from storage.store import BarStore
+from klinestore.storage.store import BarStore
+from storage_support import MINUTE, T0, assert_one_row_per_key, bar, sql_rows
 
 CONFIG = StorageConfig(wal_fsync_window=0.05, compaction_grace=0.0, compaction_min_files=3)
 

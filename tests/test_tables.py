@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from storage.tables import TABLE_COLUMNS, QualityDB, empty_select, published_glob
+from klinestore.storage.tables import TABLE_COLUMNS, QualityDB, empty_select, published_glob
 
 DAY = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from ingest.throttle import LogThrottle, TokenBucket
-from tests.test_clock import FakeMono
+from klinestore.ingest.throttle import LogThrottle, TokenBucket
+from test_clock import FakeMono
 
 
 def test_bucket_allows_a_burst_then_paces_at_the_rate() -> None:

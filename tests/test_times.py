@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from queries.errors import QueryError
-from queries.times import iso, short, to_ms
+from klinestore.queries.errors import QueryError
+from klinestore.queries.times import iso, short, to_ms
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 

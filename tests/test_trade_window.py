@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ingest.trades import TradeWindow
-from tests.frames import T0, agg_trade, event
+from frames import T0, agg_trade, event
+from klinestore.ingest.trades import TradeWindow
 
 
 def test_window_is_bounded_by_count_and_by_exchange_time() -> None:

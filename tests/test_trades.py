@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage.trades import bars_from_trades
+from klinestore.storage.trades import bars_from_trades
 
 trade = st.tuples(
     st.integers(1, 10**7).map(lambda c: f"{c / 100:.2f}"),  # price, 2 places

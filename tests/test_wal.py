@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from storage_support import bar
 
-from storage.errors import WalError
-from storage.wal import Wal, segment_paths
+from klinestore.storage.errors import WalError
+from klinestore.storage.wal import Wal, segment_paths
+from storage_support import bar
 from support import subprocess_env
 
 
@@ -84,7 +84,7 @@ def test_kill_9_right_after_append_loses_nothing(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from storage.wal import Wal
+        from klinestore.storage.wal import Wal
         from storage_support import bar
         wal = Wal(Path({str(tmp_path)!r}), fsync_window=1.0)
         wal.open()

@@ -8,14 +8,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from storage_support import MINUTE, T0, bar
 
-from storage.errors import DatasetError
-from storage.frames import from_bars, to_public
-from storage.layout import IMPORT_WRITER, Stamper, dataset_root
-from storage.reader import read_bars
-from storage.txn import Publish
-from storage.writer import PartitionFiles, row_group_rows, unique_sorted
+from klinestore.storage.errors import DatasetError
+from klinestore.storage.frames import from_bars, to_public
+from klinestore.storage.layout import IMPORT_WRITER, Stamper, dataset_root
+from klinestore.storage.reader import read_bars
+from klinestore.storage.txn import Publish
+from klinestore.storage.writer import PartitionFiles, row_group_rows, unique_sorted
+from storage_support import MINUTE, T0, bar
 
 
 def day_of(symbol: str, days: int = 1) -> pl.DataFrame:
@@ -25,9 +25,9 @@ def day_of(symbol: str, days: int = 1) -> pl.DataFrame:
 
 
 def test_partition_files_stream_row_groups_across_months_and_round_trip(tmp_path: Path, monkeypatch) -> None:
-    import storage.writer
+    import klinestore.storage.writer
 
-    monkeypatch.setattr(storage.writer, "ROW_GROUP_ROWS", 1000)
+    monkeypatch.setattr(klinestore.storage.writer, "ROW_GROUP_ROWS", 1000)
     publish = Publish(tmp_path, IMPORT_WRITER, Stamper(IMPORT_WRITER))
     frames = {s: day_of(s, days=2) for s in ("AAAUSDT", "BBBUSDT")}  # Jan 31 and Feb 1
     with ThreadPoolExecutor(2) as pool:

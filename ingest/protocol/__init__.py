@@ -5,7 +5,7 @@ requests and replies, REST bodies and request weights. The connection layer and 
 simulator both build on this module, so the exchange's rules live in one place.
 """
 
-from ingest.protocol.control import (
+from klinestore.ingest.protocol.control import (
     ControlReply,
     ErrorCode,
     get_property,
@@ -14,7 +14,7 @@ from ingest.protocol.control import (
     subscribe,
     unsubscribe,
 )
-from ingest.protocol.events import (
+from klinestore.ingest.protocol.events import (
     AggTradeEvent,
     BookTickerEvent,
     ContinuousKlineEvent,
@@ -28,7 +28,7 @@ from ingest.protocol.events import (
     decode_frame,
     decode_single,
 )
-from ingest.protocol.rest import (
+from klinestore.ingest.protocol.rest import (
     DepthSnapshot,
     ExchangeInfo,
     RestKline,
@@ -40,7 +40,7 @@ from ingest.protocol.rest import (
     depth_weight,
     klines_weight,
 )
-from ingest.protocol.streams import (
+from klinestore.ingest.protocol.streams import (
     Route,
     StreamName,
     agg_trade_stream,
@@ -49,7 +49,7 @@ from ingest.protocol.streams import (
     mark_price_stream,
     parse_stream,
 )
-from ingest.protocol.urls import ConnectionPlan, plan_connections, stream_url
+from klinestore.ingest.protocol.urls import ConnectionPlan, plan_connections, stream_url
 
 __all__ = [
     "AggTradeEvent", "BookTickerEvent", "ConnectionPlan", "ContinuousKlineEvent", "ControlReply",

@@ -2,7 +2,7 @@
 
 Requests are ``{"method": M, "params": [...], "id": N}``; replies ``{"result": R, "id": N}`` or
 ``{"error": {"code": C, "msg": "..."}, "id": N}``. The exchange closes a connection that sends
-more than 10 messages a second (code 1008), so callers pace these (see ``ingest.pool``).
+more than 10 messages a second (code 1008), so callers pace these (see ``klinestore.ingest.pool``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from ingest.errors import ControlError, ProtocolError
-from ingest.protocol.events import Frame
+from klinestore.ingest.protocol.errors import ControlError, ProtocolError
+from klinestore.ingest.protocol.events import Frame
 
 #: Incoming messages per second per connection the exchange tolerates before closing (1008).
 EXCHANGE_MAX_MESSAGES_PER_SECOND = 10

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 
 import msgspec
 
-from ingest.errors import ProtocolError
+from klinestore.ingest.protocol.errors import ProtocolError
 
 Price = Annotated[float, msgspec.Meta(gt=0, lt=1e15)]
 Qty = Annotated[float, msgspec.Meta(ge=0, lt=1e18)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from ingest.errors import ProtocolError
-from ingest.protocol.events import Count, Id, Level, Ms, Price, Qty
+from klinestore.ingest.protocol.errors import ProtocolError
+from klinestore.ingest.protocol.events import Count, Id, Level, Ms, Price, Qty
 
 KLINES_PATH = "/fapi/v1/klines"
 DEPTH_PATH = "/fapi/v1/depth"

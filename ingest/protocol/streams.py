@@ -15,10 +15,10 @@ import enum
 import re
 from dataclasses import dataclass
 
-from ingest.errors import ProtocolError
-from klinestore.errors import InvalidInterval, InvalidSymbol
-from klinestore.intervals import check_interval
-from klinestore.symbols import check_symbol
+from klinestore.core.errors import InvalidInterval, InvalidSymbol
+from klinestore.core.intervals import check_interval
+from klinestore.core.symbols import check_symbol
+from klinestore.ingest.protocol.errors import ProtocolError
 
 
 class Route(enum.StrEnum):

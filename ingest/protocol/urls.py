@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ingest.errors import PlanError
-from ingest.protocol.streams import Route, parse_stream
+from klinestore.ingest.protocol.errors import PlanError
+from klinestore.ingest.protocol.streams import Route, parse_stream
 
 #: The exchange refuses the 1025th stream on a connection (code 4, close 1008).
 EXCHANGE_MAX_STREAMS = 1024

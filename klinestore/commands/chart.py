@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from klinestore.commands import add_bar_range
-from queries.api import default_data_dir
-from queries.charts import candles_chart
-from storage.fsguard import check_output_path
+from klinestore.queries.api import default_data_dir
+from klinestore.queries.charts import candles_chart
+from klinestore.storage.fsguard import check_output_path
 
 HELP = "draw candles with volume for one symbol and range as a PNG (gaps marked)"
 DESCRIPTION = """\

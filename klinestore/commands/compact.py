@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from klinestore.config import load_config
-from storage.maintenance import compact_all
+from klinestore.storage.maintenance import compact_all
 
 HELP = "merge the dataset's small Parquet files (safe while the service runs)"
 DESCRIPTION = """\

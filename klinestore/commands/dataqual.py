@@ -8,10 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from queries.api import default_data_dir
-from queries.charts import dataqual_chart
-from queries.status import latest_dataqual
-from storage.fsguard import check_output_path
+from klinestore.queries.api import default_data_dir
+from klinestore.queries.charts import dataqual_chart
+from klinestore.queries.status import latest_dataqual
+from klinestore.storage.fsguard import check_output_path
 
 HELP = "show the latest DataQual score per symbol and its reasons, or plot the scores over time"
 DESCRIPTION = """\

@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from klinestore.commands import add_bar_range
-from queries.errors import GapError
-from queries.api import default_data_dir
-from queries.export import FORMATS, ON_GAP, export
-from storage.fsguard import check_output_path
-from storage.layout import MARKETS
+from klinestore.queries.api import default_data_dir
+from klinestore.queries.errors import GapError
+from klinestore.queries.export import FORMATS, ON_GAP, export
+from klinestore.storage.fsguard import check_output_path
+from klinestore.storage.layout import MARKETS
 
 HELP = "export one symbol's bars for a backtest (parquet, csv, binance, freqtrade, backtesting)"
 DESCRIPTION = """\

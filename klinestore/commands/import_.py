@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from klinestore.config import load_config
-from storage.archive import find_archives
-from storage.importer import import_archives
+from klinestore.storage.archive import find_archives
+from klinestore.storage.importer import import_archives
 
 HELP = "import Binance archive files (klines or aggTrades; zip or csv) into the dataset"
 DESCRIPTION = """\

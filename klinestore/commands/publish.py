@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from klinestore.config import load_config
-from storage.objectstore import publish
+from klinestore.storage.objectstore import publish
 
 HELP = "copy the dataset's closed months to S3, GCS or another directory (atomic per file, idempotent)"
 DESCRIPTION = """\

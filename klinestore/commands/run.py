@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from klinestore.config import Config, load_config
-from klinestore.errors import ConfigError
-from klinestore.intervals import MINUTE_MS
-from klinestore.symbols import check_symbols
+from klinestore.core.errors import ConfigError
+from klinestore.core.intervals import MINUTE_MS
+from klinestore.core.symbols import check_symbols
 
 HELP = "run the service: live ingest into ring buffers and storage, health in status.json"
 DESCRIPTION = """\

@@ -7,11 +7,11 @@ import asyncio
 import json
 import signal
 
+from klinestore.core.symbols import check_symbols
 from klinestore.sim.clock import parse_time
 from klinestore.sim.config import LOOPBACK_HOSTS, ListingEvent, SimConfig
 from klinestore.sim.errors import SimConfigError
 from klinestore.sim.server import Simulator
-from klinestore.symbols import check_symbols
 
 HELP = "run the Binance-compatible exchange simulator (WebSocket + REST on loopback)"
 DESCRIPTION = """\

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from queries.api import default_data_dir
-from queries.errors import QueryError
-from queries.output import DEFAULT_MAX_ROWS, FORMATS, write_result
-from queries.repl import Repl
-from queries.sql import connect, execute
-from storage.fsguard import check_output_path
+from klinestore.queries.api import default_data_dir
+from klinestore.queries.errors import QueryError
+from klinestore.queries.output import DEFAULT_MAX_ROWS, FORMATS, write_result
+from klinestore.queries.repl import Repl
+from klinestore.queries.sql import connect, execute
+from klinestore.storage.fsguard import check_output_path
 
 HELP = "run read-only SQL over the bars and DataQual tables (DuckDB), or open a SQL prompt"
 DESCRIPTION = """\

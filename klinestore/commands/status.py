@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from klinestore.config import load_config
-from queries.status import read_status, status_files, worst_exit_code
-from queries.status_view import render
+from klinestore.queries.status import read_status, status_files, worst_exit_code
+from klinestore.queries.status_view import render
 
 HELP = "show the service's health (connections, streams, DataQual, readiness, storage, REST ledger, alerts)"
 DESCRIPTION = """\

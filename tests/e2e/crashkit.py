@@ -15,18 +15,18 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 import duckdb
 import pyarrow.parquet as pq
 
-from storage.layout import dataset_root, state_dir, wal_dir
-from storage.reader import bars_relation_sql
-from storage.wal import read_records
+from klinestore.storage.layout import dataset_root, state_dir, wal_dir
+from klinestore.storage.reader import bars_relation_sql
+from klinestore.storage.wal import read_records
 from support import klinestore_command, subprocess_env
 from tests.e2e.fidelity import SimProcess
 

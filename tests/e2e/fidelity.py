@@ -31,9 +31,9 @@ from typing import IO, Any
 import duckdb
 import polars as pl
 
-from klinestore.intervals import interval_ms
-from storage import bars_relation_sql, read_bars
-from storage.tables import published_glob
+from klinestore.core.intervals import interval_ms
+from klinestore.storage import bars_relation_sql, read_bars
+from klinestore.storage.tables import published_glob
 from support import klinestore_command, subprocess_env
 
 #: The columns of a Binance kline row, in /sim/truth's order, named as stored (the 12th, "ignore", is not).

@@ -33,16 +33,16 @@ from typing import Any
 
 import pytest
 
-from klinestore.intervals import MINUTE_MS
+from klinestore.core.intervals import MINUTE_MS
 from tests.e2e.crashkit import (
     Snapshot,
     check_dataset,
     freeze_and_kill,
     in_flight,
     rest_values,
-    started_since,
     start_import,
     start_service,
+    started_since,
     status,
     stop,
     stored_bars,

@@ -62,9 +62,17 @@ import polars as pl
 import pytest
 
 from e2e.fidelity import (
-    Fidelity, ServiceProcess, SimProcess, all_subscribed, compare, gap_bars, gaps_table, service_config, windows_for,
+    Fidelity,
+    ServiceProcess,
+    SimProcess,
+    all_subscribed,
+    compare,
+    gap_bars,
+    gaps_table,
+    service_config,
+    windows_for,
 )
-from storage.tables import published_glob
+from klinestore.storage.tables import published_glob
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")  # 4: a start-up back-fill races the first live bars
 INTERVALS = ("1m", "5m", "15m", "1h", "4h")

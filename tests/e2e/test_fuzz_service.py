@@ -35,11 +35,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 
-from ingest.errors import IngestError
 from klinestore.config import Config
-from klinestore.intervals import MINUTE_MS
+from klinestore.core.intervals import MINUTE_MS
+from klinestore.ingest.errors import IngestError
 from klinestore.service import Service
-from storage import read_bars
+from klinestore.storage import read_bars
 
 T = TypeVar("T")
 SYMBOL = "BTCUSDT"
@@ -451,7 +451,7 @@ async def call(service: Service, path: str) -> Any:
     if path == "/fapi/v1/depth":
         return await feed.rest.depth(SYMBOL, 1000)
     assert feed.backfill is not None
-    from ingest.klines import Gap
+    from klinestore.ingest.klines import Gap
     return await feed.backfill.fill(Gap(SYMBOL, "1m", GAP_START, T0 - MINUTE_MS, "gap"))
 
 

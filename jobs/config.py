@@ -1,0 +1,57 @@
+"""The jobs package's config sections: ``jobs`` (schedules, DataQual) and ``alerts``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from klinestore.core.options import between, non_negative, opt, positive
+from klinestore.ingest.config import ModesConfig, WebsocketConfig
+from klinestore.storage.config import ShardingConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobsConfig:
+    dataqual_interval: float = opt(30.0, "DataQual scores are recorded this often.", positive)
+    publish_interval: float = opt(30.0, "DataQual tables are published as Parquet this often.", positive)
+    listing_refresh_interval: float = opt(300.0, "exchangeInfo refresh (new listings) period.", positive)
+    status_interval: float = opt(5.0, "status.json is rewritten this often.", positive)
+    gap_check_interval: float = opt(
+        60.0, "Open gap records are checked against storage this often (an import or a back-fill closes them).",
+        positive,
+    )
+    dataqual_half_life: float = opt(
+        900.0, "DataQual: a reconciliation mismatch or order-book resync weighs half as much after this long "
+        "(exchange seconds).", positive,
+    )
+    stale_after: float = opt(
+        30.0, "DataQual: a symbol is stale once its next 1m bar is this late (exchange seconds).", positive
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertsConfig:
+    max_reconnects_per_hour: int = opt(
+        5, "More connection losses than this within reconnect_window raise an alert.", non_negative
+    )
+    reconnect_window: float = opt(3600.0, "The window of max_reconnects_per_hour (exchange seconds).", positive)
+    warming_up_max: float = opt(
+        90 * 60.0, "A series warming_up longer than this (exchange seconds; and past its first possible close) "
+        "raises an alert.", positive,
+    )
+    dataqual_min: float = opt(0.90, "A DataQual score below this raises an alert.", between(0, 1))
+
+
+class JobSettings(Protocol):
+    """What the scheduled jobs read of the composed config."""
+
+    @property
+    def websocket(self) -> WebsocketConfig: ...
+    @property
+    def modes(self) -> ModesConfig: ...
+    @property
+    def jobs(self) -> JobsConfig: ...
+    @property
+    def alerts(self) -> AlertsConfig: ...
+    @property
+    def sharding(self) -> ShardingConfig: ...
