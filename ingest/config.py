@@ -50,6 +50,10 @@ class HeartbeatConfig:
     resubscribe_after: float = opt(
         60.0, "A stream still missing this long after it was flagged is resubscribed.", positive
     )
+    mark_price_timeout: float = opt(
+        5.0, "A markPrice@1s stream (it ticks every second, trades or not) silent this long (or heartbeat.timeout "
+        "if shorter) is missing.", positive
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

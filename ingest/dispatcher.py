@@ -22,8 +22,10 @@ from klinestore.ingest.clock import MAX_LEAD_MS, ExchangeClock
 from klinestore.ingest.errors import ProtocolError
 from klinestore.ingest.hooks import Hook
 from klinestore.ingest.klines import KlineSeries, kline_bar
+from klinestore.ingest.liveness import Activity
 from klinestore.ingest.orderbook import OrderBook
 from klinestore.ingest.protocol.events import (
+    AggTradeEvent,
     DepthUpdateEvent,
     Frame,
     KlineEvent,
@@ -53,6 +55,7 @@ class Dispatcher:
         *,
         on_close: Hook | None = None,
         on_book_wants_snapshot: Callable[[str], None] | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.state = state
         self.sink = sink
@@ -61,6 +64,8 @@ class Dispatcher:
         self._wants_snapshot = on_book_wants_snapshot or (lambda symbol: None)
         self._routes: dict[str, tuple[Callable[[Any, Any], None], Any]] = {}
         self._held: list[Bar] = []
+        self.activity = activity if activity is not None else Activity()
+        self._mono = 0.0  # arrival time of the frame being applied
         self._log = LogThrottle(log)
         self.messages = 0  # data frames and replies received
         self.unexpected = 0  # frames of streams with no route (e.g. just unsubscribed)
@@ -76,7 +81,7 @@ class Dispatcher:
         if name.kind == "kline":
             self._routes[stream] = (self._on_kline, self.state.add_series(name.symbol, name.interval or ""))
         elif name.kind == "aggTrade":
-            self._routes[stream] = (TradeWindow.add, self.state.add_trades(name.symbol))
+            self._routes[stream] = (self._on_trade, self.state.add_trades(name.symbol))
         elif name.kind == "depth":
             self._routes[stream] = (self._on_depth, self.state.add_book(name.symbol))
         elif name.kind == "markPrice":
@@ -110,6 +115,7 @@ class Dispatcher:
             return frame
         data = frame.data
         self.clock.observe(data.E, mono)  # type: ignore[union-attr] - routed streams carry one event
+        self._mono = mono
         route[0](route[1], data)
         return frame
 
@@ -123,10 +129,16 @@ class Dispatcher:
                 # open bar, every real update after it would look stale.
                 self.state.rejected["future"] += 1
                 return
+        if k.n > (ob.n if ob is not None and ob.t == k.t else 0):  # trades happened: evidence for liveness
+            self.activity.kline_trades[series.symbol] = self._mono
         if k.x:
             self.accept(series, (kline_bar(ev.s, k),))
         else:
             series.update_open(k, ev.E)
+
+    def _on_trade(self, window: TradeWindow, ev: AggTradeEvent) -> None:
+        window.add(ev)
+        self.activity.agg_trades[window.symbol] = self._mono
 
     def _on_depth(self, book: OrderBook, ev: DepthUpdateEvent) -> None:
         book.on_event(ev)

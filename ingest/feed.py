@@ -38,6 +38,7 @@ from klinestore.ingest.hooks import Hook
 from klinestore.ingest.klines import Gap, frame_rows
 from klinestore.ingest.lag import LoopLag
 from klinestore.ingest.ledger import ApiLedger
+from klinestore.ingest.liveness import Activity, Liveness
 from klinestore.ingest.listings import ListingChange, Listings, shard_of
 from klinestore.ingest.markprice import Mark
 from klinestore.ingest.orderbook import OrderBook
@@ -89,10 +90,14 @@ class Feed:
         self.rest = RestClient(config.websocket.rest_url, config.rest, self.clock, ledger=self.ledger,
                                allow_klines=config.modes.rest_klines_allowed, transport=transport)
         self.depth_sync = DepthSync(self.state, self.rest, config.websocket.streams.depth_snapshot_limit)
+        self.activity = Activity()
         self.dispatcher = Dispatcher(self.state, sink, self.clock, on_close=self.kline_close,
-                                     on_book_wants_snapshot=self.depth_sync.want)
+                                     on_book_wants_snapshot=self.depth_sync.want, activity=self.activity)
+        hb = config.websocket.heartbeat
+        self.liveness = Liveness(self.activity, self.state, self.clock, timeout=hb.timeout,
+                                 mark_price_timeout=hb.mark_price_timeout)
         self.pool = Pool(config.websocket, self.dispatcher, self.clock, self.events, rng=rng,
-                         on_lost=self._on_lost, connect_fn=connect_fn)
+                         on_lost=self._on_lost, connect_fn=connect_fn, liveness=self.liveness)
         self.backfill: Backfill | None = None
         if config.modes.rest_klines_allowed:
             self.backfill = Backfill(self.state, self.dispatcher, self.rest, self.clock, on_filled=self._on_filled)
@@ -211,6 +216,7 @@ class Feed:
             return
         await self.pool.remove(self.streams_of(symbol, intervals))
         self.state.remove_symbol(symbol)
+        self.activity.forget(symbol)
 
     async def refresh_listings(self) -> ListingChange:
         """exchangeInfo: subscribe new TRADING perpetuals to the new-listing intervals, drop delisted ones."""
@@ -244,8 +250,12 @@ class Feed:
         return self.state.mark(symbol)
 
     def missing_streams(self) -> dict[str, list[str]]:
-        """Per symbol, the streams silent longer than ``heartbeat.timeout`` (DataQual's input)."""
+        """Per symbol, the streams silent while data was due (DataQual's input; see ingest.liveness)."""
         return self.pool.missing_streams()
+
+    def quiet_streams(self) -> dict[str, list[str]]:
+        """Per symbol, the streams silent because their market had nothing to report (not penalised)."""
+        return self.pool.quiet_streams()
 
     def warming_up(self) -> list[tuple[str, str]]:
         return self.state.warming_up()

@@ -8,8 +8,10 @@
   limit to what it holds and the refused streams are placed elsewhere; other refusals are
   recorded per stream (status ``refused``), never retried in a loop.
 * **Liveness** (every ``heartbeat.check_interval``): a stream silent longer than
-  ``heartbeat.timeout`` is *missing* (``missing_streams()``, per symbol, for DataQual); one
-  still missing ``resubscribe_after`` later is UNSUBSCRIBEd and SUBSCRIBEd again on its
+  ``heartbeat.timeout`` is judged (:mod:`~klinestore.ingest.liveness`): *missing* when the
+  evidence says data was due (``missing_streams()``, per symbol, for DataQual), *quiet* when
+  its market simply had nothing to report (``quiet_streams()``: shown, never penalised). A
+  stream still missing ``resubscribe_after`` later is UNSUBSCRIBEd and SUBSCRIBEd again on its
   connection. A connection with no frame at all for ``heartbeat.timeout`` is dropped and
   reconnects.
 * **Rotation**: the exchange closes a connection after 24 h (of exchange time). After
@@ -37,6 +39,7 @@ from klinestore.ingest.connection import Connection, ConnState
 from klinestore.ingest.dispatcher import Dispatcher
 from klinestore.ingest.errors import ControlError
 from klinestore.ingest.eventlog import EventLog
+from klinestore.ingest.liveness import Liveness
 from klinestore.ingest.protocol.control import ErrorCode
 from klinestore.ingest.protocol.streams import Route, parse_stream
 from klinestore.ingest.protocol.urls import plan_connections, stream_url
@@ -57,8 +60,10 @@ class Pool:
         rng: random.Random | None = None,
         on_lost: Callable[[list[str]], None] | None = None,
         connect_fn: Callable[..., Any] = connect,
+        liveness: Liveness | None = None,
     ) -> None:
         self.config = config
+        self.liveness = liveness
         self.dispatcher = dispatcher
         self.clock = clock
         self.events = events
@@ -66,6 +71,7 @@ class Pool:
         self.refused: dict[str, str] = {}  # stream -> why the exchange refused it
         self.unplaced: list[str] = []  # streams no connection had room for
         self.missing: dict[str, float] = {}  # stream -> monotonic time it was flagged
+        self.quiet: dict[str, float] = {}  # stream -> monotonic time of its last frame (silent, nothing due)
         self.rotations = 0
         self.rotation_failures = 0
         self.silent_drops = 0
@@ -152,6 +158,7 @@ class Pool:
         for s in streams:
             self.unplaced = [u for u in self.unplaced if u != s]
             self.missing.pop(s, None)
+            self.quiet.pop(s, None)
             conn = self._owner.pop(s, None)
             self.dispatcher.unroute(s)
             if conn is not None:
@@ -165,10 +172,21 @@ class Pool:
                 await self._retire(conn, "no streams left")
 
     def missing_streams(self) -> dict[str, list[str]]:
-        """Streams silent longer than ``heartbeat.timeout``, per symbol (uppercase)."""
-        out: dict[str, list[str]] = {}
-        for s in sorted(self.missing):
-            out.setdefault(parse_stream(s).symbol, []).append(s)
+        """Streams silent while data was due (:mod:`~klinestore.ingest.liveness`), per symbol (uppercase)."""
+        return _by_symbol(self.missing)
+
+    def quiet_streams(self) -> dict[str, list[str]]:
+        """Streams silent with nothing due (a quiet market), per symbol: shown, never penalised."""
+        return _by_symbol(self.quiet)
+
+    def silent_streams(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Every stream judged quiet or missing: its last frame's age (s) and the verdict."""
+        now = time.monotonic() if now is None else now
+        out: dict[str, dict[str, Any]] = {}
+        for s in sorted({*self.missing, *self.quiet}):
+            conn = self._owner.get(s)
+            age = conn.stream_silence(s, now) if conn is not None else None
+            out[s] = {"age_s": None if age is None else round(age, 1), "judged": "missing" if s in self.missing else "quiet"}
         return out
 
     # --- liveness and rotation -----------------------------------------------------------------
@@ -184,9 +202,17 @@ class Pool:
                 conn.drop(f"silent for {now - max(conn.last_message, conn.subscribed_at):.1f}s")
                 up = False
             for s in conn.streams:
-                if conn.stream_silence(s, now) <= hb.timeout:
+                silence = conn.stream_silence(s, now)
+                judge = self.liveness
+                if silence <= (judge.timeout_for(s) if judge is not None else hb.timeout):
                     self.missing.pop(s, None)
+                    self.quiet.pop(s, None)
                     continue
+                if judge is not None and not judge.expects(s, now - silence, now):
+                    self.missing.pop(s, None)  # a quiet market, not a dead stream: no alarm, no resubscribe
+                    self.quiet[s] = now - silence
+                    continue
+                self.quiet.pop(s, None)
                 flagged = self.missing.setdefault(s, now)
                 if flagged == now:
                     log.warning("%s: %s silent for %.1fs: missing", conn.id, s, conn.stream_silence(s, now))
@@ -332,3 +358,10 @@ class Pool:
 
     def reconnects(self) -> int:
         return self.retired_reconnects + sum(c.reconnects for c in self.connections)
+
+
+def _by_symbol(streams: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for s in sorted(streams):
+        out.setdefault(parse_stream(s).symbol, []).append(s)
+    return out

@@ -70,6 +70,8 @@ def snapshot(feed: Feed) -> dict[str, Any]:
         "skipped_symbols": feed.skipped_symbols,
         "connections": pool.status(),
         "missing_streams": feed.missing_streams(),
+        "quiet_streams": feed.quiet_streams(),
+        "silent_streams": feed.pool.silent_streams(),
         "counters": counters,
         "ledger": feed.ledger.totals(),
         "rest": feed.rest.status(),

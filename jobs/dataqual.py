@@ -65,13 +65,16 @@ def missing_stream_penalty(count: int) -> float:
 class SymbolHealth:
     """What the service knows about one symbol at one check.
 
-    ``missing_streams`` are the stream names silent for longer than the heartbeat timeout.
+    ``missing_streams`` are the streams silent while data was due (``klinestore.ingest.liveness``);
+    ``quiet_streams`` the ones silent because their market had nothing to report: named in the
+    reasons, never penalised.
     ``stale_s`` is how late (exchange seconds) the symbol's next 1m bar is, or None when it is
     not late. ``gap_bars`` counts missing 1m bars in open gap records within the served history.
     """
 
     symbol: str
     missing_streams: tuple[str, ...] = ()
+    quiet_streams: tuple[str, ...] = ()
     stale_s: float | None = None
     gap_bars: int = 0
 
@@ -132,6 +135,10 @@ class DataQualModel:
             penalties["missing_streams"] = missing_stream_penalty(missing)
             names = ", ".join(sorted(health.missing_streams)[:5]) + (" ..." if missing > 5 else "")
             reasons.append(f"{missing} stream{'s' if missing > 1 else ''} missing ({names}): -{penalties['missing_streams']:.2f}")
+        if health.quiet_streams:
+            quiet = len(health.quiet_streams)
+            names = ", ".join(sorted(health.quiet_streams)[:5]) + (" ..." if quiet > 5 else "")
+            reasons.append(f"{quiet} stream{'s' if quiet > 1 else ''} quiet ({names}): no trades to report, no penalty")
         if health.stale_s is not None and health.stale_s > self.stale_after_s and not _covers_1m(health.missing_streams):
             penalties["stale"] = STALE_PENALTY
             reasons.append(f"next 1m bar {health.stale_s:.0f} s late: -{STALE_PENALTY:.2f}")

@@ -3,8 +3,9 @@
 Every ``heartbeat.check_interval`` the heartbeat job turns what the service knows into one
 ``SymbolHealth`` per symbol (``collect_health``) and scores it (``DataQualModel``):
 
-* missing streams: ``Feed.missing_streams()`` (the pool flags a stream silent for
-  ``heartbeat.timeout``, checking every ``heartbeat.check_interval``);
+* missing streams: ``Feed.missing_streams()`` (every ``heartbeat.check_interval`` the pool
+  judges streams silent for ``heartbeat.timeout``: missing when data was due, quiet when the
+  market had nothing to report; ``klinestore.ingest.liveness``); quiet ones are named, free;
 * stale: how late the symbol's next 1m bar is on the exchange clock (``lateness_s``);
 * gaps: missing 1m bars of open gap records inside the served history (the 1m ring's
   ``cache.kline_1m_history`` minutes up to now);
@@ -47,7 +48,7 @@ def lateness_s(last_open_ms: int, now_ms: int, started_ms: int) -> float | None:
 
 def collect_health(feed: Feed, gaps: GapBook, now_ms: int, started_ms: int) -> list[SymbolHealth]:
     """One ``SymbolHealth`` per ingested symbol, from the feed's state and the open gap records."""
-    missing = feed.missing_streams()
+    missing, quiet = feed.missing_streams(), feed.quiet_streams()
     window_ms = feed.config.websocket.cache.kline_1m_history * MINUTE_MS
     out = []
     for symbol in sorted(feed.symbols):
@@ -55,6 +56,7 @@ def collect_health(feed: Feed, gaps: GapBook, now_ms: int, started_ms: int) -> l
         out.append(SymbolHealth(
             symbol=symbol,
             missing_streams=tuple(missing.get(symbol, ())),
+            quiet_streams=tuple(quiet.get(symbol, ())),
             stale_s=lateness_s(series.last_open_time, now_ms, started_ms) if series is not None else None,
             gap_bars=gaps.missing_bars(symbol, "1m", now_ms - window_ms, now_ms),
         ))

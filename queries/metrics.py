@@ -9,7 +9,8 @@ here); ``port = 0`` picks a free port, returned to the caller.
 Metrics (all prefixed ``klinestore_``): ``up``, ``messages_total``, ``rejected_total{reason}``,
 ``reconnects_total``, ``closed_bars_total``, ``connection_up{conn_id,route}``,
 ``connection_last_message_age_seconds{conn_id}``, ``stream_staleness_seconds{stream}``,
-``missing_streams``, ``stream_missing{symbol,stream}``, ``dataqual_score{symbol}``,
+``missing_streams``, ``stream_missing{symbol,stream}``, ``quiet_streams``, ``stream_quiet{symbol,stream}``,
+``dataqual_score{symbol}``,
 ``flush_lag_seconds``, ``wal_pending_bars``, ``wal_segments``, ``wal_bytes``,
 ``rest_weight_used``, ``rest_weight_limit``, ``rest_calls_total{endpoint}``,
 ``rest_weight_total{endpoint}``, ``warming_up_series``, ``alerts``, ``uptime_seconds``.
@@ -95,8 +96,18 @@ class SnapshotCollector(Collector):
             for stream in as_list(streams):
                 flagged.add_metric([str(symbol), str(stream)], 1.0)
         yield flagged
-        yield _gauge("missing_streams", "Streams silent past the heartbeat timeout.",
+        yield _gauge("missing_streams", "Streams silent past the heartbeat timeout while data was due.",
                      sum(len(as_list(v)) for v in missing.values()))
+        quiet = as_dict(data.get("quiet_streams"))
+        calm = GaugeMetricFamily(f"{PREFIX}_stream_quiet",
+                                 "1 for each stream silent because its market had nothing to report (no alarm).",
+                                 labels=["symbol", "stream"])
+        for symbol, streams in sorted(quiet.items()):
+            for stream in as_list(streams):
+                calm.add_metric([str(symbol), str(stream)], 1.0)
+        yield calm
+        yield _gauge("quiet_streams", "Streams silent past the heartbeat timeout with nothing due (quiet market).",
+                     sum(len(as_list(v)) for v in quiet.values()))
 
     def _quality(self, data: dict[str, Any]) -> Iterator[Metric]:
         score = GaugeMetricFamily(f"{PREFIX}_dataqual_score", "DataQual score per symbol, 0..1.", labels=["symbol"])

@@ -49,6 +49,9 @@ class SimConfig:
     rest_port: int = 0
     history_minutes: int = 1440
     activity: float = 1.0
+    #: Symbols whose market is quiet: trades in only a few minutes an hour (their klines still
+    #: close every minute), so a silent aggTrade stream is a calm market, not a broken feed.
+    quiet_symbols: tuple[str, ...] = ()
     schedule: tuple[ListingEvent, ...] = ()
     kline_update_interval: float = 0.25
     ping_interval: float = 180.0
@@ -83,6 +86,10 @@ class SimConfig:
         _integer("rest_port", self.rest_port, low=0, high=65535)
         _integer("history_minutes", self.history_minutes, low=0, high=366 * 1440)
         _number("activity", self.activity, low=0.05, high=100.0)
+        if not isinstance(self.quiet_symbols, tuple):
+            raise SimConfigError("quiet_symbols", "must be a tuple of symbols")
+        for symbol in self.quiet_symbols:
+            _check_symbol_field("quiet_symbols", symbol)
         for name in ("kline_update_interval", "ping_interval", "pong_timeout", "max_connection_age", "ban_duration"):
             _number(name, getattr(self, name), low=1e-3, high=1e9)
         _integer("max_streams_per_connection", self.max_streams_per_connection, low=1, high=100_000)

@@ -45,9 +45,10 @@ class _Day:
 class GeneratedSource:
     """Builds hours of generated trades; symbols are made up from name and seed on demand."""
 
-    def __init__(self, seed: int, activity: float = 1.0) -> None:
+    def __init__(self, seed: int, activity: float = 1.0, quiet: frozenset[str] = frozenset()) -> None:
         self.seed = seed
         self.activity = activity
+        self.quiet = quiet
         self._symbols: dict[str, tuple[SymbolSpec, MarketParams, int]] = {}
         self._days: OrderedDict[tuple[str, int], _Day] = OrderedDict()
 
@@ -65,7 +66,7 @@ class GeneratedSource:
     def _symbol(self, symbol: str) -> tuple[SymbolSpec, MarketParams, int]:
         found = self._symbols.get(symbol)
         if found is None:
-            spec, params = generated_symbol(symbol, self.seed, self.activity)
+            spec, params = generated_symbol(symbol, self.seed, self.activity, quiet=symbol in self.quiet)
             found = self._symbols[symbol] = (spec, params, name_hash(symbol))
         return found
 

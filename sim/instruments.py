@@ -93,8 +93,14 @@ def _unit(seed: int, key: int, salt: int) -> float:
     return (mix(seed * 1_000_003 + key + salt * 0x51ED27) >> 11) / float(1 << 53)
 
 
-def generated_symbol(symbol: str, seed: int, activity: float = 1.0) -> tuple[SymbolSpec, MarketParams]:
-    """The spec and market parameters of a generated symbol, from its name and the seed."""
+def generated_symbol(
+    symbol: str, seed: int, activity: float = 1.0, *, quiet: bool = False
+) -> tuple[SymbolSpec, MarketParams]:
+    """The spec and market parameters of a generated symbol, from its name and the seed.
+
+    A ``quiet`` symbol trades in few minutes an hour (quiet spells start almost every minute
+    and last about half an hour), like the many perpetuals that go minutes without a trade.
+    """
     key = name_hash(symbol)
     base, quote = base_asset(symbol)
     known = KNOWN_PRICES.get(base)
@@ -125,8 +131,8 @@ def generated_symbol(symbol: str, seed: int, activity: float = 1.0) -> tuple[Sym
         aggs_per_minute=activity * (12 + 24 * _unit(seed, key, 4) + (12 if known else 0)),
         trades_per_agg=1.5 + 2.0 * _unit(seed, key, 5),
         mean_lots=max(1.0, notional / lot_value),
-        empty_start=0.008 + 0.012 * _unit(seed, key, 6),
-        empty_stay=0.35,
+        empty_start=0.9 if quiet else 0.008 + 0.012 * _unit(seed, key, 6),
+        empty_stay=0.97 if quiet else 0.35,
         onboard_ms=FUTURES_LAUNCH_MS + int(_unit(seed, key, 7) * 1200) * _DAY_MS,
     )
     return spec, params

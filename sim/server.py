@@ -52,7 +52,7 @@ class Simulator:
             origin = min(initial.values())
             start = origin if config.start_ms is None else config.start_ms
         else:
-            self.source = GeneratedSource(config.seed, config.activity)
+            self.source = GeneratedSource(config.seed, config.activity, frozenset(config.quiet_symbols))
             symbols = config.symbols
             start = now_floor_minute() if config.start_ms is None else config.start_ms
             origin = start - config.history_minutes * MINUTE_MS

@@ -275,3 +275,34 @@ def test_coalesced_reads_lose_nothing_and_survive_a_drop(sim: SimThread) -> None
 
     feed = run_feed(sim, scenario, **{"websocket.read_coalesce": 0.005})
     assert check_truth(feed, sim) > 0 and feed.state.rejected == {}
+
+
+def test_a_quiet_market_raises_no_alarm_and_a_stalled_feed_still_does(sim_factory: SimFactory) -> None:
+    """A symbol with minutes-long spells without trades: its silent aggTrade stream is quiet (shown,
+    not missing, not resubscribed); stalling the active symbol's aggTrade stream is still flagged."""
+    sim = sim_factory(symbols=("BTCUSDT", "QUIETUSDT"), quiet_symbols=("QUIETUSDT",), speed=60, seed=7,
+                      start_ms=START_MS)
+    seen_quiet: list[str] = []
+    ever_missing: set[str] = set()
+
+    async def watch(feed: Feed, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            seen_quiet.extend(feed.quiet_streams().get("QUIETUSDT", []))
+            ever_missing.update(feed.missing_streams().get("QUIETUSDT", []))
+            await asyncio.sleep(0.05)
+
+    async def scenario(feed: Feed) -> None:
+        await until(lambda: "quietusdt@aggTrade" in feed.quiet_streams().get("QUIETUSDT", []), timeout=15,
+                    what="the quiet symbol's aggTrade stream judged quiet")
+        await watch(feed, 3.0)
+        await a(sim, "inject", {"kind": "stall_stream", "stream": "btcusdt@aggTrade", "seconds": 2.0})
+        hb = feed.config.websocket.heartbeat
+        started = time.monotonic()
+        await until(lambda: "btcusdt@aggTrade" in feed.missing_streams().get("BTCUSDT", []), what="the stall flagged")
+        assert time.monotonic() - started <= hb.check_interval + hb.timeout + 0.5
+        await watch(feed, 1.0)
+
+    feed = run_feed(sim, scenario, symbols=["BTCUSDT", "QUIETUSDT"])
+    assert "quietusdt@aggTrade" in seen_quiet
+    assert ever_missing == set(), ever_missing  # so never resubscribed either (only missing streams are)

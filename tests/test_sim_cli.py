@@ -67,6 +67,7 @@ def test_cli_port_and_rest_port() -> None:
         (["--host", "0.0.0.0"], 2, "invalid choice"),
         (["--list", "NEWUSDT"], 1, "SYMBOL@TIME"),
         (["--start", "yesterday"], 1, "ISO time"),
+        (["--quiet-symbols", "BTC-USDT"], 1, "BTC-USDT"),
     ],
 )
 def test_cli_refuses_bad_options(args: list[str], code: int, words: str) -> None:

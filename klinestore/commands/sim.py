@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     market.add_argument("--history-minutes", type=int, default=1440,
                         help="minutes of history before the start served over REST (generated market; default 1440)")
     market.add_argument("--activity", type=float, default=1.0, help="trade-rate multiplier of the generated market")
+    market.add_argument("--quiet-symbols", default="", metavar="A,B",
+                        help="symbols whose market is quiet: trades in a few minutes an hour (klines still close "
+                             "every minute)")
     market.add_argument("--depth-levels", type=int, default=1000, help="order-book levels per side (default 1000)")
     market.add_argument("--list", action="append", default=[], metavar="SYMBOL@TIME",
                         help="list a new symbol at an exchange time (repeatable)")
@@ -93,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         start_ms=parse_time(args.start) if args.start else None, replay_dir=args.replay,
         host=args.host, port=args.port, rest_port=rest_port, history_minutes=args.history_minutes,
         activity=args.activity, depth_levels=args.depth_levels,
+        quiet_symbols=check_symbols(args.quiet_symbols) if args.quiet_symbols else (),
         schedule=_schedule(args.list, "list") + _schedule(args.delist, "delist"),
         kline_update_interval=args.kline_update_ms / 1000, ping_interval=args.ping_interval,
         pong_timeout=args.pong_timeout, max_connection_age=args.max_connection_age, ban_duration=args.ban_seconds,
