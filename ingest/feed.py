@@ -38,8 +38,8 @@ from klinestore.ingest.hooks import Hook
 from klinestore.ingest.klines import Gap, frame_rows
 from klinestore.ingest.lag import LoopLag
 from klinestore.ingest.ledger import ApiLedger
-from klinestore.ingest.liveness import Activity, Liveness
 from klinestore.ingest.listings import ListingChange, Listings, shard_of
+from klinestore.ingest.liveness import Activity, Liveness
 from klinestore.ingest.markprice import Mark
 from klinestore.ingest.orderbook import OrderBook
 from klinestore.ingest.pool import Pool

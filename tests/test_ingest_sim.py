@@ -303,6 +303,6 @@ def test_a_quiet_market_raises_no_alarm_and_a_stalled_feed_still_does(sim_factor
         assert time.monotonic() - started <= hb.check_interval + hb.timeout + 0.5
         await watch(feed, 1.0)
 
-    feed = run_feed(sim, scenario, symbols=["BTCUSDT", "QUIETUSDT"])
+    run_feed(sim, scenario, symbols=["BTCUSDT", "QUIETUSDT"])
     assert "quietusdt@aggTrade" in seen_quiet
     assert ever_missing == set(), ever_missing  # so never resubscribed either (only missing streams are)
