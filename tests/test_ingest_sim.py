@@ -148,8 +148,11 @@ def test_bad_frames_are_counted_never_fatal(sim: SimThread, kind: str) -> None:
     assert all(book.resyncs == 0 or book.synced for book in feed.state.books.values())
 
 
-def test_a_silent_stream_is_flagged_and_resubscribed(sim: SimThread) -> None:
-    stream = "ethusdt@kline_1m"
+@pytest.mark.parametrize(
+    "stream", ["ethusdt@kline_1m", "ethusdt@kline_5m", "ethusdt@aggTrade", "ethusdt@depth@500ms", "ethusdt@markPrice@1s"]
+)
+def test_a_silent_stream_is_flagged_and_resubscribed(sim: SimThread, stream: str) -> None:
+    """A stall of any stream type while its market trades is missing within the heartbeat timeout."""
     flagged_after: list[float] = []
 
     async def scenario(feed: Feed) -> None:
