@@ -1,4 +1,8 @@
-"""REST bodies (klines, depth snapshot, exchangeInfo, time) and request weights."""
+"""REST bodies (klines, depth snapshot, exchangeInfo, time) and request weights.
+
+Weights are Binance's documented ones (USD-M "Market Data" pages): a path with one weight, a
+path whose weight grows with ``limit`` like klines, or one that is heavier without ``symbol``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,26 @@ DEPTH_PATH = "/fapi/v1/depth"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 TIME_PATH = "/fapi/v1/time"
 PING_PATH = "/fapi/v1/ping"
+FUNDING_RATE_PATH = "/fapi/v1/fundingRate"
+PREMIUM_INDEX_PATH = "/fapi/v1/premiumIndex"
+MARK_KLINES_PATH = "/fapi/v1/markPriceKlines"
+INDEX_KLINES_PATH = "/fapi/v1/indexPriceKlines"
+AGG_TRADES_PATH = "/fapi/v1/aggTrades"
+TICKER_24HR_PATH = "/fapi/v1/ticker/24hr"
+TICKER_PRICE_PATH = "/fapi/v1/ticker/price"
+BOOK_TICKER_PATH = "/fapi/v1/ticker/bookTicker"
+OPEN_INTEREST_PATH = "/fapi/v1/openInterest"
+
+FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
+AGG_TRADES_DEFAULT_LIMIT, AGG_TRADES_MAX_LIMIT = 500, 1000
+#: Weight of a path by whether ``symbol`` was sent: (with, without).
+_SYMBOL_WEIGHTS = {
+    PREMIUM_INDEX_PATH: (1, 10),
+    TICKER_24HR_PATH: (1, 40),
+    TICKER_PRICE_PATH: (1, 2),
+    BOOK_TICKER_PATH: (2, 5),
+}
+_FIXED_WEIGHTS = {AGG_TRADES_PATH: 20, FUNDING_RATE_PATH: 1, OPEN_INTEREST_PATH: 1}
 
 KLINES_MAX_LIMIT = 1500
 KLINES_DEFAULT_LIMIT = 500
@@ -46,8 +70,12 @@ def depth_weight(limit: int = DEPTH_DEFAULT_LIMIT) -> int:
 def path_weight(path: str, params: dict[str, str] | None = None) -> int:
     """Weight of a request by path and query parameters (unknown paths weigh 1)."""
     params = params or {}
+    if path in _SYMBOL_WEIGHTS:
+        return _SYMBOL_WEIGHTS[path][0 if params.get("symbol") else 1]
+    if path in _FIXED_WEIGHTS:
+        return _FIXED_WEIGHTS[path]
     try:
-        if path == KLINES_PATH:
+        if path in (KLINES_PATH, MARK_KLINES_PATH, INDEX_KLINES_PATH):
             return klines_weight(int(params.get("limit", KLINES_DEFAULT_LIMIT)))
         if path == DEPTH_PATH:
             return depth_weight(int(params.get("limit", DEPTH_DEFAULT_LIMIT)))
