@@ -55,3 +55,32 @@ def test_ccxt_futures_calls_succeed_against_the_simulator(sim: SimThread) -> Non
     rate = exchange.fetch_funding_rate("BTC/USDT:USDT")
     assert rate["markPrice"] > 0 and rate["indexPrice"] > 0 and rate["fundingTimestamp"] % (8 * HOUR) == 0
     assert rate["fundingRate"] == float(get(f"{sim.rest_url}/fapi/v1/premiumIndex?symbol=BTCUSDT")[2]["lastFundingRate"])
+
+
+def test_ccxt_pro_watches_trades_tickers_and_klines_on_the_routed_urls(sim: SimThread) -> None:
+    """ccxt.pro routes ``@trade`` to ``/public`` and tickers and klines to ``/market`` (it rewrites
+    its ``.../ws`` base URL per stream); each watch gets data from the simulator."""
+    import asyncio
+
+    import ccxt.pro as pro
+
+    async def main() -> tuple:  # type: ignore[type-arg]
+        exchange = pro.binanceusdm({"enableRateLimit": False})
+        for key, version in (("fapiPublic", "v1"), ("fapiPublicV2", "v2"), ("fapiPublicV3", "v3")):
+            exchange.urls["api"][key] = f"{sim.rest_url}/fapi/{version}"
+        exchange.urls["api"]["ws"]["linear"] = sim.ws_url + "/ws"
+        try:
+            await exchange.load_markets()
+            trades = await asyncio.wait_for(exchange.watch_trades("BTC/USDT:USDT"), 20)
+            ticker = await asyncio.wait_for(exchange.watch_ticker("BTC/USDT:USDT"), 20)
+            candles = await asyncio.wait_for(exchange.watch_ohlcv("BTC/USDT:USDT", "1m"), 20)
+            paths = {c["path"].split("/")[1] for c in sim.connections()}
+            return trades, ticker, candles, paths
+        finally:
+            await exchange.close()
+
+    trades, ticker, candles, paths = asyncio.run(main())
+    assert trades and all(t["price"] > 0 and t["amount"] > 0 for t in trades)
+    assert ticker["last"] > 0 and ticker["baseVolume"] > 0
+    assert candles and candles[-1][0] % 60_000 == 0
+    assert paths == {"public", "market"}
