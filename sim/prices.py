@@ -103,8 +103,9 @@ class Prices:
         return index + index * premium // 2_000_000
 
     def rate(self, symbol: str, funding_ms: int) -> int:
-        """The funding rate charged at ``funding_ms``, in 1e-8 (0.00005 .. 0.00025)."""
-        return 5_000 + mix(name_hash(symbol) ^ funding_ms) % 20_001
+        """The funding rate charged at ``funding_ms``, in 1e-8: −0.0001 .. 0.0003, so about one
+        period in four pays shorts (negative rates, which clients must parse and store)."""
+        return -10_000 + mix(name_hash(symbol) ^ funding_ms) % 40_001
 
     def state(self, symbol: str, t: int) -> MarkState:
         """What the mark-price stream shows at ``t`` (floored to its second)."""

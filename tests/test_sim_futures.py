@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
+from klinestore.ingest.protocol.errors import ProtocolError
+from klinestore.ingest.protocol.rest import decode_agg_trades, decode_funding_rates, decode_klines, decode_premium_index
 from klinestore.sim import SimThread
 from simfixtures import START_MS, SimFactory, frames, get
 
@@ -173,3 +176,27 @@ def test_exchange_info_has_the_recorded_layout(sim: SimThread) -> None:
     by_type = {f["filterType"]: f for f in mine["filters"]}
     assert by_type["MIN_NOTIONAL"]["notional"] == "5" and by_type["MAX_NUM_ORDERS"]["limit"] == 200
     assert by_type["PERCENT_PRICE"]["multiplierUp"] == "1.1500" and by_type["MAX_NUM_ALGO_ORDERS"]["limit"] == 10
+
+
+def test_protocol_decoders_read_the_bodies(sim_factory: SimFactory) -> None:
+    """``ingest.protocol.rest`` decodes what the simulator serves (what the persistence half reads),
+    and refuses a malformed body with a ProtocolError, never a traceback from deeper down."""
+    sim = sim_factory(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=START_MS, history_minutes=10 * 1440)
+    raw = urllib.request.urlopen(f"{sim.rest_url}/fapi/v1/fundingRate?symbol=BTCUSDT&limit=1000").read()
+    events = decode_funding_rates(raw)
+    assert len(events) == 31 and [e.fundingTime for e in events] == [START_MS - 10 * 24 * HOUR + i * 8 * HOUR for i in range(31)]
+    assert any(e.fundingRate < 0 for e in events) and all(-0.0001 <= e.fundingRate <= 0.0003 for e in events)
+    assert all(e.mark_price is not None and e.mark_price > 0 for e in events)
+    premium = decode_premium_index(urllib.request.urlopen(f"{sim.rest_url}/fapi/v1/premiumIndex?symbol=BTCUSDT").read())
+    assert premium.nextFundingTime == START_MS + 8 * HOUR and premium.markPrice > 0
+    trades = decode_agg_trades(urllib.request.urlopen(f"{sim.rest_url}/fapi/v1/aggTrades?symbol=BTCUSDT&limit=5").read())
+    assert len(trades) == 5 and [t.a for t in trades] == list(range(trades[0].a, trades[0].a + 5))
+    marks = decode_klines(urllib.request.urlopen(f"{sim.rest_url}/fapi/v1/markPriceKlines?symbol=BTCUSDT&interval=1h&limit=3").read())
+    assert len(marks) == 3 and all(k.low <= k.open <= k.high for k in marks)
+    assert decode_funding_rates(b'[{"symbol":"BTCUSDT","fundingTime":1,"fundingRate":"0.0001","markPrice":""}]')[0].mark_price is None
+    with pytest.raises(ProtocolError):
+        decode_funding_rates(b'[{"symbol":"BTCUSDT","fundingTime":1,"fundingRate":"abc"}]')
+    with pytest.raises(ProtocolError):
+        decode_funding_rates(b"{")
+    with pytest.raises(ProtocolError):
+        decode_agg_trades(b'[{"a":1}]')

@@ -1,10 +1,14 @@
-"""REST bodies (klines, depth snapshot, exchangeInfo, time) and request weights.
+"""REST bodies (klines, depth snapshot, exchangeInfo, time, funding, premium index, aggTrades)
+and request weights. Mark and index price klines have the klines' 12 fields (``RestKline``).
 
 Weights are Binance's documented ones (USD-M "Market Data" pages): a path with one weight, a
 path whose weight grows with ``limit`` like klines, or one that is heavier without ``symbol``.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Annotated
 
 import msgspec
 
@@ -140,6 +144,55 @@ class ExchangeInfo(msgspec.Struct, frozen=True):
         return None
 
 
+#: A funding or interest rate: signed, as a fraction (0.0001 is 0.01 %).
+Rate = Annotated[float, msgspec.Meta(gt=-1, lt=1)]
+
+
+class FundingRate(msgspec.Struct, frozen=True, gc=False):
+    """One object of ``/fapi/v1/fundingRate``: the rate charged at ``fundingTime``.
+
+    ``markPrice`` is a string because Binance leaves it empty (``""``) on old events.
+    """
+
+    symbol: str
+    fundingTime: Ms
+    fundingRate: Rate
+    markPrice: str = ""
+
+    @property
+    def mark_price(self) -> float | None:
+        try:
+            value = float(self.markPrice)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) and value > 0 else None
+
+
+class PremiumIndex(msgspec.Struct, frozen=True, gc=False):
+    """``/fapi/v1/premiumIndex`` of one symbol: mark, index and the rate due at ``nextFundingTime``."""
+
+    symbol: str
+    markPrice: Price
+    indexPrice: Price
+    lastFundingRate: Rate
+    nextFundingTime: Ms
+    time: Ms
+    estimatedSettlePrice: Price | None = None
+    interestRate: Rate = 0.0
+
+
+class RestAggTrade(msgspec.Struct, frozen=True, gc=False):
+    """One object of ``/fapi/v1/aggTrades`` (the stream's fields without ``e``, ``E``, ``s``)."""
+
+    a: Id
+    p: Price
+    q: Qty
+    f: Id
+    l: Id  # noqa: E741 - last trade id
+    T: Ms
+    m: bool
+
+
 class ServerTime(msgspec.Struct, frozen=True):
     serverTime: Ms
 
@@ -154,6 +207,9 @@ _depth = msgspec.json.Decoder(DepthSnapshot, strict=False)
 _info = msgspec.json.Decoder(ExchangeInfo, strict=False)
 _time = msgspec.json.Decoder(ServerTime, strict=False)
 _error = msgspec.json.Decoder(ApiError, strict=False)
+_funding = msgspec.json.Decoder(list[FundingRate], strict=False)
+_premium = msgspec.json.Decoder(PremiumIndex, strict=False)
+_agg_trades = msgspec.json.Decoder(list[RestAggTrade], strict=False)
 
 
 def _decode(decoder: msgspec.json.Decoder, body: bytes | str, what: str):  # type: ignore[no-untyped-def]
@@ -178,6 +234,18 @@ def decode_exchange_info(body: bytes | str) -> ExchangeInfo:
 
 def decode_server_time(body: bytes | str) -> int:
     return _decode(_time, body, "server time").serverTime
+
+
+def decode_funding_rates(body: bytes | str) -> list[FundingRate]:
+    return _decode(_funding, body, "fundingRate body")
+
+
+def decode_premium_index(body: bytes | str) -> PremiumIndex:
+    return _decode(_premium, body, "premiumIndex body")
+
+
+def decode_agg_trades(body: bytes | str) -> list[RestAggTrade]:
+    return _decode(_agg_trades, body, "aggTrades body")
 
 
 def decode_api_error(body: bytes | str) -> ApiError | None:
