@@ -24,6 +24,7 @@ from klinestore.sim.faults import FaultState
 from klinestore.sim.instruments import SymbolSpec
 from klinestore.sim.market import Market
 from klinestore.sim.prices import Prices
+from klinestore.sim.tickers import Tickers
 
 _POLL_MS = 1000  # an aggTrade stream between trading spells looks again after this long
 _DEPTH_SPEEDS = {"0ms": STEP_MS, "100ms": 100, "250ms": 250, "500ms": 500}
@@ -31,13 +32,15 @@ _DEPTH_SPEEDS = {"0ms": STEP_MS, "100ms": 100, "250ms": 250, "500ms": 500}
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What channels read: the market, the books, pending faults, the update period, prices."""
+    """What channels read: the market, the books, pending faults, the update period, mark and
+    index prices, rolling 24 h windows."""
 
     market: Market
     books: Books
     faults: FaultState
     kline_update_ms: int
     prices: Prices
+    tickers: Tickers
 
 
 class Channel:

@@ -22,7 +22,7 @@ from klinestore.sim.channels import (
     KlineChannel,
 )
 from klinestore.sim.instruments import SymbolSpec
-from klinestore.sim.tickers import mini_payload, rolling, ticker_payload
+from klinestore.sim.tickers import mini_payload, ticker_payload
 
 
 class MarkPriceChannel(Channel):
@@ -85,7 +85,7 @@ class TickerChannel(Channel):
         market = self.ctx.market
         if self.dormant(now) or not market.trading(self.symbol, b):
             return []
-        window = rolling(market, self.symbol, b)
+        window = self.ctx.tickers.rolling(self.symbol, b)
         if window[2:] == self._sent:
             return []
         self._sent = window[2:]
@@ -117,7 +117,7 @@ class AllMiniTickerChannel(Channel):
         for symbol in market.listings.visible(b):
             if not market.trading(symbol, b):
                 continue
-            window = rolling(market, symbol, b)
+            window = self.ctx.tickers.rolling(symbol, b)
             if self._sent.get(symbol) != window[2:]:
                 self._sent[symbol] = window[2:]
                 items.append(mini_payload(b, window, market.spec(symbol)))

@@ -37,7 +37,7 @@ from klinestore.sim.http import Request
 from klinestore.sim.market import Market
 from klinestore.sim.params import ApiError
 from klinestore.sim.prices import INTEREST_RATE, Prices
-from klinestore.sim.tickers import rest_body, rolling
+from klinestore.sim.tickers import Tickers, rest_body
 
 Body = dict[str, Any] | list[Any]
 
@@ -57,10 +57,11 @@ def agg_trades(market: Market, symbol: str, after: int, upto: int) -> Iterator[d
 class MarketData:
     """The endpoints, by path."""
 
-    def __init__(self, market: Market, books: Books, prices: Prices) -> None:
+    def __init__(self, market: Market, books: Books, prices: Prices, tickers: Tickers) -> None:
         self.market = market
         self.books = books
         self.prices = prices
+        self.tickers = tickers
         self.routes: dict[str, Callable[[Request, int], Body]] = {
             FUNDING_RATE_PATH: self._funding_rate, PREMIUM_INDEX_PATH: self._premium_index,
             MARK_KLINES_PATH: self._mark_klines, INDEX_KLINES_PATH: self._index_klines,
@@ -178,7 +179,7 @@ class MarketData:
         return max(lo * HOUR_MS, span.first_ms)
 
     def _ticker_24hr(self, request: Request, now: int) -> Body:
-        return self._one_or_all(request, now, lambda s: rest_body(rolling(self.market, s, now), self.market.spec(s)))
+        return self._one_or_all(request, now, lambda s: rest_body(self.tickers.rolling(s, now), self.market.spec(s)))
 
     def _ticker_price(self, request: Request, now: int) -> Body:
         def body(symbol: str) -> dict[str, Any]:

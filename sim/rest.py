@@ -39,6 +39,7 @@ from klinestore.sim.market import Market
 from klinestore.sim.marketdata import MarketData
 from klinestore.sim.params import ApiError
 from klinestore.sim.prices import Prices
+from klinestore.sim.tickers import Tickers
 
 _TOO_MUCH = "Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
 _BANNED = "Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans."
@@ -54,7 +55,7 @@ class BinanceRest:
 
     def __init__(
         self, market: Market, books: Books, clock: ExchangeClock, faults: FaultState, limiter: WeightLimiter,
-        prices: Prices,
+        prices: Prices, tickers: Tickers,
     ) -> None:
         self.market = market
         self.books = books
@@ -65,7 +66,7 @@ class BinanceRest:
             KLINES_PATH: self._klines, DEPTH_PATH: self._depth,
             EXCHANGE_INFO_PATH: lambda _, now: exchange_info(self.market, now, self.limiter.limit),
             TIME_PATH: lambda _, now: {"serverTime": now}, PING_PATH: lambda _, now: {},
-            **MarketData(market, books, prices).routes,
+            **MarketData(market, books, prices, tickers).routes,
         }
         self.ledger: dict[str, int] = dict.fromkeys(self._routes, 0)
 

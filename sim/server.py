@@ -35,6 +35,7 @@ from klinestore.sim.prices import Prices
 from klinestore.sim.replay import ReplaySource
 from klinestore.sim.rest import BinanceRest
 from klinestore.sim.session import Stats
+from klinestore.sim.tickers import Tickers
 from klinestore.sim.wsserver import WsServer
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,13 @@ class Simulator:
         self.faults = FaultState()
         self.counters = Stats()
         self.prices = Prices(self.market, self.source.typical_qty)
+        self.tickers = Tickers(self.market)
         self.hub = Hub(Context(self.market, self.books, self.faults, int(config.kline_update_interval * 1000),
-                               self.prices), self.clock, config.tick)
+                               self.prices, self.tickers), self.clock, config.tick)
         self.ws = WsServer(config, self.clock, self.hub, self.faults, self.counters)
         self.limiter = WeightLimiter(self.clock, config.weight_limit, ban_after=config.ban_after_429s,
                                      ban_ms=int(config.ban_duration * 1000))
-        self.rest = BinanceRest(self.market, self.books, self.clock, self.faults, self.limiter, self.prices)
+        self.rest = BinanceRest(self.market, self.books, self.clock, self.faults, self.limiter, self.prices, self.tickers)
         self.admin = AdminApi(self)
         self.http = HttpServer(self._route, config.host, config.rest_port)
         self._tasks: list[asyncio.Task[None]] = []

@@ -8,9 +8,10 @@ Binance. A window without trades shows the last price, zero volume, ids −1 and
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, NamedTuple
 
-from klinestore.core.intervals import DAY_MS
+from klinestore.core.intervals import DAY_MS, HOUR_MS
 from klinestore.sim.fixed import fmt, rescale
 from klinestore.sim.instruments import SymbolSpec
 from klinestore.sim.market import Market
@@ -35,27 +36,75 @@ class Rolling(NamedTuple):
     count: int
 
 
-def rolling(market: Market, symbol: str, now: int) -> Rolling:
-    """The 24 h window ending at ``now`` (call only for a symbol with a market)."""
-    first = last = high = low = last_qty = -1
-    volume = quote = count = 0
-    first_id = last_id = -1
-    for chunk, lo, hi in market.trades(symbol, now - WINDOW_MS, now):
+class _Part(NamedTuple):
+    """Trades of one slice of the window, in time order (first/last price, qty and trade ids)."""
+
+    first: int
+    first_id: int
+    high: int
+    low: int
+    volume: int
+    quote: int
+    count: int
+    last: int
+    last_qty: int
+    last_id: int
+
+
+def _part(market: Market, symbol: str, after: int, upto: int) -> _Part | None:
+    part = None
+    for chunk, lo, hi in market.trades(symbol, after, upto):
         t = chunk.trades
-        if first < 0:
-            first, first_id = int(t.price[lo]), int(t.first_tid[lo])
-        top, bottom = int(t.price[lo:hi].max()), int(t.price[lo:hi].min())
-        high = top if high < 0 else max(high, top)
-        low = bottom if low < 0 else min(low, bottom)
-        volume += int(t.qty[lo:hi].sum())
-        quote += int(t.quote[lo:hi].sum())
-        count += int((t.last_tid[lo:hi] - t.first_tid[lo:hi] + 1).sum())
-        last, last_qty, last_id = int(t.price[hi - 1]), int(t.qty[hi - 1]), int(t.last_tid[hi - 1])
-    if first < 0:
-        price = market.price_at(symbol, now)
-        first = last = high = low = price
-        last_qty = 0
-    return Rolling(now - WINDOW_MS, now, first, high, low, last, last_qty, volume, quote, first_id, last_id, count)
+        piece = _Part(
+            int(t.price[lo]), int(t.first_tid[lo]), int(t.price[lo:hi].max()), int(t.price[lo:hi].min()),
+            int(t.qty[lo:hi].sum()), int(t.quote[lo:hi].sum()), int((t.last_tid[lo:hi] - t.first_tid[lo:hi] + 1).sum()),
+            int(t.price[hi - 1]), int(t.qty[hi - 1]), int(t.last_tid[hi - 1]),
+        )
+        part = piece if part is None else _join(part, piece)
+    return part
+
+
+def _join(a: _Part, b: _Part) -> _Part:
+    return _Part(a.first, a.first_id, max(a.high, b.high), min(a.low, b.low), a.volume + b.volume,
+                 a.quote + b.quote, a.count + b.count, b.last, b.last_qty, b.last_id)
+
+
+class Tickers:
+    """Rolling windows of a market. A window spans 25 hours of trades; the 23 whole hours inside
+    it are folded once and kept (bounded), so a ticker reads only its two edge hours again."""
+
+    def __init__(self, market: Market, cache_hours: int = 8192) -> None:
+        self.market = market
+        self._hours: OrderedDict[tuple[str, int, int], _Part | None] = OrderedDict()
+        self._limit = cache_hours
+
+    def _hour(self, symbol: str, hour: int) -> _Part | None:
+        key = (symbol, hour, self.market.listings.version)
+        if key in self._hours:
+            self._hours.move_to_end(key)
+            return self._hours[key]
+        part = self._hours[key] = _part(self.market, symbol, hour - 1, hour + HOUR_MS - 1)
+        if len(self._hours) > self._limit:
+            self._hours.popitem(last=False)
+        return part
+
+    def rolling(self, symbol: str, now: int) -> Rolling:
+        """The window ``(now − 24 h, now]`` (call only for a symbol with a market)."""
+        start = now - WINDOW_MS
+        first_full = start // HOUR_MS * HOUR_MS + HOUR_MS
+        last_full = now // HOUR_MS * HOUR_MS  # the hour holding ``now`` is not whole yet
+        parts = [_part(self.market, symbol, start, min(now, first_full - 1))]
+        parts += [self._hour(symbol, h) for h in range(first_full, last_full, HOUR_MS)]
+        parts.append(_part(self.market, symbol, max(start, last_full - 1), now))
+        total = None
+        for part in parts:
+            if part is not None:
+                total = part if total is None else _join(total, part)
+        if total is None:
+            price = self.market.price_at(symbol, now)
+            return Rolling(start, now, price, price, price, price, 0, 0, 0, -1, -1, 0)
+        return Rolling(start, now, total.first, total.high, total.low, total.last, total.last_qty, total.volume,
+                       total.quote, total.first_id, total.last_id, total.count)
 
 
 def _change_percent(r: Rolling) -> str:

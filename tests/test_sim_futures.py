@@ -200,3 +200,20 @@ def test_protocol_decoders_read_the_bodies(sim_factory: SimFactory) -> None:
         decode_funding_rates(b"{")
     with pytest.raises(ProtocolError):
         decode_agg_trades(b'[{"a":1}]')
+
+
+def test_rolling_window_edges_equal_a_plain_fold() -> None:
+    """The cached whole hours of a rolling window add up to the plain fold of its trades, also
+    when the window starts or ends exactly on an hour or a millisecond either side of one."""
+    from klinestore.sim import SimConfig
+    from klinestore.sim.server import Simulator
+    from klinestore.sim.tickers import _part
+
+    sim = Simulator(SimConfig(symbols=("ETHUSDT",), seed=3, start_ms=START_MS, history_minutes=2 * 1440))
+    for now in (START_MS, START_MS - 1, START_MS + 1, START_MS - 7 * HOUR + 12_345, START_MS - HOUR):
+        window = sim.tickers.rolling("ETHUSDT", now)
+        plain = _part(sim.market, "ETHUSDT", now - 24 * HOUR, now)
+        assert plain is not None
+        assert (window.open, window.high, window.low, window.last, window.last_qty, window.volume, window.quote,
+                window.first_id, window.last_id, window.count) == tuple(plain[:1]) + (plain.high, plain.low, plain.last,
+                plain.last_qty, plain.volume, plain.quote, plain.first_id, plain.last_id, plain.count)
