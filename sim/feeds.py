@@ -26,7 +26,8 @@ from klinestore.sim.tickers import mini_payload, ticker_payload
 
 
 class MarkPriceChannel(Channel):
-    """``@markPrice`` (3 s) and ``@markPrice@1s``: the reading of :class:`Prices` at each push."""
+    """``@markPrice`` (3 s) and ``@markPrice@1s``: the reading of :class:`Prices` at each push;
+    ``!markPrice@arr[@1s]``: the readings of every trading symbol, as one array."""
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
@@ -39,9 +40,13 @@ class MarkPriceChannel(Channel):
         if b <= self.last:
             return []
         self.last, self.next_due = b, b + self.period
-        if self.dormant(now) or not self.ctx.market.trading(self.symbol, b):
+        market, prices = self.ctx.market, self.ctx.prices
+        if not self.symbol:
+            updates = [encode.mark_price(s, prices.state(s, b)) for s in market.listings.visible(b) if market.trading(s, b)]
+            return [b"[" + b",".join(updates) + b"]"] if updates else []
+        if self.dormant(now) or not market.trading(self.symbol, b):
             return []
-        return [encode.mark_price(self.symbol, self.ctx.prices.state(self.symbol, b))]
+        return [encode.mark_price(self.symbol, prices.state(self.symbol, b))]
 
 
 def split_fills(qty: int, step: int, fills: int) -> list[int]:
@@ -127,7 +132,7 @@ class AllMiniTickerChannel(Channel):
 _KINDS: dict[str, type[Channel]] = {
     "kline": KlineChannel, "aggTrade": AggTradeChannel, "trade": TradeChannel, "depth": DepthChannel,
     "markPrice": MarkPriceChannel, "bookTicker": BookTickerChannel, "miniTicker": TickerChannel,
-    "ticker": TickerChannel, "allMiniTicker": AllMiniTickerChannel,
+    "ticker": TickerChannel, "allMiniTicker": AllMiniTickerChannel, "allMarkPrice": MarkPriceChannel,
 }
 
 

@@ -103,3 +103,18 @@ def test_routes_and_the_legacy_url(sim: SimThread) -> None:
     assert legacy_single == {"depthUpdate", "bookTicker", "trade"}  # /public streams only, bare events
     assert legacy_combined == {"ethusdt@bookTicker", "ethusdt@trade"}
     assert market_wrong == set() and public_wrong == set()
+
+
+def test_all_mark_prices_stream_decodes_and_matches_premium_index(sim: SimThread) -> None:
+    async def main() -> list:  # type: ignore[type-arg]
+        async with connect(sim.ws_url + "/market/stream?streams=!markPrice@arr@1s/btcusdt@markPrice@1s") as ws:
+            return await frames(ws, 1.5)
+
+    got = run(main())
+    arrays = [f for f in got if f["stream"] == "!markPrice@arr@1s"]
+    singles = {f["data"]["E"]: f["data"] for f in got if f["stream"] == "btcusdt@markPrice@1s"}
+    assert arrays and all({u["s"] for u in f["data"]} == {"BTCUSDT", "ETHUSDT"} for f in arrays)
+    frame = decode_frame(json.dumps(arrays[0]))  # the project's decoder reads the array form
+    assert isinstance(frame.data, list) and {e.symbol for e in frame.data} == {"BTCUSDT", "ETHUSDT"}
+    same = [u for f in arrays for u in f["data"] if u["s"] == "BTCUSDT" and u["E"] in singles]
+    assert same and all(u == singles[u["E"]] for u in same)  # one definition of the mark price

@@ -11,7 +11,8 @@ unrouted legacy URLs (``/ws``, ``/stream``) still receives ``/public`` streams a
 ``/market``. Where ``@trade`` lives is not in BINANCE.md: it is on ``/public`` as live
 observations report and as ccxt 4.5 routes it.
 
-``!miniTicker@arr`` (all symbols' mini tickers) has no symbol: its ``symbol`` is ``""``.
+The all-market streams (``!miniTicker@arr``, ``!markPrice@arr[@1s]``) have no symbol: their
+``symbol`` is ``""``.
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ _KIND_ROUTE = {
     "miniTicker": Route.MARKET,
     "ticker": Route.MARKET,
     "allMiniTicker": Route.MARKET,
+    "allMarkPrice": Route.MARKET,
     "depth": Route.PUBLIC,
     "bookTicker": Route.PUBLIC,
 }
 
 #: The one stream of every symbol's mini ticker (pushed each second, changed symbols only).
 ALL_MINI_TICKERS = "!miniTicker@arr"
+#: Every symbol's mark price in one stream (3 s, or 1 s with ``@1s``).
+ALL_MARK_PRICES = ("!markPrice@arr", "!markPrice@arr@1s")
 
 _NAME = re.compile(
     r"(?P<symbol>[a-z0-9_]+)@(?:"
@@ -122,6 +126,8 @@ def parse_stream(name: str) -> StreamName:
     """Parse a stream name; raise :class:`ProtocolError` for anything Binance would not serve."""
     if name == ALL_MINI_TICKERS:
         return StreamName(name, "allMiniTicker", "")
+    if name in ALL_MARK_PRICES:
+        return StreamName(name, "allMarkPrice", "", speed="1s" if name.endswith("@1s") else "3s")
     match = _NAME.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise ProtocolError(f"invalid stream name {name!r}")
