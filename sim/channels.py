@@ -4,8 +4,8 @@ A channel is shared by every connection subscribed to its stream and produces, f
 window of exchange time since its last call, what the exchange would have pushed. The pump
 calls it at most once per real tick, which coalesces at high speed without losing meaning:
 open-bar kline updates collapse to the latest, depth diffs merge (their U/u/pu chain stays
-whole), mark prices keep the latest; closed klines (``x: true``) and aggTrades are never
-skipped, and each closed bar is sent before the next bar's first update.
+whole); closed klines (``x: true``), aggTrades, trades and mark prices (``feeds.py``) are
+never skipped, and each closed bar is sent before the next bar's first update.
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ from klinestore.sim.tickers import mini_payload, ticker_payload
 
 class MarkPriceChannel(Channel):
     """``@markPrice`` (3 s) and ``@markPrice@1s``: the reading of :class:`Prices` at each push;
-    ``!markPrice@arr[@1s]``: the readings of every trading symbol, as one array."""
+    ``!markPrice@arr[@1s]``: the readings of every trading symbol, as one array.
+
+    No push is skipped, even when a pump tick spans several periods at high speed: a client
+    builds mark-price bars from these updates, and Binance's rule needs every second.
+    """
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
@@ -39,14 +43,18 @@ class MarkPriceChannel(Channel):
         b = now // self.period * self.period
         if b <= self.last:
             return []
+        pushes = range(self.last + self.period, b + 1, self.period)
         self.last, self.next_due = b, b + self.period
+        if self.symbol and self.dormant(now):
+            return []
+        return [frame for t in pushes if (frame := self._frame(t)) is not None]
+
+    def _frame(self, t: int) -> bytes | None:
         market, prices = self.ctx.market, self.ctx.prices
         if not self.symbol:
-            updates = [encode.mark_price(s, prices.state(s, b)) for s in market.listings.visible(b) if market.trading(s, b)]
-            return [b"[" + b",".join(updates) + b"]"] if updates else []
-        if self.dormant(now) or not market.trading(self.symbol, b):
-            return []
-        return [encode.mark_price(self.symbol, prices.state(self.symbol, b))]
+            updates = [encode.mark_price(s, prices.state(s, t)) for s in market.listings.visible(t) if market.trading(s, t)]
+            return b"[" + b",".join(updates) + b"]" if updates else None
+        return encode.mark_price(self.symbol, prices.state(self.symbol, t)) if market.trading(self.symbol, t) else None
 
 
 def split_fills(qty: int, step: int, fills: int) -> list[int]:

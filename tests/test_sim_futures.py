@@ -149,8 +149,8 @@ def test_funding_every_8h_agrees_with_the_mark_price_stream(sim_factory: SimFact
     assert all(d["T"] == funding_at and d["r"] == events[-1]["fundingRate"] for d in before)
     assert all(d["T"] == funding_at + 8 * HOUR for d in after)
     at = [d for d in after if d["E"] == funding_at]
-    if at:  # the update at the funding second carries the event's mark price (coalescing may skip it)
-        assert at[0]["p"] == events[-1]["markPrice"]
+    assert len(at) == 1 and at[0]["p"] == events[-1]["markPrice"]  # the event's mark: the update at F
+    assert [d["E"] for d in got] == list(range(got[0]["E"], got[-1]["E"] + 1, 1000))  # no second skipped
     marks = {r[0]: r for r in truth(sim, "mark")}
     for d in got:  # every pushed mark lies inside its minute's mark kline
         row = marks.get(d["E"] // 60_000 * 60_000)
@@ -217,3 +217,21 @@ def test_rolling_window_edges_equal_a_plain_fold() -> None:
         assert (window.open, window.high, window.low, window.last, window.last_qty, window.volume, window.quote,
                 window.first_id, window.last_id, window.count) == tuple(plain[:1]) + (plain.high, plain.low, plain.last,
                 plain.last_qty, plain.volume, plain.quote, plain.first_id, plain.last_id, plain.count)
+
+
+def test_mark_klines_are_the_ohlc_of_the_streamed_seconds(sim: SimThread) -> None:
+    """Binance's rule, checked end to end: a client that keeps every ``@markPrice@1s`` update of
+    a minute rebuilds that minute's ``markPriceKlines`` row exactly (speed 60: none is skipped)."""
+    async def listen() -> list:  # type: ignore[type-arg]
+        async with connect(sim.ws_url + "/market/stream?streams=ethusdt@markPrice@1s") as ws:
+            first = (await frames(ws, 5.0, stop=lambda got: True))[0]["data"]["E"]
+            end = first // 60_000 * 60_000 + 120_000
+            return await frames(ws, 10.0, stop=lambda got: got[-1]["data"]["E"] >= end)
+
+    got = [f["data"] for f in asyncio.run(listen())]
+    minute = got[-1]["E"] // 60_000 * 60_000 - 60_000
+    seconds = [Decimal(d["p"]) for d in got if minute <= d["E"] < minute + 60_000]
+    assert len(seconds) == 60
+    row = rest(sim, "/fapi/v1/markPriceKlines", symbol="ETHUSDT", interval="1m", startTime=minute, limit=1)[2][0]
+    assert [Decimal(x) for x in row[1:5]] == [seconds[0], max(seconds), min(seconds), seconds[-1]] and row[8] == 60
+    assert row in get(f"{sim.rest_url}/sim/truth?symbol=ETHUSDT&kind=mark")[2]
