@@ -29,6 +29,7 @@ from klinestore.ingest.protocol.rest import (
     PREMIUM_INDEX_PATH,
     TICKER_24HR_PATH,
     TICKER_PRICE_PATH,
+    TICKER_PRICE_V2_PATH,
 )
 from klinestore.sim import params
 from klinestore.sim.book import STEP_MS, Books
@@ -66,7 +67,8 @@ class MarketData:
             FUNDING_RATE_PATH: self._funding_rate, PREMIUM_INDEX_PATH: self._premium_index,
             MARK_KLINES_PATH: self._mark_klines, INDEX_KLINES_PATH: self._index_klines,
             AGG_TRADES_PATH: self._agg_trades, TICKER_24HR_PATH: self._ticker_24hr,
-            TICKER_PRICE_PATH: self._ticker_price, BOOK_TICKER_PATH: self._book_ticker,
+            TICKER_PRICE_PATH: self._ticker_price, TICKER_PRICE_V2_PATH: self._ticker_price,
+            BOOK_TICKER_PATH: self._book_ticker,
             OPEN_INTEREST_PATH: self._open_interest,
         }
 

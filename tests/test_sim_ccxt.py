@@ -52,6 +52,15 @@ def test_ccxt_futures_calls_succeed_against_the_simulator(sim: SimThread) -> Non
     ticker = exchange.fetch_ticker("BTC/USDT:USDT")
     assert ticker["last"] > 0 and ticker["baseVolume"] > 0 and ticker["low"] <= ticker["last"] <= ticker["high"]
 
+    index = exchange.fetch_ohlcv("BTC/USDT:USDT", "1h", params={"price": "index"}, limit=3)
+    hours = {r[0]: [r[0], *(float(x) for x in r[1:5])] for r in get(f"{sim.rest_url}/sim/truth?symbol=BTCUSDT&kind=index&interval=1h")[2]}
+    assert index and all(c[:5] == hours[c[0]] for c in index if c[0] in hours)
+    assert exchange.fetch_open_interest("BTC/USDT:USDT")["openInterestAmount"] > 0
+    assert set(exchange.fetch_tickers()) == set(exchange.fetch_funding_rates()) == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
+    assert set(exchange.fetch_last_prices()) == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
+    quote = exchange.fetch_bids_asks(["BTC/USDT:USDT"])["BTC/USDT:USDT"]
+    assert quote["bid"] < quote["ask"]
+
     rate = exchange.fetch_funding_rate("BTC/USDT:USDT")
     assert rate["markPrice"] > 0 and rate["indexPrice"] > 0 and rate["fundingTimestamp"] % (8 * HOUR) == 0
     assert rate["fundingRate"] == float(get(f"{sim.rest_url}/fapi/v1/premiumIndex?symbol=BTCUSDT")[2]["lastFundingRate"])

@@ -27,6 +27,7 @@ INDEX_KLINES_PATH = "/fapi/v1/indexPriceKlines"
 AGG_TRADES_PATH = "/fapi/v1/aggTrades"
 TICKER_24HR_PATH = "/fapi/v1/ticker/24hr"
 TICKER_PRICE_PATH = "/fapi/v1/ticker/price"
+TICKER_PRICE_V2_PATH = "/fapi/v2/ticker/price"  # the same body; ccxt's fetch_last_prices calls it
 BOOK_TICKER_PATH = "/fapi/v1/ticker/bookTicker"
 OPEN_INTEREST_PATH = "/fapi/v1/openInterest"
 
@@ -37,6 +38,7 @@ _SYMBOL_WEIGHTS = {
     PREMIUM_INDEX_PATH: (1, 10),
     TICKER_24HR_PATH: (1, 40),
     TICKER_PRICE_PATH: (1, 2),
+    TICKER_PRICE_V2_PATH: (1, 2),
     BOOK_TICKER_PATH: (2, 5),
 }
 _FIXED_WEIGHTS = {AGG_TRADES_PATH: 20, FUNDING_RATE_PATH: 1, OPEN_INTEREST_PATH: 1}
