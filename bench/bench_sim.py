@@ -172,9 +172,40 @@ def raw_server() -> None:
     asyncio.run(main())
 
 
+def measure_tickers(quick: bool) -> Figure:
+    """ms to compute every symbol's 24 h window (one ``!miniTicker@arr`` push or one
+    ``ticker/24hr`` without symbol) with whole hours folded once, beside a plain fold of the
+    window's trades; interleaved, the same pushes (one exchange second apart) for both."""
+    from klinestore.sim import SimConfig
+    from klinestore.sim.server import Simulator
+    from klinestore.sim.tickers import _part
+
+    symbols = tuple(f"S{i:03d}USDT" for i in range(50 if quick else 200))
+    start = 1_714_521_600_000
+    config = SimConfig(symbols=symbols, seed=3, start_ms=start, history_minutes=2 * 1440)
+    sim, other = Simulator(config), Simulator(config)  # own hour caches: one way cannot evict the other's
+    for symbol in symbols:  # a running simulator has folded the window's whole hours already
+        sim.tickers.rolling(symbol, start)
+    times: dict[str, list[float]] = {"cached": [], "plain": []}
+    for i in range(3 if quick else 5):
+        now = start + 1000 * (i + 1)
+        for name in ("cached", "plain"):
+            t0 = time.perf_counter()
+            for symbol in symbols:
+                if name == "cached":
+                    sim.tickers.rolling(symbol, now)
+                else:
+                    _part(other.market, symbol, now - 86_400_000, now)
+            times[name].append(1000 * (time.perf_counter() - t0))
+    best = {name: min(values) for name, values in times.items()}
+    return Figure("sim", f"24 h ticker windows of {len(symbols)} symbols (one push)", best["cached"], "ms",
+                  baseline=best["plain"], baseline_name="plain fold of the window's trades", better="lower",
+                  notes={"tries_ms": {k: [round(v, 1) for v in vs] for k, vs in times.items()}})
+
+
 def run(quick: bool) -> list[Figure]:
     seconds = 3.0 if quick else 10.0
-    figures = []
+    figures = [measure_tickers(quick)]
     for s in SCENARIOS:
         share, rate, sample = measure_sim(s, seconds)
         raw_share, raw_rate = measure_raw(sample, rate, len(s.groups()), seconds)

@@ -55,8 +55,11 @@ class AdminApi:
         except SimError as exc:
             return Response.json(400, {"error": str(exc)})
 
-    def _truth(self, request: Request) -> list[list[Any]]:
-        return self.sim.truth(_required(request, "symbol"), _required(request, "interval"))
+    def _truth(self, request: Request) -> list[Any]:
+        kind = request.param("kind")
+        if kind is None:
+            return self.sim.truth(_required(request, "symbol"), _required(request, "interval"))
+        return self.sim.truth_of(_required(request, "symbol"), kind, request.param("interval") or "1m")
 
     def _book(self, request: Request) -> dict[str, Any]:
         raw = request.param("update_id")

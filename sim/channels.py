@@ -4,13 +4,14 @@ A channel is shared by every connection subscribed to its stream and produces, f
 window of exchange time since its last call, what the exchange would have pushed. The pump
 calls it at most once per real tick, which coalesces at high speed without losing meaning:
 open-bar kline updates collapse to the latest, depth diffs merge (their U/u/pu chain stays
-whole), mark prices keep the latest; closed klines (``x: true``) and aggTrades are never
-skipped, and each closed bar is sent before the next bar's first update.
+whole); closed klines (``x: true``), aggTrades, trades and mark prices (``feeds.py``) are
+never skipped, and each closed bar is sent before the next bar's first update.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,27 +21,30 @@ from klinestore.sim import encode
 from klinestore.sim.bars import Bar, finish, merge
 from klinestore.sim.book import STEP_MS, Books
 from klinestore.sim.faults import FaultState
-from klinestore.sim.hashing import mix, name_hash
+from klinestore.sim.instruments import SymbolSpec
 from klinestore.sim.market import Market
+from klinestore.sim.prices import Prices
+from klinestore.sim.tickers import Tickers
 
-_FUNDING_MS = 8 * HOUR_MS
 _POLL_MS = 1000  # an aggTrade stream between trading spells looks again after this long
 _DEPTH_SPEEDS = {"0ms": STEP_MS, "100ms": 100, "250ms": 250, "500ms": 500}
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What channels read: the market, the books, pending faults and the update period."""
+    """What channels read: the market, the books, pending faults, the update period, mark and
+    index prices, rolling 24 h windows."""
 
     market: Market
     books: Books
     faults: FaultState
     kline_update_ms: int
+    prices: Prices
+    tickers: Tickers
 
 
 class Channel:
     """One stream. ``produce(now)`` returns the payloads due since the last call."""
-
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         self.ctx = ctx
@@ -149,11 +153,14 @@ class AggTradeChannel(Channel):
                 t.first_tid[lo:hi].tolist(), t.last_tid[lo:hi].tolist(), t.time[lo:hi].tolist(),
                 t.maker[lo:hi].tolist(),
             )
-            out.extend(encode.agg_trade(spec, *row) for row in rows)
+            out.extend(self._encode(spec, rows))
         self.last = now
         upcoming = market.next_trade_time(self.symbol, now)
         self.next_due = upcoming if upcoming is not None else min(now // HOUR_MS * HOUR_MS + HOUR_MS, now + _POLL_MS)
         return out
+
+    def _encode(self, spec: SymbolSpec, rows: Iterable[tuple[int, int, int, int, int, int, bool]]) -> list[bytes]:
+        return [encode.agg_trade(spec, *row) for row in rows]
 
 
 class DepthChannel(Channel):
@@ -201,7 +208,6 @@ class DepthChannel(Channel):
 class BookTickerChannel(Channel):
     """Best bid and ask on every book step (50 ms); coalesced to the latest per tick."""
 
-
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
         self.last_k = now // STEP_MS
@@ -217,48 +223,3 @@ class BookTickerChannel(Channel):
             return []
         book = self.ctx.books.get(self.symbol)
         return [encode.book_ticker(k * STEP_MS, market.spec(self.symbol), book.update_id(k), book.top(k))]
-
-
-class MarkPriceChannel(Channel):
-
-    def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
-        super().__init__(ctx, stream, now)
-        self.period = 1000 if stream.speed == "1s" else 3000
-        self.last = now // self.period * self.period
-        self.next_due = self.last + self.period
-        self._key = name_hash(self.symbol)
-
-    def produce(self, now: int) -> list[bytes]:
-        b = now // self.period * self.period
-        if b <= self.last:
-            return []
-        self.last, self.next_due = b, b + self.period
-        market = self.ctx.market
-        if self.dormant(now) or not market.trading(self.symbol, b):
-            return []
-        return [mark_price_payload(market, self.symbol, self._key, b)]
-
-
-def mark_price_payload(market: Market, symbol: str, key: int, t: int) -> bytes:
-    """Mark = last price with a small premium over the index; funding fixed per 8 h period."""
-    spec = market.spec(symbol)
-    index = market.price_at(symbol, t) * 10 ** (encode.MARK_DECIMALS - spec.price_decimals)
-    wobble = (mix(key ^ (t // 1000)) % 2001 - 1000) / 2_000_000  # within +-0.05 %
-    mark = int(index * (1 + wobble))
-    funding = (t // _FUNDING_MS + 1) * _FUNDING_MS
-    rate = 5_000 + mix(key ^ funding) % 20_001  # 0.00005 .. 0.00025, in 1e-8
-    return encode.mark_price(t, symbol, mark, index, (index + mark) // 2, rate, funding)
-
-
-_KINDS: dict[str, type[Channel]] = {
-    "kline": KlineChannel, "aggTrade": AggTradeChannel, "depth": DepthChannel, "markPrice": MarkPriceChannel,
-    "bookTicker": BookTickerChannel,
-}
-
-
-def make_channel(ctx: Context, stream: StreamName, now: int) -> Channel | None:
-    """The channel of a stream, or None for streams the simulator acknowledges but never feeds."""
-    if stream.kind == "continuousKline":
-        return KlineChannel(ctx, stream, now) if stream.contract_type == "perpetual" else None
-    cls = _KINDS.get(stream.kind)
-    return None if cls is None else cls(ctx, stream, now)

@@ -17,6 +17,7 @@ from klinestore.ingest.protocol.control import CLOSE_POLICY_VIOLATION, ErrorCode
 from klinestore.ingest.protocol.errors import ProtocolError
 from klinestore.ingest.protocol.streams import Route, StreamName, parse_stream
 from klinestore.sim.encode import error_reply, reply
+from klinestore.sim.feeds import served
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 TOO_MANY_SUBSCRIPTIONS = "Too many subscriptions"
@@ -26,7 +27,7 @@ _MAX_ID = 2**64 - 1
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """What a WebSocket URL opens: a route (None: legacy, delivers nothing) and initial streams."""
+    """What a WebSocket URL opens: a route (None: legacy, ``/public`` streams only) and streams."""
 
     route: Route | None
     combined: bool
@@ -52,30 +53,31 @@ def parse_path(path: str) -> Endpoint | None:
 
 
 def acknowledged(name: str) -> bool:
-    """Names the exchange accepts: valid names, and valid names with an uppercase symbol."""
-    try:
-        parse_stream(name)
-        return True
-    except ProtocolError:
+    """Names the simulator accepts: streams it serves, also with an uppercase symbol (which
+    Binance acknowledges and never feeds). Anything else is refused with code 2."""
+    stream = _parse(name)
+    if stream is None:
         symbol, at, rest = name.partition("@")
         if not at or symbol == symbol.lower():
             return False
-        try:
-            parse_stream(symbol.lower() + at + rest)
-            return True
-        except ProtocolError:
-            return False
+        stream = _parse(symbol.lower() + at + rest)
+    return stream is not None and served(stream)
+
+
+def _parse(name: str) -> StreamName | None:
+    try:
+        return parse_stream(name)
+    except ProtocolError:
+        return None
 
 
 def deliverable(name: str, route: Route | None) -> StreamName | None:
-    """The parsed stream if a connection on ``route`` gets its data (lowercase, right route)."""
-    if route is None:
+    """The parsed stream if a connection on ``route`` gets its data: a lowercase name on its own
+    route; on the unrouted legacy URL (``route`` None) only ``/public`` streams, as on Binance."""
+    stream = _parse(name)
+    if stream is None:
         return None
-    try:
-        stream = parse_stream(name)
-    except ProtocolError:
-        return None
-    return stream if stream.route is route else None
+    return stream if stream.route is (route or Route.PUBLIC) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,7 @@ def _streams(method: str, params: list[object], request_id: int, subscriptions: 
         if not isinstance(name, str):
             return _error(request_id, ErrorCode.INVALID_REQUEST, "Invalid request: stream names must be strings")
         if not acknowledged(name):
-            return _error(request_id, ErrorCode.INVALID_REQUEST, f"Invalid request: unknown stream {name!r}")
+            return _error(request_id, ErrorCode.INVALID_REQUEST, f"Invalid request: stream {name!r} is not served")
         if name not in names:
             names.append(name)
     if method == "UNSUBSCRIBE":

@@ -14,8 +14,7 @@ from klinestore.sim.bars import Bar
 from klinestore.sim.book import Diff, Levels, Snapshot
 from klinestore.sim.fixed import fmt, fmt_cached
 from klinestore.sim.instruments import SymbolSpec
-
-MARK_DECIMALS = 8
+from klinestore.sim.prices import MarkState
 
 
 def _k(bar: Bar, spec: SymbolSpec, interval: str, closed: bool, with_symbol: bool) -> str:
@@ -85,12 +84,20 @@ def book_ticker(event_ms: int, spec: SymbolSpec, update_id: int, top: tuple[int,
     ).encode()
 
 
-def mark_price(event_ms: int, symbol: str, mark: int, index: int, settle: int, rate: int, funding_ms: int) -> bytes:
-    """Prices and the funding rate in units of 10^-8 (Binance prints mark prices with 8 decimals)."""
-    m = MARK_DECIMALS
+def mark_price(symbol: str, state: MarkState) -> bytes:
+    """Prices in the state's decimals (at least 8, as Binance prints them), the rate in 1e-8."""
+    m, p = state.decimals, fmt(state.mark, state.decimals)
     return (
-        f'{{"e":"markPriceUpdate","E":{event_ms},"s":"{symbol}","p":"{fmt(mark, m)}","ap":"{fmt(mark, m)}",'
-        f'"i":"{fmt(index, m)}","P":"{fmt(settle, m)}","r":"{fmt(rate, m)}","T":{funding_ms}}}'
+        f'{{"e":"markPriceUpdate","E":{state.time},"s":"{symbol}","p":"{p}","ap":"{p}",'
+        f'"i":"{fmt(state.index, m)}","P":"{fmt(state.settle, m)}","r":"{fmt(state.rate, 8)}","T":{state.next_funding}}}'
+    ).encode()
+
+
+def trade(spec: SymbolSpec, trade_id: int, price: int, qty: int, t: int, maker: bool) -> bytes:
+    """``<symbol>@trade``: one fill (recorded layout: ``e,E,T,s,t,p,q,X,m``)."""
+    return (
+        f'{{"e":"trade","E":{t},"T":{t},"s":"{spec.symbol}","t":{trade_id},"p":"{spec.price(price)}",'
+        f'"q":"{spec.qty(qty)}","X":"MARKET","m":{"true" if maker else "false"}}}'
     ).encode()
 
 

@@ -126,9 +126,9 @@ class GeneratedSource:
         tick_value = spec.tick_units / 10**spec.price_decimals
         price = np.maximum(np.rint(np.exp(log_price) / tick_value), 1).astype(np.int64) * spec.tick_units
         lots = np.maximum(np.rint(g.lognormal(math.log(params.mean_lots) - 0.5, 1.0, n_groups)), 1).astype(np.int64)
-        qty = lots * spec.step_units
         maker = g.random(n_groups) < 0.5 - 0.3 * np.tanh(noise)
         ntr = 1 + g.multinomial(int(d.extra[j]), np.full(n_groups, 1.0 / n_groups))
+        qty = np.maximum(lots, ntr) * spec.step_units  # every trade of the group fills at least a lot
         last_tid = int(d.trade_base[j]) + np.cumsum(ntr) - 1
         trades = Trades(
             time=hour_ms + minute * MINUTE_MS + offset,

@@ -15,9 +15,10 @@ import logging
 from typing import Protocol
 
 from klinestore.sim import encode
-from klinestore.sim.channels import Channel, Context, make_channel
+from klinestore.sim.channels import Channel, Context
 from klinestore.sim.clock import ExchangeClock
 from klinestore.sim.control import deliverable
+from klinestore.sim.feeds import make_channel
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Hub:
             session.subscriptions[name] = None
             stream = deliverable(name, session.route)  # type: ignore[arg-type]
             if stream is None:
-                continue  # acknowledged, delivers nothing (wrong route, legacy URL, uppercase)
+                continue  # acknowledged, delivers nothing (wrong route, /market on the legacy URL, uppercase)
             channel = self.channels.get(name)
             if channel is None:
                 channel = make_channel(self.ctx, stream, self.clock.now_ms())

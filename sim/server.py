@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from klinestore.core.errors import InvalidInterval, InvalidSymbol
-from klinestore.core.intervals import MINUTE_MS, check_interval
+from klinestore.core.intervals import MINUTE_MS, check_interval, next_open
 from klinestore.core.symbols import check_symbol
 from klinestore.sim.admin import AdminApi
 from klinestore.sim.bars import rest_row
@@ -30,12 +30,17 @@ from klinestore.sim.hub import Hub
 from klinestore.sim.limits import WeightLimiter
 from klinestore.sim.listings import Listings
 from klinestore.sim.market import Market
+from klinestore.sim.marketdata import agg_trades
+from klinestore.sim.prices import Prices
 from klinestore.sim.replay import ReplaySource
 from klinestore.sim.rest import BinanceRest
 from klinestore.sim.session import Stats
+from klinestore.sim.tickers import Tickers
 from klinestore.sim.wsserver import WsServer
 
 log = logging.getLogger(__name__)
+
+TRUTH_KINDS = ("funding", "mark", "index", "aggTrades")
 
 
 class Simulator:
@@ -73,12 +78,14 @@ class Simulator:
         )
         self.faults = FaultState()
         self.counters = Stats()
-        self.hub = Hub(Context(self.market, self.books, self.faults, int(config.kline_update_interval * 1000)),
-                       self.clock, config.tick)
+        self.prices = Prices(self.market, self.source.typical_qty)
+        self.tickers = Tickers(self.market)
+        self.hub = Hub(Context(self.market, self.books, self.faults, int(config.kline_update_interval * 1000),
+                               self.prices, self.tickers), self.clock, config.tick)
         self.ws = WsServer(config, self.clock, self.hub, self.faults, self.counters)
         self.limiter = WeightLimiter(self.clock, config.weight_limit, ban_after=config.ban_after_429s,
                                      ban_ms=int(config.ban_duration * 1000))
-        self.rest = BinanceRest(self.market, self.books, self.clock, self.faults, self.limiter)
+        self.rest = BinanceRest(self.market, self.books, self.clock, self.faults, self.limiter, self.prices, self.tickers)
         self.admin = AdminApi(self)
         self.http = HttpServer(self._route, config.host, config.rest_port)
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,6 +157,21 @@ class Simulator:
         symbol, interval = self._symbol(symbol), _interval(interval)
         spec = self.market.spec(symbol)
         return [rest_row(b, spec) for b in self.market.closed_bars(symbol, interval, self.now_ms())]
+
+    def truth_of(self, symbol: str, kind: str, interval: str = "1m") -> list[Any]:
+        """Everything of ``kind`` so far: ``funding`` events (``fundingRate`` objects), closed
+        ``mark``/``index`` bars of ``interval`` (``markPriceKlines`` rows), ``aggTrades`` objects."""
+        symbol, now = self._symbol(symbol), self.now_ms()
+        if kind == "funding":
+            return [event.body() for event in self.prices.fundings(symbol, 0, now, now)]
+        if kind in ("mark", "index"):
+            interval = _interval(interval)
+            decimals = self.prices.decimals(symbol)
+            bars = self.prices.bars(symbol, kind, interval, 0, now, now)
+            return [b.row(decimals) for b in bars if next_open(b.open_time, interval) <= now]
+        if kind == "aggTrades":
+            return list(agg_trades(self.market, symbol, -1, now))
+        raise SimError(f"kind must be one of {', '.join(TRUTH_KINDS)} (or none, with interval, for klines), got {kind!r}")
 
     def ledger(self) -> dict[str, int]:
         """REST requests received per Binance path (every path listed, also at 0)."""

@@ -114,6 +114,9 @@ class SimThread:
     def truth(self, symbol: str, interval: str) -> list[list[int | str]]:
         return self.call(self.simulator.truth, symbol, interval)
 
+    def truth_of(self, symbol: str, kind: str, interval: str = "1m") -> list[Any]:
+        return self.call(self.simulator.truth_of, symbol, kind, interval)
+
     def inject(self, fault: dict[str, Any]) -> dict[str, Any]:
         return self.call(self.simulator.inject, fault)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from klinestore.ingest.protocol.streams import parse_stream
 from klinestore.sim import SimConfig, Simulator
 from klinestore.sim.bars import rest_row
-from klinestore.sim.channels import make_channel
+from klinestore.sim.feeds import make_channel
 
 START = 1_714_521_600_000
 

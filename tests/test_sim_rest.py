@@ -91,7 +91,7 @@ def test_depth_limits_and_unknown_paths(sim: SimThread) -> None:
     status, _, body = get(f"{sim.rest_url}/fapi/v1/depth?symbol=BTCUSDT")
     assert status == 200 and len(body["bids"]) == 500 and list(body) == ["lastUpdateId", "E", "T", "bids", "asks"]
     assert float(body["bids"][0][0]) < float(body["asks"][0][0])
-    status, _, body = get(f"{sim.rest_url}/fapi/v1/ticker/price")
+    status, _, body = get(f"{sim.rest_url}/fapi/v1/trades")
     assert status == 404 and body["code"] == -5000
 
 
@@ -120,12 +120,15 @@ def test_429_with_retry_after_then_418(slow_sim: SimThread) -> None:
 
 def test_ledger_counts_every_path(sim: SimThread) -> None:
     assert sim.ledger() == dict.fromkeys(
-        ["/fapi/v1/klines", "/fapi/v1/depth", "/fapi/v1/exchangeInfo", "/fapi/v1/time", "/fapi/v1/ping"], 0)
+        ["/fapi/v1/klines", "/fapi/v1/depth", "/fapi/v1/exchangeInfo", "/fapi/v1/time", "/fapi/v1/ping",
+         "/fapi/v1/fundingRate", "/fapi/v1/premiumIndex", "/fapi/v1/markPriceKlines", "/fapi/v1/indexPriceKlines",
+         "/fapi/v1/aggTrades", "/fapi/v1/ticker/24hr", "/fapi/v1/ticker/price", "/fapi/v1/ticker/bookTicker",
+         "/fapi/v1/openInterest", "/fapi/v2/ticker/price"], 0)
     get(f"{sim.rest_url}/fapi/v1/ping")
     get(f"{sim.rest_url}/fapi/v1/klines?symbol=NOPE&interval=1m")
     status, _, ledger = get(f"{sim.rest_url}/sim/ledger")
     assert status == 200 and ledger["/fapi/v1/ping"] == 1 and ledger["/fapi/v1/klines"] == 1
-    assert ledger == sim.ledger() and len(ledger) == 5
+    assert ledger == sim.ledger() and len(ledger) == 15
 
 
 def test_exchange_info_and_scheduled_listings(sim_factory: SimFactory) -> None:

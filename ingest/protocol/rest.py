@@ -1,6 +1,14 @@
-"""REST bodies (klines, depth snapshot, exchangeInfo, time) and request weights."""
+"""REST bodies (klines, depth snapshot, exchangeInfo, time, funding, premium index, aggTrades)
+and request weights. Mark and index price klines have the klines' 12 fields (``RestKline``).
+
+Weights are Binance's documented ones (USD-M "Market Data" pages): a path with one weight, a
+path whose weight grows with ``limit`` like klines, or one that is heavier without ``symbol``.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Annotated
 
 import msgspec
 
@@ -12,6 +20,28 @@ DEPTH_PATH = "/fapi/v1/depth"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 TIME_PATH = "/fapi/v1/time"
 PING_PATH = "/fapi/v1/ping"
+FUNDING_RATE_PATH = "/fapi/v1/fundingRate"
+PREMIUM_INDEX_PATH = "/fapi/v1/premiumIndex"
+MARK_KLINES_PATH = "/fapi/v1/markPriceKlines"
+INDEX_KLINES_PATH = "/fapi/v1/indexPriceKlines"
+AGG_TRADES_PATH = "/fapi/v1/aggTrades"
+TICKER_24HR_PATH = "/fapi/v1/ticker/24hr"
+TICKER_PRICE_PATH = "/fapi/v1/ticker/price"
+TICKER_PRICE_V2_PATH = "/fapi/v2/ticker/price"  # the same body; ccxt's fetch_last_prices calls it
+BOOK_TICKER_PATH = "/fapi/v1/ticker/bookTicker"
+OPEN_INTEREST_PATH = "/fapi/v1/openInterest"
+
+FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
+AGG_TRADES_DEFAULT_LIMIT, AGG_TRADES_MAX_LIMIT = 500, 1000
+#: Weight of a path by whether ``symbol`` was sent: (with, without).
+_SYMBOL_WEIGHTS = {
+    PREMIUM_INDEX_PATH: (1, 10),
+    TICKER_24HR_PATH: (1, 40),
+    TICKER_PRICE_PATH: (1, 2),
+    TICKER_PRICE_V2_PATH: (1, 2),
+    BOOK_TICKER_PATH: (2, 5),
+}
+_FIXED_WEIGHTS = {AGG_TRADES_PATH: 20, FUNDING_RATE_PATH: 1, OPEN_INTEREST_PATH: 1}
 
 KLINES_MAX_LIMIT = 1500
 KLINES_DEFAULT_LIMIT = 500
@@ -46,8 +76,12 @@ def depth_weight(limit: int = DEPTH_DEFAULT_LIMIT) -> int:
 def path_weight(path: str, params: dict[str, str] | None = None) -> int:
     """Weight of a request by path and query parameters (unknown paths weigh 1)."""
     params = params or {}
+    if path in _SYMBOL_WEIGHTS:
+        return _SYMBOL_WEIGHTS[path][0 if params.get("symbol") else 1]
+    if path in _FIXED_WEIGHTS:
+        return _FIXED_WEIGHTS[path]
     try:
-        if path == KLINES_PATH:
+        if path in (KLINES_PATH, MARK_KLINES_PATH, INDEX_KLINES_PATH):
             return klines_weight(int(params.get("limit", KLINES_DEFAULT_LIMIT)))
         if path == DEPTH_PATH:
             return depth_weight(int(params.get("limit", DEPTH_DEFAULT_LIMIT)))
@@ -112,6 +146,55 @@ class ExchangeInfo(msgspec.Struct, frozen=True):
         return None
 
 
+#: A funding or interest rate: signed, as a fraction (0.0001 is 0.01 %).
+Rate = Annotated[float, msgspec.Meta(gt=-1, lt=1)]
+
+
+class FundingRate(msgspec.Struct, frozen=True, gc=False):
+    """One object of ``/fapi/v1/fundingRate``: the rate charged at ``fundingTime``.
+
+    ``markPrice`` is a string because Binance leaves it empty (``""``) on old events.
+    """
+
+    symbol: str
+    fundingTime: Ms
+    fundingRate: Rate
+    markPrice: str = ""
+
+    @property
+    def mark_price(self) -> float | None:
+        try:
+            value = float(self.markPrice)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) and value > 0 else None
+
+
+class PremiumIndex(msgspec.Struct, frozen=True, gc=False):
+    """``/fapi/v1/premiumIndex`` of one symbol: mark, index and the rate due at ``nextFundingTime``."""
+
+    symbol: str
+    markPrice: Price
+    indexPrice: Price
+    lastFundingRate: Rate
+    nextFundingTime: Ms
+    time: Ms
+    estimatedSettlePrice: Price | None = None
+    interestRate: Rate = 0.0
+
+
+class RestAggTrade(msgspec.Struct, frozen=True, gc=False):
+    """One object of ``/fapi/v1/aggTrades`` (the stream's fields without ``e``, ``E``, ``s``)."""
+
+    a: Id
+    p: Price
+    q: Qty
+    f: Id
+    l: Id  # noqa: E741 - last trade id
+    T: Ms
+    m: bool
+
+
 class ServerTime(msgspec.Struct, frozen=True):
     serverTime: Ms
 
@@ -126,6 +209,9 @@ _depth = msgspec.json.Decoder(DepthSnapshot, strict=False)
 _info = msgspec.json.Decoder(ExchangeInfo, strict=False)
 _time = msgspec.json.Decoder(ServerTime, strict=False)
 _error = msgspec.json.Decoder(ApiError, strict=False)
+_funding = msgspec.json.Decoder(list[FundingRate], strict=False)
+_premium = msgspec.json.Decoder(PremiumIndex, strict=False)
+_agg_trades = msgspec.json.Decoder(list[RestAggTrade], strict=False)
 
 
 def _decode(decoder: msgspec.json.Decoder, body: bytes | str, what: str):  # type: ignore[no-untyped-def]
@@ -150,6 +236,18 @@ def decode_exchange_info(body: bytes | str) -> ExchangeInfo:
 
 def decode_server_time(body: bytes | str) -> int:
     return _decode(_time, body, "server time").serverTime
+
+
+def decode_funding_rates(body: bytes | str) -> list[FundingRate]:
+    return _decode(_funding, body, "fundingRate body")
+
+
+def decode_premium_index(body: bytes | str) -> PremiumIndex:
+    return _decode(_premium, body, "premiumIndex body")
+
+
+def decode_agg_trades(body: bytes | str) -> list[RestAggTrade]:
+    return _decode(_agg_trades, body, "aggTrades body")
 
 
 def decode_api_error(body: bytes | str) -> ApiError | None:

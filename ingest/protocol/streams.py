@@ -4,9 +4,15 @@ Binance names streams ``<lowercase symbol>@<kind>[_<interval>][@<speed>]``. An u
 name is acknowledged by the exchange and then delivers nothing, so we build lowercase names
 only and refuse anything else when parsing.
 
-Routes (BINANCE.md): ``/market`` serves klines, continuous klines, aggTrade, trade and mark
-price; ``/public`` serves depth and bookTicker. The unrouted legacy URLs deliver no market
-streams since 2026-04-23.
+Routes (BINANCE.md and Binance's routing notice of 2026-03-06): ``/public`` carries the
+high-frequency streams (depth, bookTicker, raw trades), ``/market`` everything else (klines,
+continuous klines, aggTrade, mark price, tickers). Since 2026-04-23 a connection on the
+unrouted legacy URLs (``/ws``, ``/stream``) still receives ``/public`` streams and nothing of
+``/market``. Where ``@trade`` lives is not in BINANCE.md: it is on ``/public`` as live
+observations report and as ccxt 4.5 routes it.
+
+The all-market streams (``!miniTicker@arr``, ``!markPrice@arr[@1s]``) have no symbol: their
+``symbol`` is ``""``.
 """
 
 from __future__ import annotations
@@ -33,11 +39,20 @@ _KIND_ROUTE = {
     "kline": Route.MARKET,
     "continuousKline": Route.MARKET,
     "aggTrade": Route.MARKET,
-    "trade": Route.MARKET,
+    "trade": Route.PUBLIC,
     "markPrice": Route.MARKET,
+    "miniTicker": Route.MARKET,
+    "ticker": Route.MARKET,
+    "allMiniTicker": Route.MARKET,
+    "allMarkPrice": Route.MARKET,
     "depth": Route.PUBLIC,
     "bookTicker": Route.PUBLIC,
 }
+
+#: The one stream of every symbol's mini ticker (pushed each second, changed symbols only).
+ALL_MINI_TICKERS = "!miniTicker@arr"
+#: Every symbol's mark price in one stream (3 s, or 1 s with ``@1s``).
+ALL_MARK_PRICES = ("!markPrice@arr", "!markPrice@arr@1s")
 
 _NAME = re.compile(
     r"(?P<symbol>[a-z0-9_]+)@(?:"
@@ -48,6 +63,8 @@ _NAME = re.compile(
     r"|(?P<mark>markPrice)(?:@(?P<mark_speed>1s))?"
     r"|(?P<depth>depth)(?P<levels>5|10|20)?(?:@(?P<depth_speed>\d+ms))?"
     r"|(?P<book>bookTicker)"
+    r"|(?P<mini>miniTicker)"
+    r"|(?P<ticker>ticker)"
     r")"
 )
 
@@ -96,8 +113,21 @@ def mark_price_stream(symbol: str, every_second: bool = True) -> str:
     return f"{check_symbol(symbol).lower()}@markPrice" + ("@1s" if every_second else "")
 
 
+def trade_stream(symbol: str) -> str:
+    return f"{check_symbol(symbol).lower()}@trade"
+
+
+def ticker_stream(symbol: str, mini: bool = False) -> str:
+    """The 24 h rolling ticker of one symbol (``@miniTicker``: prices and volumes only)."""
+    return f"{check_symbol(symbol).lower()}@" + ("miniTicker" if mini else "ticker")
+
+
 def parse_stream(name: str) -> StreamName:
     """Parse a stream name; raise :class:`ProtocolError` for anything Binance would not serve."""
+    if name == ALL_MINI_TICKERS:
+        return StreamName(name, "allMiniTicker", "")
+    if name in ALL_MARK_PRICES:
+        return StreamName(name, "allMarkPrice", "", speed="1s" if name.endswith("@1s") else "3s")
     match = _NAME.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise ProtocolError(f"invalid stream name {name!r}")
@@ -128,6 +158,10 @@ def parse_stream(name: str) -> StreamName:
             raise ProtocolError(f"invalid stream name {name!r}: unknown depth speed {speed!r}")
         levels = int(g["levels"]) if g["levels"] else None
         return StreamName(name, "depth", symbol, speed=speed, levels=levels)
+    if g["mini"]:
+        return StreamName(name, "miniTicker", symbol)
+    if g["ticker"]:
+        return StreamName(name, "ticker", symbol)
     return StreamName(name, "bookTicker", symbol)
 
 
