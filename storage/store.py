@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from klinestore.core.errors import InvalidSymbol
@@ -29,13 +31,17 @@ from klinestore.storage.errors import BarError, StorageError
 from klinestore.storage.frames import VERSIONED_SCHEMA, from_bars, latest
 from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
 from klinestore.storage.locks import WriterLock
+from klinestore.storage.markers import MarkerWatch, Poll, announcement
 from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
-from klinestore.storage.resample import interval_minutes, resample_touched_many
+from klinestore.storage.resample import bucket_ends, bucket_opens, interval_minutes, resample_touched_many
 from klinestore.storage.txn import Publish, recover
 from klinestore.storage.wal import Wal
 from klinestore.storage.writer import write_partitions
 
 _INTERVALS = frozenset(INTERVALS)
+#: Flushes a shard remembers to match against other writers' publishes (at one a minute, 4 hours).
+HISTORY = 256
+_FOREVER = 2**62
 _SOURCES = frozenset(SOURCES)
 
 
@@ -87,6 +93,10 @@ class BarStore:
         self._symbols: set[str] = set()
         self._tail = pl.DataFrame(schema=VERSIONED_SCHEMA)  # recent 1m bars, for resampling
         self._tail_minutes = max((interval_minutes(i) for i in config.resample_intervals), default=1)
+        self._watch = MarkerWatch(self.data_dir, self.writer)
+        #: (stamp after publish, {symbol: (first, last) 1m open time}) of this shard's last flushes
+        self._history: deque[tuple[int, dict[str, tuple[int, int]]]] = deque(maxlen=HISTORY)
+        self._opened = 0  # stamp at open: what this shard wrote before is not in its history
         self._open = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -107,6 +117,8 @@ class BarStore:
             self._stamper.observe(stamp)
             self._put(stamp, bars)
         self._open = True
+        self._watch.prime()  # before the tail is read: a publish after this is seen by the next flush
+        self._opened = self._stamper.next()
         self._tail = self._load_tail()
         return RestartState(
             replayed_bars=replay.bars, wal_segments=replay.segments, torn_bytes=replay.torn_bytes,
@@ -153,20 +165,30 @@ class BarStore:
             self._put(stamp, bars)
 
     def flush(self) -> FlushReport:
-        """Publish the pending bars and their resampled buckets as Parquet; trim the WAL."""
+        """Publish the pending bars and their resampled buckets as Parquet; trim the WAL.
+
+        Also recomputes the buckets that other writers' 1m publishes (an import, another
+        shard) may have made stale, even when nothing is pending.
+        """
         started = time.perf_counter()
         with self._flush_mutex:
+            start = self._stamper.next()
+            poll = self._watch.poll()  # before anything is read: a later publish is the next flush's
             with self._mutex:
                 batch, self._pending = self._pending, {}
                 sealed = self._wal.rotate() if self._open else []
-            if not batch and not sealed:
+            if not batch and not sealed and not poll.changes and not poll.missed:
                 return FlushReport()
             publish = Publish(self.data_dir, self.writer, self._stamper)
             try:
                 frame = from_bars([bar for _, bar in batch.values()], [stamp for stamp, _ in batch.values()])
-                resampled = self._resample(frame.filter(pl.col("interval") == "1m"))
+                minutes = frame.filter(pl.col("interval") == "1m")
+                others = self._others(poll, minutes)
+                resampled = self._resample(minutes, others)
                 write_partitions(publish, self.root, pl.concat([frame, resampled]))
                 publish.delete(sealed)
+                ranges = _ranges(minutes)
+                publish.announce = announcement(start, ranges) if ranges else None
                 publish.commit()
             except BaseException:
                 publish.abort()
@@ -174,7 +196,10 @@ class BarStore:
                     for key, (stamp, bar) in batch.items():
                         self._keep_best(key, stamp, bar)
                 raise
-            self._remember(frame)
+            self._watch.advance(poll)
+            self._remember(minutes, others)
+            if ranges:
+                self._history.append((self._stamper.next(), ranges))
         return FlushReport(
             bars=frame.height, resampled=resampled.height, files=len(publish.created), wal_segments=len(sealed),
             seconds=time.perf_counter() - started,
@@ -228,29 +253,65 @@ class BarStore:
         if held is None or _rank(bar) + stamp >= _rank(held[1]) + held[0]:
             self._pending[key] = (stamp, bar)
 
-    def _resample(self, minutes: pl.DataFrame) -> pl.DataFrame:
-        """Buckets completed (or changed) by the 1m bars of this flush, versioned now."""
+    def _resample(self, minutes: pl.DataFrame, others: pl.DataFrame) -> pl.DataFrame:
+        """Buckets completed (or changed) by this flush's 1m bars or by ``others``, versioned now."""
         intervals = self.config.resample_intervals
-        if minutes.is_empty() or not intervals:
+        if minutes.is_empty() and others.is_empty() or not intervals:
             return pl.DataFrame(schema=VERSIONED_SCHEMA)
-        span = self._tail_minutes * MINUTE_MS
-        known = latest(pl.concat([self._tail, minutes]))
-        oldest = int(minutes.get_column("open_time").min()) // span * span - span
+        known = latest(pl.concat([self._tail, others, minutes]))
         covered = int(self._tail.get_column("open_time").min()) if self._tail.height else None
-        if covered is None or oldest < covered:  # a back-fill older than the tail: read its buckets
-            symbols = minutes.get_column("symbol").unique().to_list()
-            stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
-            known = latest(pl.concat([stored, known]))
-        touched = minutes.select("symbol", "open_time")
+        if minutes.height:
+            span = self._tail_minutes * MINUTE_MS
+            oldest = int(minutes.get_column("open_time").min()) // span * span - span
+            if covered is None or oldest < covered:  # a back-fill older than the tail: read its buckets
+                symbols = minutes.get_column("symbol").unique().to_list()
+                stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
+                known = latest(pl.concat([stored, known]))
+        touched = pl.concat([minutes.select("symbol", "open_time"), others.select("symbol", "open_time")])
         stamp = self._stamper.next()
-        out = resample_touched_many(known.drop("version"), intervals, touched)
+        out = resample_touched_many(known.drop("version"), intervals, touched.unique())
         return pl.concat(out.values()).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
 
-    def _remember(self, frame: pl.DataFrame) -> None:
-        minutes = frame.filter(pl.col("interval") == "1m")
-        if minutes.is_empty():
+    def _others(self, poll: Poll, minutes: pl.DataFrame) -> pl.DataFrame:
+        """The stored 1m bars of every bucket where other writers' publishes meet this shard's bars.
+
+        Per announced range of a symbol this shard writes: the part in its tail (resampled
+        from memory, so the tail must learn it) and the buckets this shard published into
+        after that writer began reading (it may have resampled them without this shard's
+        minutes, and this shard without its). With publishes missed, the whole tail.
+        """
+        intervals = self.config.resample_intervals
+        if not intervals or not (poll.changes or poll.missed):
+            return pl.DataFrame(schema=VERSIONED_SCHEMA)
+        mine = self._symbols | set(self._tail.get_column("symbol").unique()) | set(minutes.get_column("symbol").unique())
+        tail_from = int(self._tail.get_column("open_time").min()) if self._tail.height else None
+        spans: dict[str, list[tuple[int, int]]] = {}
+        if poll.missed and tail_from is not None:
+            for symbol in mine:
+                spans.setdefault(symbol, []).append((tail_from, _FOREVER))
+        for change in poll.changes:
+            since = [ranges for stamp, ranges in self._history if stamp > change.start]
+            for symbol, lo, hi in change.ranges:
+                if symbol not in mine:
+                    continue
+                theirs = _buckets(intervals, lo, hi)
+                if tail_from is not None and theirs[1] > tail_from:
+                    spans.setdefault(symbol, []).append((max(theirs[0], tail_from), theirs[1]))
+                for ours in (r[symbol] for r in since if symbol in r):
+                    ours = _buckets(intervals, *ours)
+                    if max(theirs[0], ours[0]) < min(theirs[1], ours[1]):
+                        spans.setdefault(symbol, []).append((max(theirs[0], ours[0]), min(theirs[1], ours[1])))
+        parts = []
+        for symbol, wanted in spans.items():
+            for start, end in _merged(wanted):
+                start, end = _buckets(intervals, start, min(end, _FOREVER) - 1) if end < _FOREVER else (start, None)
+                parts.append(read_versioned(self.data_dir, "1m", symbols=[symbol], start_ms=start, end_ms=end))
+        return latest(pl.concat(parts)) if parts else pl.DataFrame(schema=VERSIONED_SCHEMA)
+
+    def _remember(self, minutes: pl.DataFrame, others: pl.DataFrame) -> None:
+        if minutes.is_empty() and others.is_empty():
             return
-        tail = latest(pl.concat([self._tail, minutes]))
+        tail = latest(pl.concat([self._tail, others, minutes]))
         horizon = int(tail.get_column("open_time").max()) - 2 * self._tail_minutes * MINUTE_MS
         self._tail = tail.filter(pl.col("open_time") >= horizon)
 
@@ -269,6 +330,30 @@ class BarStore:
         for (symbol, interval, open_time) in self._pending:
             out[(symbol, interval)] = max(out.get((symbol, interval), open_time), open_time)
         return out
+
+
+def _ranges(minutes: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per symbol, the first and last open time of some 1m bars."""
+    spans = minutes.group_by("symbol").agg(lo=pl.col("open_time").min(), hi=pl.col("open_time").max())
+    return {symbol: (lo, hi) for symbol, lo, hi in spans.iter_rows()}
+
+
+def _buckets(intervals: Sequence[str], lo: int, hi: int) -> tuple[int, int]:
+    """``[start, end)`` of every bucket of ``intervals`` holding a minute in ``[lo, hi]``."""
+    edges = np.array([lo, hi], dtype=np.int64)
+    starts = [bucket_opens(edges, interval) for interval in intervals]
+    return (min(int(s[0]) for s in starts),
+            max(int(bucket_ends(s[1:], interval)[0]) for s, interval in zip(starts, intervals)))
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _rank(bar: Bar) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 from klinestore.storage.errors import StorageError
 from klinestore.storage.fsguard import create_new
 from klinestore.storage.layout import Stamper, state_dir, tmp_path
+from klinestore.storage.markers import bumped, marker_path, read_marker
 
 
 def fsync_dir(path: Path) -> None:
@@ -69,6 +70,7 @@ class Publish:
     created: list[Path] = field(default_factory=list)
     deleted: list[Path] = field(default_factory=list)
     obsolete: list[Path] = field(default_factory=list)
+    announce: dict | None = None  # :func:`klinestore.storage.markers.announcement` of the 1m bars written
 
     def new_file(self, final: Path) -> Path:
         """Register ``final`` and return the tmp path the caller writes (and fsyncs) first."""
@@ -100,6 +102,7 @@ class Publish:
             "delete": [rel(p) for p in self.deleted],
             "obsolete": [rel(p) for p in self.obsolete],
             "delete_after": time.time() + self.grace,
+            "announce": self.announce,
         }
         try:
             write_json_atomic(journal, entry)
@@ -127,9 +130,12 @@ def _roll_forward(data_dir: Path, journal: Path, entry: dict) -> None:
     for directory in dirs:
         if directory.exists():
             fsync_dir(directory)
+    if entry.get("announce"):  # the files are visible: now the other writers may learn of them
+        path = marker_path(data_dir, journal.name.split("-")[1])
+        write_json_atomic(path, bumped(read_marker(path), entry["announce"]))
     if entry["obsolete"] and entry["delete_after"] > time.time():
-        if entry["create"] or entry["delete"]:
-            write_json_atomic(journal, {**entry, "create": [], "delete": []})
+        if entry["create"] or entry["delete"] or entry.get("announce"):
+            write_json_atomic(journal, {**entry, "create": [], "delete": [], "announce": None})
         return
     for rel in entry["obsolete"]:
         (data_dir / rel).unlink(missing_ok=True)
