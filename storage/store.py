@@ -219,6 +219,10 @@ class BarStore:
         """:func:`storage.load_recent` on this store's data directory (Parquet plus WAL)."""
         return load_recent(self.data_dir, symbols, sizes)
 
+    def wal_segments(self) -> list[Path]:
+        """This shard's WAL segment files on disk (for status: their count and bytes)."""
+        return [p for p in wal_dir(self.data_dir, self.writer).glob("*.wal") if p.is_file()]
+
     @property
     def pending_bars(self) -> int:
         """Bars in the WAL not yet in Parquet (grows only while flushes fail)."""
