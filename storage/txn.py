@@ -49,14 +49,18 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: object) -> None:
+def write_json_atomic(path: Path, data: object, *, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data`` as JSON, all or nothing; durable once its directory is
+    fsynced (here, unless the caller fsyncs that directory next anyway)."""
+    text = json.dumps(data, separators=(",", ":"))  # one C-encoded string: json.dump writes piece by piece
     tmp = tmp_path(path)
     with create_new(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 @dataclass(slots=True)
@@ -132,15 +136,16 @@ def _roll_forward(data_dir: Path, journal: Path, entry: dict) -> None:
             fsync_dir(directory)
     if entry.get("announce"):  # the files are visible: now the other writers may learn of them
         path = marker_path(data_dir, journal.name.split("-")[1])
-        write_json_atomic(path, bumped(read_marker(path), entry["announce"]))
+        write_json_atomic(path, bumped(read_marker(path), entry["announce"]), sync_dir=False)  # state/ is synced below
     if entry["obsolete"] and entry["delete_after"] > time.time():
         if entry["create"] or entry["delete"] or entry.get("announce"):
             write_json_atomic(journal, {**entry, "create": [], "delete": [], "announce": None})
         return
+    retired: set[Path] = set()  # the created files' directories are durable already
     for rel in entry["obsolete"]:
         (data_dir / rel).unlink(missing_ok=True)
-        dirs.add((data_dir / rel).parent)
-    for directory in dirs:
+        retired.add((data_dir / rel).parent)
+    for directory in retired:
         if directory.exists():
             fsync_dir(directory)
     journal.unlink(missing_ok=True)

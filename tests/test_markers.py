@@ -79,3 +79,25 @@ def test_a_publish_interrupted_before_its_marker_is_announced_by_recovery(tmp_pa
     marker = read_marker(marker_path(tmp_path, "imp"))
     assert marker["generation"] == 1 and marker["entries"][0]["ranges"] == [["BTCUSDT", 0, 60_000]]
     assert not list((tmp_path / "state").glob("txn-*.json"))
+
+
+def test_a_publish_fsyncs_each_directory_once_and_writes_the_marker_with_it(tmp_path: Path, monkeypatch) -> None:
+    from collections import Counter
+
+    from klinestore.storage import txn
+    from klinestore.storage.layout import Stamper
+
+    synced: Counter[Path] = Counter()
+    real = txn.fsync_dir
+    monkeypatch.setattr(txn, "fsync_dir", lambda path: (synced.update([Path(path)]), real(path)))
+    stamper = Stamper("s0000")
+    publish = txn.Publish(tmp_path, "s0000", stamper)
+    for interval in ("1m", "5m"):
+        final = tmp_path / "bars" / f"interval={interval}" / "month=2024-01" / f"{stamper.next():016x}-s0000-g0.parquet"
+        publish.new_file(final).write_bytes(b"rows")
+    publish.announce = announcement(1, {"BTCUSDT": (0, 0)})
+    publish.commit()
+    state = tmp_path / "state"
+    assert synced.pop(state) == 2  # the journal written, then the journal gone and the marker bumped
+    assert len(synced) == 2 and set(synced.values()) == {1}, synced  # each partition directory once
+    assert read_marker(marker_path(tmp_path, "s0000"))["generation"] == 1
