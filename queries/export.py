@@ -22,7 +22,8 @@ and renamed, so a file is complete or absent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -40,7 +41,7 @@ from klinestore.queries.files import atomic_output
 from klinestore.queries.gaps import describe_runs, expected_end, missing_count, missing_runs
 from klinestore.queries.output import presentable
 from klinestore.queries.times import optional_ms, short, to_ms
-from klinestore.storage import TIME, Dataset, expected_opens
+from klinestore.storage import TIME, Dataset, expected_opens, parquet_writer
 
 Format = Literal["parquet", "csv", "binance", "freqtrade", "backtesting"]
 FORMATS: tuple[str, ...] = ("parquet", "csv", "binance", "freqtrade", "backtesting")
@@ -258,13 +259,25 @@ def _months(start_ms: int, end_ms: int) -> Iterator[tuple[int, int]]:
 
 
 def _write_parquet(chunks: _Chunks, path: Path, symbol: str, interval: str) -> int:
+    """The dataset's own encodings (storage's writer); the next month is read while one is encoded."""
     rows = 0
-    with pq.ParquetWriter(path, BAR_SCHEMA, compression="zstd") as writer:
-        for frame in chunks:
+    with parquet_writer(path, BAR_SCHEMA) as writer:
+        for frame in _read_ahead(chunks):
             if frame.height:
                 writer.write_table(frame.to_arrow().cast(BAR_SCHEMA))
                 rows += frame.height
     return rows
+
+
+def _read_ahead(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """``frames`` in order, the next one read on a thread while the caller handles this one
+    (Parquet encoding and Polars reads release the GIL: two cores instead of one)."""
+    items = iter(frames)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, items, None)
+        while (frame := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield frame
 
 
 def _write_csv(chunks: _Chunks, path: Path, symbol: str, interval: str) -> int:

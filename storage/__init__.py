@@ -31,6 +31,7 @@ from klinestore.storage.resample import resample, resample_many, resample_touche
 from klinestore.storage.store import BarStore, FlushReport, RestartState
 from klinestore.storage.trades import bars_from_trades
 from klinestore.storage.txn import fsync_dir, fsync_file
+from klinestore.storage.writer import parquet_writer
 
 __all__ = [
     "ArchiveError", "BAR_SCHEMA", "Bar", "BarError", "BarStore", "Dataset", "DatasetError", "EXCHANGE_SOURCES",
@@ -38,5 +39,5 @@ __all__ = [
     "WalError", "bars_from_trades", "bars_relation_sql", "expected_opens", "find_archives", "find_gaps", "find_gaps_many", "gaps_among",
     "import_archives", "last_open_times", "last_stored_open_time", "load_recent", "missing_after", "read_bars",
     "resample", "resample_many", "resample_touched", "resample_touched_many", "shard_file", "shard_writer", "to_bars",
-    "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path",
+    "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer",
 ]
