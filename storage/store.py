@@ -183,8 +183,8 @@ class BarStore:
             try:
                 frame = from_bars([bar for _, bar in batch.values()], [stamp for stamp, _ in batch.values()])
                 minutes = frame.filter(pl.col("interval") == "1m")
-                others = self._others(poll, minutes)
-                resampled = self._resample(minutes, others)
+                learned, stale = self._others(poll, minutes)
+                resampled = self._resample(minutes, learned, stale)
                 write_partitions(publish, self.root, pl.concat([frame, resampled]))
                 publish.delete(sealed)
                 ranges = _ranges(minutes)
@@ -197,7 +197,7 @@ class BarStore:
                         self._keep_best(key, stamp, bar)
                 raise
             self._watch.advance(poll)
-            self._remember(minutes, others)
+            self._remember(pl.concat([learned, stale, minutes]))
             if ranges:
                 self._history.append((self._stamper.next(), ranges))
         return FlushReport(
@@ -257,12 +257,12 @@ class BarStore:
         if held is None or _rank(bar) + stamp >= _rank(held[1]) + held[0]:
             self._pending[key] = (stamp, bar)
 
-    def _resample(self, minutes: pl.DataFrame, others: pl.DataFrame) -> pl.DataFrame:
-        """Buckets completed (or changed) by this flush's 1m bars or by ``others``, versioned now."""
+    def _resample(self, minutes: pl.DataFrame, learned: pl.DataFrame, stale: pl.DataFrame) -> pl.DataFrame:
+        """Buckets completed (or changed) by this flush's 1m bars, and the ``stale`` ones, versioned now."""
         intervals = self.config.resample_intervals
-        if minutes.is_empty() and others.is_empty() or not intervals:
+        if minutes.is_empty() and stale.is_empty() or not intervals:
             return pl.DataFrame(schema=VERSIONED_SCHEMA)
-        known = latest(pl.concat([self._tail, others, minutes]))
+        known = latest(pl.concat([self._tail, learned, stale, minutes]))
         covered = int(self._tail.get_column("open_time").min()) if self._tail.height else None
         if minutes.height:
             span = self._tail_minutes * MINUTE_MS
@@ -271,51 +271,63 @@ class BarStore:
                 symbols = minutes.get_column("symbol").unique().to_list()
                 stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
                 known = latest(pl.concat([stored, known]))
-        touched = pl.concat([minutes.select("symbol", "open_time"), others.select("symbol", "open_time")])
+        touched = pl.concat([minutes.select("symbol", "open_time"), stale.select("symbol", "open_time")])
         stamp = self._stamper.next()
         out = resample_touched_many(known.drop("version"), intervals, touched.unique())
         return pl.concat(out.values()).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
 
-    def _others(self, poll: Poll, minutes: pl.DataFrame) -> pl.DataFrame:
-        """The stored 1m bars of every bucket where other writers' publishes meet this shard's bars.
+    def _others(self, poll: Poll, minutes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Other writers' stored 1m bars this shard must take in: ``(learned, stale)``.
 
-        Per announced range of a symbol this shard writes: the part in its tail (resampled
-        from memory, so the tail must learn it) and the buckets this shard published into
-        after that writer began reading (it may have resampled them without this shard's
-        minutes, and this shard without its). With publishes missed, the whole tail.
+        ``learned``: their announced minutes inside the tail, which resamples from memory
+        (a bucket this shard completes later must count them). ``stale``: the stored minutes
+        of every bucket this shard published into after that writer began reading: either
+        may have resampled it without the other's minutes, so it is recomputed now. The
+        other buckets a writer touched it resampled itself from what was stored. With
+        publishes missed, every bucket of the tail is stale.
         """
+        empty = pl.DataFrame(schema=VERSIONED_SCHEMA)
         intervals = self.config.resample_intervals
         if not intervals or not (poll.changes or poll.missed):
-            return pl.DataFrame(schema=VERSIONED_SCHEMA)
+            return empty, empty
         mine = self._symbols | set(self._tail.get_column("symbol").unique()) | set(minutes.get_column("symbol").unique())
         tail_from = int(self._tail.get_column("open_time").min()) if self._tail.height else None
-        spans: dict[str, list[tuple[int, int]]] = {}
+        learn: dict[str, list[tuple[int, int]]] = {}
+        stale: dict[str, list[tuple[int, int]]] = {}
         if poll.missed and tail_from is not None:
             for symbol in mine:
-                spans.setdefault(symbol, []).append((tail_from, _FOREVER))
+                stale.setdefault(symbol, []).append((tail_from, _FOREVER))
         for change in poll.changes:
             since = [ranges for stamp, ranges in self._history if stamp > change.start]
             for symbol, lo, hi in change.ranges:
                 if symbol not in mine:
                     continue
+                if tail_from is not None and hi >= tail_from:
+                    learn.setdefault(symbol, []).append((max(lo, tail_from), hi + 1))
                 theirs = _buckets(intervals, lo, hi)
-                if tail_from is not None and theirs[1] > tail_from:
-                    spans.setdefault(symbol, []).append((max(theirs[0], tail_from), theirs[1]))
-                for ours in (r[symbol] for r in since if symbol in r):
-                    ours = _buckets(intervals, *ours)
+                for ours in (_buckets(intervals, *r[symbol]) for r in since if symbol in r):
                     if max(theirs[0], ours[0]) < min(theirs[1], ours[1]):
-                        spans.setdefault(symbol, []).append((max(theirs[0], ours[0]), min(theirs[1], ours[1])))
-        parts = []
+                        stale.setdefault(symbol, []).append((max(theirs[0], ours[0]), min(theirs[1], ours[1])))
+        return self._read_1m(learn), self._read_1m(stale, whole_buckets=True)
+
+    def _read_1m(self, spans: dict[str, list[tuple[int, int]]], *, whole_buckets: bool = False) -> pl.DataFrame:
+        """The stored 1m bars of ``[start, end)`` spans per symbol, one read per distinct span."""
+        reads: dict[tuple[int, int | None], list[str]] = {}
         for symbol, wanted in spans.items():
             for start, end in _merged(wanted):
-                start, end = _buckets(intervals, start, min(end, _FOREVER) - 1) if end < _FOREVER else (start, None)
-                parts.append(read_versioned(self.data_dir, "1m", symbols=[symbol], start_ms=start, end_ms=end))
+                if end >= _FOREVER:
+                    span: tuple[int, int | None] = (start, None)
+                else:
+                    span = _buckets(self.config.resample_intervals, start, end - 1) if whole_buckets else (start, end)
+                reads.setdefault(span, []).append(symbol)
+        parts = [read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=start, end_ms=end)
+                 for (start, end), symbols in reads.items()]
         return latest(pl.concat(parts)) if parts else pl.DataFrame(schema=VERSIONED_SCHEMA)
 
-    def _remember(self, minutes: pl.DataFrame, others: pl.DataFrame) -> None:
-        if minutes.is_empty() and others.is_empty():
+    def _remember(self, minutes: pl.DataFrame) -> None:
+        if minutes.is_empty():
             return
-        tail = latest(pl.concat([self._tail, others, minutes]))
+        tail = latest(pl.concat([self._tail, minutes]))
         horizon = int(tail.get_column("open_time").max()) - 2 * self._tail_minutes * MINUTE_MS
         self._tail = tail.filter(pl.col("open_time") >= horizon)
 
