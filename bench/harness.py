@@ -56,3 +56,19 @@ def measure(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
+
+
+def interleaved(candidates: dict[str, Callable[[], Any]], *, rounds: int) -> dict[str, float]:
+    """Best wall time of each candidate, in seconds, taking turns: every round runs each once.
+
+    Fair under a shared machine's drifting load: a figure and its baselines get the same
+    number of tries, spread over the same stretch of time.
+    """
+    best = dict.fromkeys(candidates, float("inf"))
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best

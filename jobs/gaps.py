@@ -33,8 +33,7 @@ from pathlib import Path
 
 from klinestore.core.intervals import bar_open, interval_ms, next_open
 from klinestore.ingest.clock import ExchangeClock
-from klinestore.storage.reader import find_gaps_many
-from klinestore.storage.store import RestartState
+from klinestore.storage import RestartState, find_gaps_many
 from klinestore.storage.tables import QualityDB
 
 log = logging.getLogger(__name__)

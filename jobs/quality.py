@@ -42,7 +42,7 @@ from klinestore.jobs.gaps import GapKeeper
 from klinestore.jobs.heartbeat import QualityMonitor
 from klinestore.jobs.reconciler import KlineReconciler
 from klinestore.jobs.scheduler import JobScheduler
-from klinestore.storage.store import RestartState
+from klinestore.storage import RestartState
 from klinestore.storage.tables import QualityDB
 
 log = logging.getLogger(__name__)

@@ -35,10 +35,8 @@ from klinestore.core.schema import EXCHANGE_SOURCES, Bar
 from klinestore.ingest.config import ToleranceConfig
 from klinestore.ingest.protocol.rest import RestKline
 from klinestore.jobs.compare import Mismatch, compare_bars
-from klinestore.storage.frames import to_bars, to_ms
-from klinestore.storage.resample import resample
+from klinestore.storage import bars_from_trades, resample, to_bars, to_ms
 from klinestore.storage.tables import ReconciliationRow
-from klinestore.storage.trades import bars_from_trades
 
 #: The largest klines ``limit`` that costs weight 1 (Binance: 1 below 100 rows).
 REST_LIMIT_MAX = 99

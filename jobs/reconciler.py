@@ -46,7 +46,7 @@ from klinestore.jobs.reconcile import (
     rest_limit,
     trade_check,
 )
-from klinestore.storage.frames import to_bars
+from klinestore.storage import to_bars
 from klinestore.storage.tables import QualityDB
 
 log = logging.getLogger(__name__)

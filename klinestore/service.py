@@ -41,8 +41,7 @@ from klinestore.ingest.status import snapshot
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
 from klinestore.queries.metrics import start_metrics_server
-from klinestore.storage import BarStore, RestartState
-from klinestore.storage.layout import shard_file, wal_dir
+from klinestore.storage import BarStore, RestartState, shard_file
 from klinestore.storage.status import STATUS_FILE, write_status
 
 log = logging.getLogger(__name__)
@@ -203,7 +202,7 @@ class Service:
         """Bars in the WAL not yet in Parquet, and the WAL's segments and bytes on disk."""
         if self.store is None:
             return {}
-        segments = [p for p in wal_dir(self.data_dir, self.store.writer).glob("*.wal") if p.is_file()]
+        segments = self.store.wal_segments()
         sizes = []
         for path in segments:
             try:

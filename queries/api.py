@@ -24,8 +24,8 @@ import polars as pl
 from klinestore.queries import sql as _sql
 from klinestore.queries.gaps import expected_end, gap_frame, missing_runs
 from klinestore.queries.times import optional_ms, to_ms
+from klinestore.storage import Dataset
 from klinestore.storage.config import default_data_dir as configured_data_dir
-from klinestore.storage.reader import read_bars
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,9 +54,8 @@ def bars(
     Columns: the 15 bar columns, times ``Datetime("ms", "UTC")``; with ``as_pandas`` a pandas
     frame with ``datetime64[ms, UTC]`` times (pandas must be installed).
     """
-    frame = read_bars(
-        default_data_dir(data_dir), symbol, interval,
-        optional_ms(start, name="start"), optional_ms(end, name="end"), market=market,
+    frame = Dataset(default_data_dir(data_dir), market).read(
+        symbol, interval, optional_ms(start, name="start"), optional_ms(end, name="end")
     )
     return frame.to_pandas() if as_pandas else frame
 
@@ -97,5 +96,5 @@ def gaps(
     """
     start_ms = to_ms(start, name="start")
     end_ms = expected_end(interval, optional_ms(end, name="end"))
-    frame = read_bars(default_data_dir(data_dir), symbol, interval, start_ms, end_ms)
+    frame = Dataset(default_data_dir(data_dir)).read(symbol, interval, start_ms, end_ms)
     return gap_frame(missing_runs(frame, interval, start_ms, end_ms, count_incomplete=count_incomplete), interval)

@@ -27,7 +27,7 @@ from klinestore.queries.files import atomic_output
 from klinestore.queries.gaps import expected_end, missing_count, missing_runs
 from klinestore.queries.sql import connect, execute
 from klinestore.queries.times import optional_ms, short, to_ms
-from klinestore.storage.reader import read_bars
+from klinestore.storage import Dataset
 
 MAX_CANDLES = 20_000
 DPI = 110
@@ -45,7 +45,7 @@ def candles_chart(
     end_ms = expected_end(interval, optional_ms(end, name="end"), now_ms)
     if end_ms <= start_ms:
         raise QueryError(f"nothing to draw: no closed {interval} bar in [{short(start_ms)}, {short(end_ms)})")
-    frame = read_bars(default_data_dir(data_dir), symbol, interval, start_ms, end_ms)
+    frame = Dataset(default_data_dir(data_dir)).read(symbol, interval, start_ms, end_ms)
     if frame.height > MAX_CANDLES:
         raise QueryError(f"{frame.height:,} bars are too many candles to see; use a longer interval or a shorter range")
     missing = missing_runs(frame, interval, start_ms, end_ms, count_incomplete=False)

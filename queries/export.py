@@ -22,7 +22,8 @@ and renamed, so a file is complete or absent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -40,9 +41,7 @@ from klinestore.queries.files import atomic_output
 from klinestore.queries.gaps import describe_runs, expected_end, missing_count, missing_runs
 from klinestore.queries.output import presentable
 from klinestore.queries.times import optional_ms, short, to_ms
-from klinestore.storage.frames import TIME
-from klinestore.storage.layout import MARKETS
-from klinestore.storage.reader import expected_opens, read_bars
+from klinestore.storage import TIME, Dataset, expected_opens, parquet_writer
 
 Format = Literal["parquet", "csv", "binance", "freqtrade", "backtesting"]
 FORMATS: tuple[str, ...] = ("parquet", "csv", "binance", "freqtrade", "backtesting")
@@ -114,8 +113,8 @@ def export(
         raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if on_gap not in ON_GAP:
         raise ExportError(f"unknown gap policy {on_gap!r}; expected one of {', '.join(ON_GAP)}")
-    if market not in MARKETS:
-        raise ExportError(f"unknown market {market!r}; expected one of {', '.join(MARKETS)}")
+    if market not in Dataset.MARKETS:
+        raise ExportError(f"unknown market {market!r}; expected one of {', '.join(Dataset.MARKETS)}")
     data_dir = default_data_dir(data_dir)
     start_ms = to_ms(start, name="start")
     end_ms = expected_end(interval, optional_ms(end, name="end"), now_ms)
@@ -156,6 +155,7 @@ class _Chunks:
     def __init__(self, data_dir: Path, symbol: str, interval: str, start_ms: int, end_ms: int, on_gap: str,
                  allow_incomplete: bool, progress: Progress | None, market: str = "um") -> None:
         self.data_dir, self.symbol, self.interval, self.market = data_dir, symbol, interval, market
+        self.dataset = Dataset(data_dir, market)
         self.start_ms, self.end_ms = start_ms, end_ms
         self.on_gap, self.count_incomplete = on_gap, not allow_incomplete
         self.progress = progress
@@ -168,7 +168,7 @@ class _Chunks:
         if self.on_gap == "fill":
             self._previous_close = self._close_before(self.start_ms)
         for low, high in _months(self.start_ms, self.end_ms):
-            frame = read_bars(self.data_dir, self.symbol, self.interval, low, high, market=self.market)
+            frame = self.dataset.read(self.symbol, self.interval, low, high)
             runs = missing_runs(frame, self.interval, low, high, count_incomplete=self.count_incomplete)
             self._add_runs(runs)
             if runs and self.on_gap != "fail":
@@ -230,7 +230,7 @@ class _Chunks:
     def _close_before(self, start_ms: int) -> float | None:
         """Close of the newest bar before ``start_ms`` (a fill at the range start needs it)."""
         for low in (start_ms - _LOOKBACK_MS, None):
-            frame = read_bars(self.data_dir, self.symbol, self.interval, low, start_ms, market=self.market)
+            frame = self.dataset.read(self.symbol, self.interval, low, start_ms)
             if self.count_incomplete:
                 frame = frame.filter(pl.col("is_complete"))
             if frame.height:
@@ -259,13 +259,25 @@ def _months(start_ms: int, end_ms: int) -> Iterator[tuple[int, int]]:
 
 
 def _write_parquet(chunks: _Chunks, path: Path, symbol: str, interval: str) -> int:
+    """The dataset's own encodings (storage's writer); the next month is read while one is encoded."""
     rows = 0
-    with pq.ParquetWriter(path, BAR_SCHEMA, compression="zstd") as writer:
-        for frame in chunks:
+    with parquet_writer(path, BAR_SCHEMA) as writer:
+        for frame in _read_ahead(chunks):
             if frame.height:
                 writer.write_table(frame.to_arrow().cast(BAR_SCHEMA))
                 rows += frame.height
     return rows
+
+
+def _read_ahead(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """``frames`` in order, the next one read on a thread while the caller handles this one
+    (Parquet encoding and Polars reads release the GIL: two cores instead of one)."""
+    items = iter(frames)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, items, None)
+        while (frame := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield frame
 
 
 def _write_csv(chunks: _Chunks, path: Path, symbol: str, interval: str) -> int:
@@ -302,7 +314,7 @@ def _collect(chunks: _Chunks) -> pl.DataFrame:
     frames = [frame for frame in chunks if frame.height]
     if frames:
         return pl.concat(frames)
-    return read_bars(chunks.data_dir, chunks.symbol, chunks.interval, 0, 0, market=chunks.market)
+    return chunks.dataset.read(chunks.symbol, chunks.interval, 0, 0)
 
 
 def _write_freqtrade(chunks: _Chunks, path: Path, symbol: str, interval: str) -> int:

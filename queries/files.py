@@ -8,9 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from klinestore.queries.errors import ExportError
+from klinestore.storage import fsync_dir, fsync_file, tmp_path
 from klinestore.storage.fsguard import create_new
-from klinestore.storage.layout import tmp_path
-from klinestore.storage.txn import fsync_dir, fsync_file
 
 
 @contextmanager

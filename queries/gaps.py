@@ -15,8 +15,7 @@ import polars as pl
 
 from klinestore.core.intervals import bar_open, check_interval, next_open
 from klinestore.queries.times import short
-from klinestore.storage.frames import TIME
-from klinestore.storage.reader import gaps_among
+from klinestore.storage import TIME, gaps_among
 
 #: Runs listed in a message before "... and N more".
 SHOWN_RUNS = 5

@@ -31,7 +31,7 @@ from klinestore.queries.errors import QueryError
 from klinestore.queries.fields import as_dict, as_list, as_number, dataqual_scores, epoch_ms, last_flush_ms
 from klinestore.queries.sql import connect, execute
 from klinestore.queries.times import iso
-from klinestore.storage.layout import data_files, dataset_root, list_partitions, shard_writer, writer_slot
+from klinestore.storage import Dataset, Partition, shard_writer, writer_slot
 
 STATUS_FILE = "status.json"
 STALE_INTERVALS = 3
@@ -202,12 +202,12 @@ def dataset_summary(data_dir: Path, now: int) -> list[dict[str, Any]]:
     ``now`` is exchange time when the service reported it (a simulator's clock runs fast),
     so ``newest_age_s`` is how far the newest bar lags the market.
     """
-    by_interval: dict[str, list[Path]] = {}
-    for interval, _, path in list_partitions(dataset_root(data_dir, "um")):
-        by_interval.setdefault(interval, []).append(path)
+    by_interval: dict[str, list[Partition]] = {}
+    for partition in Dataset(data_dir).partitions():
+        by_interval.setdefault(partition.interval, []).append(partition)
     out = []
     for interval, partitions in by_interval.items():
-        files = [[p for _, p in data_files(part)] for part in partitions]
+        files = [part.files() for part in partitions]
         newest = _newest(files)
         out.append({
             "interval": interval, "months": len(partitions), "files": sum(len(f) for f in files),

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import duckdb
 
-from klinestore.core.intervals import INTERVALS, interval_sort_key
-from klinestore.storage.layout import dataset_root, list_partitions
-from klinestore.storage.reader import bars_relation_sql
+from klinestore.core.intervals import interval_sort_key
+from klinestore.storage import Dataset
 from klinestore.storage.tables import TABLE_COLUMNS, TABLES_DIR, empty_select, published_glob
 
 #: Interval views that exist even on an empty dataset (the service's default intervals).
@@ -42,8 +41,7 @@ MARKET_PREFIX = {"um": "", "spot": "spot_"}
 
 def stored_intervals(data_dir: Path, market: str = "um") -> list[str]:
     """Intervals with a partition directory in one market's dataset, shortest first."""
-    found = {iv for iv, _, _ in list_partitions(dataset_root(data_dir, market)) if iv in INTERVALS}
-    return sorted(found, key=interval_sort_key)
+    return Dataset(data_dir, market).intervals()
 
 
 def view_intervals(data_dir: Path, market: str = "um") -> list[str]:
@@ -52,18 +50,19 @@ def view_intervals(data_dir: Path, market: str = "um") -> list[str]:
 
 def readable_dirs(data_dir: Path) -> list[Path]:
     """The only directories a session may read: the bar datasets and the published tables."""
-    return [*(dataset_root(data_dir, market) for market in MARKET_PREFIX), data_dir / TABLES_DIR]
+    return [*(Dataset(data_dir, market).root for market in MARKET_PREFIX), data_dir / TABLES_DIR]
 
 
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> list[str]:
     """Create every view on ``con``; returns their names (bars first, then intervals, spot, tables)."""
     names = []
     for market, prefix in MARKET_PREFIX.items():
-        con.execute(f"CREATE OR REPLACE VIEW {prefix}bars AS {bars_relation_sql(data_dir, market=market)}")
+        dataset = Dataset(data_dir, market)
+        con.execute(f"CREATE OR REPLACE VIEW {prefix}bars AS {dataset.relation_sql()}")
         names.append(f"{prefix}bars")
         for interval in view_intervals(data_dir, market):
             name = prefix + interval_view(interval)
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {bars_relation_sql(data_dir, interval, market=market)}")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset.relation_sql(interval)}")
             names.append(name)
     for table in TABLE_VIEWS:
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {table_select(data_dir, table)}")

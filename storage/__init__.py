@@ -1,18 +1,26 @@
 """Everything klinestore keeps on disk: WAL, Parquet dataset, resampling, import, warm restart.
 
-The public surface, re-exported here: :class:`BarStore` (the live sink), the readers
+The public surface, re-exported here: :class:`Dataset` (a market's bars on disk: reading,
+its SQL relation, its partitions), :class:`BarStore` (the live sink), the readers
 (:func:`read_bars`, :func:`load_recent`, :func:`find_gaps`, :func:`find_gaps_many`, :func:`last_stored_open_time`,
 :func:`bars_relation_sql`), :func:`resample` / :func:`resample_many` /
-:func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` and the errors.
+:func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` the writer and status-file names, and the errors. Other packages import
+only from here; the modules behind it are storage's own.
 """
 
 from klinestore.core.schema import BAR_SCHEMA, EXCHANGE_SOURCES, KLINE_FIELDS, SOURCES, Bar
+from klinestore.storage.archive import find_archives
+from klinestore.storage.dataset import Dataset, Partition
 from klinestore.storage.errors import ArchiveError, BarError, DatasetError, StorageError, WalError
+from klinestore.storage.frames import TIME, to_bars, to_ms
 from klinestore.storage.importer import ImportReport, import_archives
+from klinestore.storage.layout import shard_file, shard_writer, tmp_path, writer_slot
 from klinestore.storage.reader import (
     bars_relation_sql,
+    expected_opens,
     find_gaps,
     find_gaps_many,
+    gaps_among,
     last_open_times,
     last_stored_open_time,
     load_recent,
@@ -22,10 +30,14 @@ from klinestore.storage.reader import (
 from klinestore.storage.resample import resample, resample_many, resample_touched, resample_touched_many
 from klinestore.storage.store import BarStore, FlushReport, RestartState
 from klinestore.storage.trades import bars_from_trades
+from klinestore.storage.txn import fsync_dir, fsync_file
+from klinestore.storage.writer import parquet_writer
 
 __all__ = [
-    "ArchiveError", "BAR_SCHEMA", "Bar", "BarError", "BarStore", "DatasetError", "EXCHANGE_SOURCES", "FlushReport",
-    "ImportReport", "KLINE_FIELDS", "RestartState", "SOURCES", "StorageError", "WalError", "bars_from_trades",
-    "bars_relation_sql", "find_gaps", "find_gaps_many", "import_archives", "last_open_times", "last_stored_open_time",
-    "load_recent", "missing_after", "read_bars", "resample", "resample_many", "resample_touched", "resample_touched_many",
+    "ArchiveError", "BAR_SCHEMA", "Bar", "BarError", "BarStore", "Dataset", "DatasetError", "EXCHANGE_SOURCES",
+    "FlushReport", "ImportReport", "KLINE_FIELDS", "Partition", "RestartState", "SOURCES", "StorageError", "TIME",
+    "WalError", "bars_from_trades", "bars_relation_sql", "expected_opens", "find_archives", "find_gaps", "find_gaps_many", "gaps_among",
+    "import_archives", "last_open_times", "last_stored_open_time", "load_recent", "missing_after", "read_bars",
+    "resample", "resample_many", "resample_touched", "resample_touched_many", "shard_file", "shard_writer", "to_bars",
+    "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer",
 ]

@@ -37,6 +37,7 @@ from klinestore.storage.config import StorageConfig
 from klinestore.storage.frames import PARTITION_KEY, latest, with_version
 from klinestore.storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root
 from klinestore.storage.locks import WriterLock
+from klinestore.storage.markers import announcement
 from klinestore.storage.reader import read_versioned
 from klinestore.storage.resample import bucket_ends, bucket_opens, resample_many
 from klinestore.storage.txn import Publish, recover
@@ -92,6 +93,7 @@ def import_archives(
         try:
             with ThreadPoolExecutor(max_workers=_CORES) as workers, ThreadPoolExecutor(max_workers=_CORES) as encoders:
                 files = PartitionFiles(publish, root, encoders)
+                minutes: dict[str, tuple[int, int]] = {}  # per symbol, the 1m range written
                 try:
                     prepared = (workers.submit(_prepare, key, bars, data_dir, market, config.resample_intervals, stamp)
                                 for key, bars in _groups(groups, progress))
@@ -103,6 +105,7 @@ def import_archives(
                             report.unchanged += group.rows - group.written
                             report.resampled += group.resampled
                             staged.extend(group.staged)
+                            minutes.update(_minute_range(group))
                         for part in _per_interval(staged):
                             files.add(part)
                         if files.rows >= STAGE_ROWS:
@@ -112,6 +115,8 @@ def import_archives(
                 except BaseException:
                     files.discard()
                     raise
+            if minutes and market == "um":  # the live service resamples USD-M minutes: tell it
+                publish.announce = announcement(stamp, minutes)
             publish.commit()
         except BaseException:
             publish.abort()
@@ -141,6 +146,11 @@ def _prepare(
     derived = _resampled(changed, data_dir, market, symbol, intervals) if interval == "1m" else {}
     staged = [(iv, with_version(frame, stamp)) for iv, frame in [(interval, changed), *derived.items()] if frame.height]
     return _Group(symbol, bars.height, changed.height, sum(f.height for f in derived.values()), staged)
+
+
+def _minute_range(group: _Group) -> dict[str, tuple[int, int]]:
+    opens = [frame.get_column("open_time") for interval, frame in group.staged if interval == "1m"]
+    return {group.symbol: (min(int(o.min()) for o in opens), max(int(o.max()) for o in opens))} if opens else {}
 
 
 def _in_order(futures: Iterator[Future[_Group]], *, ahead: int) -> Iterator[_Group]:

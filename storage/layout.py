@@ -11,6 +11,7 @@
       state/
         s0000.lock                         held by the process that writes as shard 0
         txn-s0000-<stamp>.json             a publish in progress, or inputs awaiting deletion
+        marker-s0000.json                  the writer's publish generation and last 1m ranges
 
 A *writer* is a shard of the live service (``s0000``..``s4095``) or the importer (``imp``).
 Each writer holds its lock, writes only files with its own name in them and compacts only

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from klinestore.core.errors import InvalidSymbol
@@ -29,13 +31,17 @@ from klinestore.storage.errors import BarError, StorageError
 from klinestore.storage.frames import VERSIONED_SCHEMA, from_bars, latest
 from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
 from klinestore.storage.locks import WriterLock
+from klinestore.storage.markers import MarkerWatch, Poll, announcement
 from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
-from klinestore.storage.resample import interval_minutes, resample_touched_many
+from klinestore.storage.resample import bucket_ends, bucket_opens, interval_minutes, resample_touched_many
 from klinestore.storage.txn import Publish, recover
 from klinestore.storage.wal import Wal
 from klinestore.storage.writer import write_partitions
 
 _INTERVALS = frozenset(INTERVALS)
+#: Flushes a shard remembers to match against other writers' publishes (at one a minute, 4 hours).
+HISTORY = 256
+_FOREVER = 2**62
 _SOURCES = frozenset(SOURCES)
 
 
@@ -87,6 +93,10 @@ class BarStore:
         self._symbols: set[str] = set()
         self._tail = pl.DataFrame(schema=VERSIONED_SCHEMA)  # recent 1m bars, for resampling
         self._tail_minutes = max((interval_minutes(i) for i in config.resample_intervals), default=1)
+        self._watch = MarkerWatch(self.data_dir, self.writer)
+        #: (stamp after publish, {symbol: (first, last) 1m open time}) of this shard's last flushes
+        self._history: deque[tuple[int, dict[str, tuple[int, int]]]] = deque(maxlen=HISTORY)
+        self._opened = 0  # stamp at open: what this shard wrote before is not in its history
         self._open = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -107,6 +117,8 @@ class BarStore:
             self._stamper.observe(stamp)
             self._put(stamp, bars)
         self._open = True
+        self._watch.prime()  # before the tail is read: a publish after this is seen by the next flush
+        self._opened = self._stamper.next()
         self._tail = self._load_tail()
         return RestartState(
             replayed_bars=replay.bars, wal_segments=replay.segments, torn_bytes=replay.torn_bytes,
@@ -153,20 +165,30 @@ class BarStore:
             self._put(stamp, bars)
 
     def flush(self) -> FlushReport:
-        """Publish the pending bars and their resampled buckets as Parquet; trim the WAL."""
+        """Publish the pending bars and their resampled buckets as Parquet; trim the WAL.
+
+        Also recomputes the buckets that other writers' 1m publishes (an import, another
+        shard) may have made stale, even when nothing is pending.
+        """
         started = time.perf_counter()
         with self._flush_mutex:
+            start = self._stamper.next()
+            poll = self._watch.poll()  # before anything is read: a later publish is the next flush's
             with self._mutex:
                 batch, self._pending = self._pending, {}
                 sealed = self._wal.rotate() if self._open else []
-            if not batch and not sealed:
+            if not batch and not sealed and not poll.changes and not poll.missed:
                 return FlushReport()
             publish = Publish(self.data_dir, self.writer, self._stamper)
             try:
                 frame = from_bars([bar for _, bar in batch.values()], [stamp for stamp, _ in batch.values()])
-                resampled = self._resample(frame.filter(pl.col("interval") == "1m"))
+                minutes = frame.filter(pl.col("interval") == "1m")
+                learned, stale = self._others(poll, minutes)
+                resampled = self._resample(minutes, learned, stale)
                 write_partitions(publish, self.root, pl.concat([frame, resampled]))
                 publish.delete(sealed)
+                ranges = _ranges(minutes)
+                publish.announce = announcement(start, ranges) if ranges else None
                 publish.commit()
             except BaseException:
                 publish.abort()
@@ -174,7 +196,10 @@ class BarStore:
                     for key, (stamp, bar) in batch.items():
                         self._keep_best(key, stamp, bar)
                 raise
-            self._remember(frame)
+            self._watch.advance(poll)
+            self._remember(pl.concat([learned, stale, minutes]))
+            if ranges:
+                self._history.append((self._stamper.next(), ranges))
         return FlushReport(
             bars=frame.height, resampled=resampled.height, files=len(publish.created), wal_segments=len(sealed),
             seconds=time.perf_counter() - started,
@@ -193,6 +218,10 @@ class BarStore:
     def load_recent(self, symbols: Sequence[str], sizes: Mapping[str, int]) -> dict[tuple[str, str], pl.DataFrame]:
         """:func:`storage.load_recent` on this store's data directory (Parquet plus WAL)."""
         return load_recent(self.data_dir, symbols, sizes)
+
+    def wal_segments(self) -> list[Path]:
+        """This shard's WAL segment files on disk (for status: their count and bytes)."""
+        return [p for p in wal_dir(self.data_dir, self.writer).glob("*.wal") if p.is_file()]
 
     @property
     def pending_bars(self) -> int:
@@ -228,26 +257,74 @@ class BarStore:
         if held is None or _rank(bar) + stamp >= _rank(held[1]) + held[0]:
             self._pending[key] = (stamp, bar)
 
-    def _resample(self, minutes: pl.DataFrame) -> pl.DataFrame:
-        """Buckets completed (or changed) by the 1m bars of this flush, versioned now."""
+    def _resample(self, minutes: pl.DataFrame, learned: pl.DataFrame, stale: pl.DataFrame) -> pl.DataFrame:
+        """Buckets completed (or changed) by this flush's 1m bars, and the ``stale`` ones, versioned now."""
         intervals = self.config.resample_intervals
-        if minutes.is_empty() or not intervals:
+        if minutes.is_empty() and stale.is_empty() or not intervals:
             return pl.DataFrame(schema=VERSIONED_SCHEMA)
-        span = self._tail_minutes * MINUTE_MS
-        known = latest(pl.concat([self._tail, minutes]))
-        oldest = int(minutes.get_column("open_time").min()) // span * span - span
+        known = latest(pl.concat([self._tail, learned, stale, minutes]))
         covered = int(self._tail.get_column("open_time").min()) if self._tail.height else None
-        if covered is None or oldest < covered:  # a back-fill older than the tail: read its buckets
-            symbols = minutes.get_column("symbol").unique().to_list()
-            stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
-            known = latest(pl.concat([stored, known]))
-        touched = minutes.select("symbol", "open_time")
+        if minutes.height:
+            span = self._tail_minutes * MINUTE_MS
+            oldest = int(minutes.get_column("open_time").min()) // span * span - span
+            if covered is None or oldest < covered:  # a back-fill older than the tail: read its buckets
+                symbols = minutes.get_column("symbol").unique().to_list()
+                stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
+                known = latest(pl.concat([stored, known]))
+        touched = pl.concat([minutes.select("symbol", "open_time"), stale.select("symbol", "open_time")])
         stamp = self._stamper.next()
-        out = resample_touched_many(known.drop("version"), intervals, touched)
+        out = resample_touched_many(known.drop("version"), intervals, touched.unique())
         return pl.concat(out.values()).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
 
-    def _remember(self, frame: pl.DataFrame) -> None:
-        minutes = frame.filter(pl.col("interval") == "1m")
+    def _others(self, poll: Poll, minutes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Other writers' stored 1m bars this shard must take in: ``(learned, stale)``.
+
+        ``learned``: their announced minutes inside the tail, which resamples from memory
+        (a bucket this shard completes later must count them). ``stale``: the stored minutes
+        of every bucket this shard published into after that writer began reading: either
+        may have resampled it without the other's minutes, so it is recomputed now. The
+        other buckets a writer touched it resampled itself from what was stored. With
+        publishes missed, every bucket of the tail is stale.
+        """
+        empty = pl.DataFrame(schema=VERSIONED_SCHEMA)
+        intervals = self.config.resample_intervals
+        if not intervals or not (poll.changes or poll.missed):
+            return empty, empty
+        mine = self._symbols | set(self._tail.get_column("symbol").unique()) | set(minutes.get_column("symbol").unique())
+        tail_from = int(self._tail.get_column("open_time").min()) if self._tail.height else None
+        learn: dict[str, list[tuple[int, int]]] = {}
+        stale: dict[str, list[tuple[int, int]]] = {}
+        if poll.missed and tail_from is not None:
+            for symbol in mine:
+                stale.setdefault(symbol, []).append((tail_from, _FOREVER))
+        for change in poll.changes:
+            since = [ranges for stamp, ranges in self._history if stamp > change.start]
+            for symbol, lo, hi in change.ranges:
+                if symbol not in mine:
+                    continue
+                if tail_from is not None and hi >= tail_from:
+                    learn.setdefault(symbol, []).append((max(lo, tail_from), hi + 1))
+                theirs = _buckets(intervals, lo, hi)
+                for ours in (_buckets(intervals, *r[symbol]) for r in since if symbol in r):
+                    if max(theirs[0], ours[0]) < min(theirs[1], ours[1]):
+                        stale.setdefault(symbol, []).append((max(theirs[0], ours[0]), min(theirs[1], ours[1])))
+        return self._read_1m(learn), self._read_1m(stale, whole_buckets=True)
+
+    def _read_1m(self, spans: dict[str, list[tuple[int, int]]], *, whole_buckets: bool = False) -> pl.DataFrame:
+        """The stored 1m bars of ``[start, end)`` spans per symbol, one read per distinct span."""
+        reads: dict[tuple[int, int | None], list[str]] = {}
+        for symbol, wanted in spans.items():
+            for start, end in _merged(wanted):
+                if end >= _FOREVER:
+                    span: tuple[int, int | None] = (start, None)
+                else:
+                    span = _buckets(self.config.resample_intervals, start, end - 1) if whole_buckets else (start, end)
+                reads.setdefault(span, []).append(symbol)
+        parts = [read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=start, end_ms=end)
+                 for (start, end), symbols in reads.items()]
+        return latest(pl.concat(parts)) if parts else pl.DataFrame(schema=VERSIONED_SCHEMA)
+
+    def _remember(self, minutes: pl.DataFrame) -> None:
         if minutes.is_empty():
             return
         tail = latest(pl.concat([self._tail, minutes]))
@@ -269,6 +346,30 @@ class BarStore:
         for (symbol, interval, open_time) in self._pending:
             out[(symbol, interval)] = max(out.get((symbol, interval), open_time), open_time)
         return out
+
+
+def _ranges(minutes: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per symbol, the first and last open time of some 1m bars."""
+    spans = minutes.group_by("symbol").agg(lo=pl.col("open_time").min(), hi=pl.col("open_time").max())
+    return {symbol: (lo, hi) for symbol, lo, hi in spans.iter_rows()}
+
+
+def _buckets(intervals: Sequence[str], lo: int, hi: int) -> tuple[int, int]:
+    """``[start, end)`` of every bucket of ``intervals`` holding a minute in ``[lo, hi]``."""
+    edges = np.array([lo, hi], dtype=np.int64)
+    starts = [bucket_opens(edges, interval) for interval in intervals]
+    return (min(int(s[0]) for s in starts),
+            max(int(bucket_ends(s[1:], interval)[0]) for s, interval in zip(starts, intervals)))
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _rank(bar: Bar) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 from klinestore.storage.errors import StorageError
 from klinestore.storage.fsguard import create_new
 from klinestore.storage.layout import Stamper, state_dir, tmp_path
+from klinestore.storage.markers import bumped, marker_path, read_marker
 
 
 def fsync_dir(path: Path) -> None:
@@ -48,14 +49,18 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: object) -> None:
+def write_json_atomic(path: Path, data: object, *, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data`` as JSON, all or nothing; durable once its directory is
+    fsynced (here, unless the caller fsyncs that directory next anyway)."""
+    text = json.dumps(data, separators=(",", ":"))  # one C-encoded string: json.dump writes piece by piece
     tmp = tmp_path(path)
     with create_new(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 @dataclass(slots=True)
@@ -69,6 +74,7 @@ class Publish:
     created: list[Path] = field(default_factory=list)
     deleted: list[Path] = field(default_factory=list)
     obsolete: list[Path] = field(default_factory=list)
+    announce: dict | None = None  # :func:`klinestore.storage.markers.announcement` of the 1m bars written
 
     def new_file(self, final: Path) -> Path:
         """Register ``final`` and return the tmp path the caller writes (and fsyncs) first."""
@@ -100,6 +106,7 @@ class Publish:
             "delete": [rel(p) for p in self.deleted],
             "obsolete": [rel(p) for p in self.obsolete],
             "delete_after": time.time() + self.grace,
+            "announce": self.announce,
         }
         try:
             write_json_atomic(journal, entry)
@@ -127,14 +134,18 @@ def _roll_forward(data_dir: Path, journal: Path, entry: dict) -> None:
     for directory in dirs:
         if directory.exists():
             fsync_dir(directory)
+    if entry.get("announce"):  # the files are visible: now the other writers may learn of them
+        path = marker_path(data_dir, journal.name.split("-")[1])
+        write_json_atomic(path, bumped(read_marker(path), entry["announce"]), sync_dir=False)  # state/ is synced below
     if entry["obsolete"] and entry["delete_after"] > time.time():
-        if entry["create"] or entry["delete"]:
-            write_json_atomic(journal, {**entry, "create": [], "delete": []})
+        if entry["create"] or entry["delete"] or entry.get("announce"):
+            write_json_atomic(journal, {**entry, "create": [], "delete": [], "announce": None})
         return
+    retired: set[Path] = set()  # the created files' directories are durable already
     for rel in entry["obsolete"]:
         (data_dir / rel).unlink(missing_ok=True)
-        dirs.add((data_dir / rel).parent)
-    for directory in dirs:
+        retired.add((data_dir / rel).parent)
+    for directory in retired:
         if directory.exists():
             fsync_dir(directory)
     journal.unlink(missing_ok=True)

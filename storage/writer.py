@@ -211,7 +211,7 @@ class _StreamedFile:
         try:
             if self._writer is None:
                 self._handle = create_new(self.path)
-                self._writer = _parquet_writer(self._handle)
+                self._writer = parquet_writer(self._handle)
             table = pa.concat_tables([to_arrow(f) for f in frames])  # chunks side by side, no copy
             self._writer.write_table(table, row_group_size=self._group_rows)
         except (OSError, pa.ArrowException) as exc:
@@ -245,11 +245,19 @@ def _split(frames: list[pl.DataFrame], rows: int) -> tuple[list[pl.DataFrame], l
     return head, []
 
 
-def _parquet_writer(handle: BinaryIO) -> pq.ParquetWriter:
+def parquet_writer(sink: BinaryIO | Path | str, schema: pa.Schema = FILE_SCHEMA) -> pq.ParquetWriter:
+    """A Parquet writer of bars sorted by (symbol, open_time) with the dataset's encodings.
+
+    Data files use :data:`FILE_SCHEMA`; an export of bars (``BAR_SCHEMA``) gets the same
+    encodings: 3x faster to write than pyarrow's defaults, which try a dictionary on every
+    float column.
+    """
+    names = set(schema.names)
     return pq.ParquetWriter(
-        handle, FILE_SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
-        use_dictionary=["symbol", "source"], column_encoding=_DELTA,
-        sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
+        sink, schema, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
+        use_dictionary=[c for c in ("symbol", "interval", "source") if c in names],
+        column_encoding={c: e for c, e in _DELTA.items() if c in names},
+        sorting_columns=[pq.SortingColumn(schema.get_field_index(c)) for c in PARTITION_KEY],
     )
 
 
@@ -262,7 +270,7 @@ def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path, interv
     rows = 0
     try:
         with create_new(path) as handle:
-            with _parquet_writer(handle) as writer:
+            with parquet_writer(handle) as writer:
                 for frame in [frames] if isinstance(frames, pl.DataFrame) else frames:
                     writer.write_table(to_arrow(frame), row_group_size=row_group_rows(interval))
                     rows += frame.height

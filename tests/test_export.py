@@ -246,3 +246,26 @@ def test_spot_archives_are_queryable_and_exportable_apart_from_usdm(tmp_path: Pa
     frame = pd.read_feather(tmp_path / "user_data" / "BTC_USDT-1h.feather")
     assert len(frame) == 168 and str(frame["date"].dtype) == "datetime64[ns, UTC]"
     assert frame["date"].iloc[0] == pd.Timestamp("2023-01-01", tz="UTC")
+
+
+def test_a_parquet_export_over_months_keeps_order_and_the_dataset_encodings(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from klinestore.storage.store import BarStore
+    from storage_support import bar
+
+    data = tmp_path / "data"
+    days = (0, 31, 45, 60)  # January, February twice, March: one chunk per month, read ahead
+    with BarStore(data, StorageConfig(resample_intervals=("1h",))) as store:
+        for day in days:
+            store.append([bar(minute=day * 1440 + m, price=100.0 + day + m % 7) for m in range(120)])
+            store.flush()
+    end = T0 + 61 * DAY
+    report = export("BTCUSDT", "1m", T0, end, "parquet", tmp_path / "x.parquet", data_dir=data, on_gap="drop")
+    frame = pl.read_parquet(tmp_path / "x.parquet")
+    assert report.rows == frame.height == 480 and frame.equals(read_bars(data, "BTCUSDT", "1m", T0, end))
+    assert frame.get_column("open_time").is_sorted()
+    columns = pq.ParquetFile(tmp_path / "x.parquet").metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(columns.num_columns)}
+    assert "DELTA_BINARY_PACKED" in encodings["open_time"]
+    assert not any("DICTIONARY" in e for e in encodings["close"])  # no dictionary tried on prices

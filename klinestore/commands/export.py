@@ -13,8 +13,8 @@ from klinestore.commands import add_bar_range
 from klinestore.queries.api import default_data_dir
 from klinestore.queries.errors import GapError
 from klinestore.queries.export import FORMATS, ON_GAP, export
+from klinestore.storage import Dataset
 from klinestore.storage.fsguard import check_output_path
-from klinestore.storage.layout import MARKETS
 
 HELP = "export one symbol's bars for a backtest (parquet, csv, binance, freqtrade, backtesting)"
 DESCRIPTION = """\
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export incomplete resampled bars as they are instead of treating them as missing",
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (default: storage.data_dir of the config)")
-    parser.add_argument("--market", choices=MARKETS, default="um",
+    parser.add_argument("--market", choices=Dataset.MARKETS, default="um",
                         help="um: USD-M futures (default, what the service stores); spot: spot archives imported "
                              "with --market spot")
 

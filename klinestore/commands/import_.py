@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from klinestore.config import load_config
-from klinestore.storage.archive import find_archives
-from klinestore.storage.importer import import_archives
+from klinestore.storage import find_archives, import_archives
 
 HELP = "import Binance archive files (klines or aggTrades; zip or csv) into the dataset"
 DESCRIPTION = """\

@@ -1,0 +1,103 @@
+"""Does a query cost more when more history is stored? One symbol-year of 1h bars at 1, 5, 10 years.
+
+Three datasets of 50 symbols' 1h bars (one file per month, as a compacted dataset is), the
+newest year the same in each, plus freqtrade's feather files of the same bars (one per pair,
+the whole history). Every candidate (the Python API, SQL on a warm session, freqtrade's
+feather path: read the whole file, its dedup, filter) runs once per round, all interleaved,
+the same number of rounds; each figure is the best of its rounds. Cached under
+``bench/out/`` between runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from bench.bench_queries import OUT, _feather_columns, freqtrade_load
+from bench.harness import Figure, interleaved
+from klinestore.queries.api import bars
+from klinestore.queries.sql import connect, execute
+from klinestore.storage.frames import version_expr
+from klinestore.storage.layout import IMPORT_WRITER, Stamper, dataset_root
+from klinestore.storage.txn import Publish
+from klinestore.storage.writer import write_partitions
+
+AREA = "history"
+HOUR = 3_600_000
+LAST_YEAR = 2024
+SYMBOL = "S007USDT"
+
+
+def _hours(symbols: int, t0: int, count: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = symbols * count
+    open_time = np.tile(t0 + np.arange(count, dtype=np.int64) * HOUR, symbols)
+    price = np.round(100 + np.cumsum(rng.normal(0, 0.05, n)), 2)
+    volume = np.round(rng.random(n) * 50, 3)
+    return pl.DataFrame({
+        "symbol": np.repeat([f"S{i:03d}USDT" for i in range(symbols)], count), "interval": "1h",
+        "open_time": open_time, "close_time": open_time + HOUR - 1, "open": price, "high": np.round(price + 0.3, 2),
+        "low": np.round(price - 0.3, 2), "close": price, "volume": volume, "quote_volume": np.round(volume * price, 5),
+        "trades": rng.integers(1, 500, n), "taker_buy_volume": np.round(volume / 2, 3),
+        "taker_buy_quote_volume": np.round(volume * price / 2, 5), "is_complete": True, "source": "import",
+    })
+
+
+def dataset(symbols: int, years: int) -> tuple[Path, Path]:
+    """(data_dir, the SYMBOL's feather file): ``years`` years of 1h bars ending with LAST_YEAR."""
+    root = OUT / f"history-{symbols}x{years}y-v1"
+    data_dir, feather = root / "data", root / f"{SYMBOL[:-4]}_USDT_USDT-1h-futures.feather"
+    if (root / ".complete").exists():
+        return data_dir, feather
+    shutil.rmtree(root, ignore_errors=True)
+    stamper = Stamper(IMPORT_WRITER)
+    mine = []
+    for k in range(years * 12):
+        start = pd.Timestamp(LAST_YEAR - years + 1 + k // 12, k % 12 + 1, 1, tz="UTC")
+        frame = _hours(symbols, int(start.timestamp() * 1000), int(start.days_in_month) * 24, seed=k)
+        publish = Publish(data_dir, IMPORT_WRITER, stamper)
+        write_partitions(publish, dataset_root(data_dir), frame.with_columns(version_expr(stamper.next())))
+        publish.commit()
+        mine.append(_feather_columns(frame.filter(pl.col("symbol") == SYMBOL)))
+    pl.concat(mine).drop("symbol").to_pandas().to_feather(feather, compression="lz4", compression_level=9)
+    (root / ".complete").touch()
+    return data_dir, feather
+
+
+def run(quick: bool) -> list[Figure]:
+    symbols, histories = (10, (1, 2)) if quick else (50, (1, 5, 10))
+    start, end = pd.Timestamp(LAST_YEAR, 1, 1, tz="UTC"), pd.Timestamp(LAST_YEAR + 1, 1, 1, tz="UTC")
+    query = (f"SELECT * FROM bars_1h WHERE symbol = '{SYMBOL}' AND open_time >= '{start.isoformat()}' "
+             f"AND open_time < '{end.isoformat()}'")
+    candidates, sessions = {}, []
+    for years in histories:
+        data_dir, feather = dataset(symbols, years)
+        con = connect(data_dir)
+        sessions.append(con)
+        rows = {bars(SYMBOL, "1h", start, end, data_dir=data_dir).height, execute(con, query).read_all().num_rows,
+                len(freqtrade_load(feather, start, end))}
+        assert rows == {8784}, rows  # 2024 is a leap year
+        candidates[("api", years)] = lambda d=data_dir: bars(SYMBOL, "1h", start, end, data_dir=d)
+        candidates[("sql", years)] = lambda c=con: execute(c, query).read_all()
+        candidates[("freqtrade", years)] = lambda f=feather: freqtrade_load(f, start, end)
+    best = interleaved(candidates, rounds=3 if quick else 9)
+    for con in sessions:
+        con.close()
+    figures = []
+    baseline = "freqtrade feather: read the whole file, its dedup, filter"
+    for years in histories:
+        notes = {"symbols": symbols, "years_stored": years, "rounds": 3 if quick else 9}
+        ft = best[("freqtrade", years)] * 1000
+        figures.append(Figure(AREA, f"Python API: one symbol-year of 1h bars, {years} y stored",
+                              best[("api", years)] * 1000, "ms", ft, baseline, "lower", "<= freqtrade", notes))
+        figures.append(Figure(AREA, f"SQL (warm session): one symbol-year of 1h bars, {years} y stored",
+                              best[("sql", years)] * 1000, "ms", ft, baseline, "lower", "<= 2x freqtrade", notes))
+    first, last = histories[0], histories[-1]
+    for kind, name in (("api", "Python API"), ("sql", "SQL")):
+        figures.append(Figure(AREA, f"{name}: cost at {last} y stored over {first} y (same answer)",
+                              best[(kind, last)] / best[(kind, first)], "x", better="lower", goal="<= 1.3x"))
+    return figures
