@@ -31,9 +31,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from klinestore.core.intervals import bar_open, interval_ms, next_open
+from klinestore.core.intervals import INTERVALS, bar_open, interval_ms, next_open
 from klinestore.ingest.clock import ExchangeClock
-from klinestore.storage.reader import find_gaps_many
+from klinestore.storage.reader import find_gaps_many, last_open_times
 from klinestore.storage.store import RestartState
 from klinestore.storage.tables import QualityDB
 
@@ -168,6 +168,34 @@ class GapKeeper:
             if hole is not None:
                 await self.on_gap(symbol, interval, hole[0], hole[1], "start")
                 opened += 1
+        return opened
+
+    async def record_quarantined(self, records: Iterable[dict], symbols: Iterable[str], now_ms: int) -> int:
+        """Gaps for the bars damaged files held that no other file holds (reason ``quarantine``).
+
+        A record names the file's interval, open-time range and first and last symbol (from
+        its footer's statistics, else its whole month); only this service's symbols count.
+        """
+        opened = 0
+        wanted = sorted(set(symbols))
+        for record in records:
+            interval, start, end = record.get("interval"), record.get("start_ms"), record.get("end_ms")
+            if not str(record.get("file", "")).startswith("bars/") or interval not in INTERVALS or start is None:
+                continue
+            end = min(int(end), bar_open(now_ms, interval))  # the open bar is not missing
+            named = record.get("symbols")
+            if named:
+                ranges = {s: (int(start), end) for s in wanted if named[0] <= s <= named[-1]}
+            else:  # no statistics (a truncated footer): its whole month, for the symbols stored at all
+                stored = await asyncio.to_thread(last_open_times, self.data_dir, interval, wanted)
+                ranges = {s: (int(start), end) for s in stored}
+            if not ranges or end <= int(start):
+                continue
+            found = await asyncio.to_thread(find_gaps_many, self.data_dir, interval, ranges)
+            for symbol, holes in sorted(found.items()):
+                for low, high in holes:
+                    await self.on_gap(symbol, interval, low, high, "quarantine")
+                    opened += 1
         return opened
 
     async def check(self) -> int:

@@ -99,6 +99,8 @@ class Service:
         self.quality.attach()
         await self.feed.start()
         await self.quality.start(self.scheduler, self.restart)
+        if self.restart is not None:
+            await self.quality.on_quarantined(self.restart.quarantined)
         self._schedule()
         self.scheduler.start()
         if self.config.metrics.enabled:
@@ -243,6 +245,7 @@ class Service:
             return
         report = await asyncio.to_thread(self.store.compact)
         self.compactions += 1
+        await self.quality.on_quarantined(report.quarantined)
         if report.merged_files or report.deleted_files:
             log.info("compaction: %d files merged into %d, %d retired files deleted", report.merged_files,
                      report.written_files, report.deleted_files)

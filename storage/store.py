@@ -29,6 +29,7 @@ from klinestore.storage.errors import BarError, StorageError
 from klinestore.storage.frames import VERSIONED_SCHEMA, from_bars, latest
 from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
 from klinestore.storage.locks import WriterLock
+from klinestore.storage.quarantine import quarantine_writer
 from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
 from klinestore.storage.resample import interval_minutes, resample_touched_many
 from klinestore.storage.txn import Publish, recover
@@ -50,6 +51,8 @@ class RestartState:
     recovered_publishes: int  # interrupted publishes finished or rolled back
     #: Newest stored open time (UTC ms) per (symbol, interval), Parquet plus WAL.
     last_open_times: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: Damaged files of this shard moved to ``quarantine/`` (their records: file, error, coverage).
+    quarantined: tuple[dict, ...] = ()
 
     def gap(self, symbol: str, interval: str, now_ms: int) -> tuple[int, int] | None:
         """Bars missing since the last stored one, at exchange time ``now_ms`` (first live event).
@@ -97,8 +100,10 @@ class BarStore:
             raise StorageError(
                 f"shard {self.writer} of {self.data_dir} is open in another process (pid {self._lock.holder()})"
             )
+        roots = [dataset_root(self.data_dir, m) for m in MARKETS]
         try:
-            recovered = recover(self.data_dir, self.writer, [dataset_root(self.data_dir, m) for m in MARKETS])
+            recovered = recover(self.data_dir, self.writer, roots)
+            quarantined = quarantine_writer(self.data_dir, self.writer, roots)
             replay = self._wal.open()
         except BaseException:
             self._lock.release()
@@ -108,10 +113,12 @@ class BarStore:
             self._put(stamp, bars)
         self._open = True
         self._tail = self._load_tail()
+        last = self._last_open_times()
+        quarantined += quarantine_writer(self.data_dir, self.writer, roots)  # what reading found damaged
         return RestartState(
             replayed_bars=replay.bars, wal_segments=replay.segments, torn_bytes=replay.torn_bytes,
             corrupt_records=replay.corrupt_records, recovered_publishes=recovered,
-            last_open_times=self._last_open_times(),
+            last_open_times=last, quarantined=tuple(quarantined),
         )
 
     def close(self) -> None:

@@ -248,6 +248,7 @@ def _split(frames: list[pl.DataFrame], rows: int) -> tuple[list[pl.DataFrame], l
 def _parquet_writer(handle: BinaryIO) -> pq.ParquetWriter:
     return pq.ParquetWriter(
         handle, FILE_SCHEMA, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
+        write_page_checksum=True,  # a flipped byte is found by a checked read (storage.quarantine)
         use_dictionary=["symbol", "source"], column_encoding=_DELTA,
         sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
     )
