@@ -94,5 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KlinestoreError as exc:
         print(f"klinestore {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # a path the layers did not name in their own error: still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"klinestore {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

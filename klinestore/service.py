@@ -42,6 +42,7 @@ from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
 from klinestore.queries.metrics import start_metrics_server
 from klinestore.storage import BarStore, RestartState
+from klinestore.storage.fsguard import prepare_dirs
 from klinestore.storage.layout import shard_file, wal_dir
 from klinestore.storage.status import STATUS_FILE, write_status
 
@@ -90,7 +91,7 @@ class Service:
 
     async def start(self) -> None:
         self._stop_requested = asyncio.Event()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_dirs(self.data_dir)
         if self.store is not None:
             self.restart = await asyncio.to_thread(self.store.open)
             await self._warm_restart(self.store)

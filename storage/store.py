@@ -27,7 +27,8 @@ from klinestore.storage.compaction import CompactReport, compact
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.errors import BarError, StorageError
 from klinestore.storage.frames import VERSIONED_SCHEMA, from_bars, latest
-from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
+from klinestore.storage.fsguard import prepare_dirs
+from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, state_dir, wal_dir
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.quarantine import quarantine_writer
 from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
@@ -96,12 +97,14 @@ class BarStore:
 
     def open(self) -> RestartState:
         """Take the shard lock, finish interrupted publishes, replay the WAL."""
+        prepare_dirs(self.data_dir, state_dir(self.data_dir))
         if not self._lock.acquire():
             raise StorageError(
                 f"shard {self.writer} of {self.data_dir} is open in another process (pid {self._lock.holder()})"
             )
         roots = [dataset_root(self.data_dir, m) for m in MARKETS]
         try:
+            prepare_dirs(self._wal.directory)
             recovered = recover(self.data_dir, self.writer, roots)
             quarantined = quarantine_writer(self.data_dir, self.writer, roots)
             replay = self._wal.open()
