@@ -170,17 +170,20 @@ class GapKeeper:
                 opened += 1
         return opened
 
-    async def record_quarantined(self, records: Iterable[dict], symbols: Iterable[str], now_ms: int) -> int:
-        """Gaps for the bars damaged files held that no other file holds (reason ``quarantine``).
+    async def record_lost(self, records: Iterable[dict], symbols: Iterable[str], now_ms: int, reason: str) -> int:
+        """Gaps for bars lost with a damaged file or WAL span, that storage does not hold otherwise.
 
-        A record names the file's interval, open-time range and first and last symbol (from
-        its footer's statistics, else its whole month); only this service's symbols count.
+        A record names the file (``bars/...`` for a quarantined Parquet file, ``wal/...`` for a
+        corrupt WAL span), an interval, an open-time range ``[start_ms, end_ms)`` and perhaps
+        the first and last symbol (else: every symbol stored in that interval); only this
+        service's symbols count.
         """
         opened = 0
         wanted = sorted(set(symbols))
         for record in records:
             interval, start, end = record.get("interval"), record.get("start_ms"), record.get("end_ms")
-            if not str(record.get("file", "")).startswith("bars/") or interval not in INTERVALS or start is None:
+            if not str(record.get("file", "")).startswith(("bars/", "wal/")) or interval not in INTERVALS \
+                    or start is None or record.get("end_ms") is None:
                 continue
             end = min(int(end), bar_open(now_ms, interval))  # the open bar is not missing
             named = record.get("symbols")
@@ -194,7 +197,7 @@ class GapKeeper:
             found = await asyncio.to_thread(find_gaps_many, self.data_dir, interval, ranges)
             for symbol, holes in sorted(found.items()):
                 for low, high in holes:
-                    await self.on_gap(symbol, interval, low, high, "quarantine")
+                    await self.on_gap(symbol, interval, low, high, reason)
                     opened += 1
         return opened
 

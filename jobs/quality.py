@@ -115,9 +115,19 @@ class QualityJobs:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         self.alerts.book.update("quarantine", {None: f"{len(names)} damaged file(s) moved to quarantine/: {shown}"},
                                 now)
-        opened = await self.gaps.record_quarantined(records, self.feed.symbols, now)
+        opened = await self.gaps.record_lost(records, self.feed.symbols, now, "quarantine")
         log.warning("%d damaged file(s) quarantined; %d gap(s) recorded for the bars only they held",
                     len(records), opened)
+
+    async def on_wal_corrupt(self, records: Sequence[dict]) -> None:
+        """Corrupt WAL spans were set aside (call after the replayed bars were flushed): gaps for
+        the bars lost there, which lower DataQual until the usual paths refill them."""
+        if not records:
+            return
+        now = self.feed.clock.now_ms() or int(time.time() * 1000)
+        opened = await self.gaps.record_lost(records, self.feed.symbols, now, "wal_corrupt")
+        log.warning("corrupt WAL records set aside in %s; %d gap(s) recorded for the bars lost",
+                    ", ".join(sorted({str(r["file"]) for r in records})), opened)
 
     async def heartbeat(self) -> None:
         """Resyncs since the last look become events, then every symbol is scored and the alerts evaluated."""

@@ -100,8 +100,10 @@ class Service:
         self.quality.attach()
         await self.feed.start()
         await self.quality.start(self.scheduler, self.restart)
-        if self.restart is not None:
+        if self.restart is not None and (self.restart.quarantined or self.restart.wal_corrupt):
+            await self.flush()  # the replayed bars first, so that only the lost ones count as gaps
             await self.quality.on_quarantined(self.restart.quarantined)
+            await self.quality.on_wal_corrupt(self.restart.wal_corrupt)
         self._schedule()
         self.scheduler.start()
         if self.config.metrics.enabled:

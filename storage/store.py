@@ -54,6 +54,9 @@ class RestartState:
     last_open_times: Mapping[tuple[str, str], int] = field(default_factory=dict)
     #: Damaged files of this shard moved to ``quarantine/`` (their records: file, error, coverage).
     quarantined: tuple[dict, ...] = ()
+    #: Corrupt WAL spans set aside, one per interval they held: ``file`` (the segment),
+    #: ``interval``, and ``start_ms``/``end_ms`` bounding the open times of the bars lost.
+    wal_corrupt: tuple[dict, ...] = ()
 
     def gap(self, symbol: str, interval: str, now_ms: int) -> tuple[int, int] | None:
         """Bars missing since the last stored one, at exchange time ``now_ms`` (first live event).
@@ -122,6 +125,11 @@ class BarStore:
             replayed_bars=replay.bars, wal_segments=replay.segments, torn_bytes=replay.torn_bytes,
             corrupt_records=replay.corrupt_records, recovered_publishes=recovered,
             last_open_times=last, quarantined=tuple(quarantined),
+            wal_corrupt=tuple(
+                {"file": f"wal/{self.writer}/{segment}", "interval": interval, "bytes": span.end - span.start,
+                 "start_ms": span.low_ms, "end_ms": None if span.high_ms is None else span.high_ms + 1, "symbols": None}
+                for segment, span in replay.corrupt for interval in span.intervals
+            ),
         )
 
     def close(self) -> None:
