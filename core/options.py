@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -37,12 +38,26 @@ def sub(cls: type, doc: str) -> Any:
     return field(default_factory=cls, metadata={"doc": doc, "check": None})
 
 
+#: Upper bounds of the open-ended checks: a duration (seconds) well below a year, a count far
+#: beyond any real setting but one the machine can still hold (and a timer can still add).
+MAX_SECONDS = 30 * 86_400.0
+MAX_COUNT = 10**9
+
+
+def _upper(value: float) -> str | None:
+    if isinstance(value, float) and value > MAX_SECONDS:
+        return f"must be at most {MAX_SECONDS:g} seconds (30 days)"
+    if isinstance(value, int) and value > MAX_COUNT:
+        return f"must be at most {MAX_COUNT:,}"
+    return None
+
+
 def positive(value: float) -> str | None:
-    return None if value > 0 else "must be > 0"
+    return (None if value > 0 else "must be > 0") or _upper(value)
 
 
 def non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
+    return (None if value >= 0 else "must be >= 0") or _upper(value)
 
 
 def fraction(value: float) -> str | None:
@@ -171,10 +186,18 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > 2**63 - 1:
+                raise ConfigError(key, f"is far out of range (got {str(value)[:40]}...)")
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any double
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(key, f"must be a finite number, got {value!r:.40}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

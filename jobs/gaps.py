@@ -31,9 +31,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from klinestore.core.intervals import bar_open, interval_ms, next_open
+from klinestore.core.intervals import INTERVALS, bar_open, interval_ms, next_open
 from klinestore.ingest.clock import ExchangeClock
-from klinestore.storage import RestartState, find_gaps_many
+from klinestore.storage import RestartState, find_gaps_many, last_open_times
 from klinestore.storage.tables import QualityDB
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,37 @@ class GapKeeper:
             if hole is not None:
                 await self.on_gap(symbol, interval, hole[0], hole[1], "start")
                 opened += 1
+        return opened
+
+    async def record_lost(self, records: Iterable[dict], symbols: Iterable[str], now_ms: int, reason: str) -> int:
+        """Gaps for bars lost with a damaged file or WAL span, that storage does not hold otherwise.
+
+        A record names the file (``bars/...`` for a quarantined Parquet file, ``wal/...`` for a
+        corrupt WAL span), an interval, an open-time range ``[start_ms, end_ms)`` and perhaps
+        the first and last symbol (else: every symbol stored in that interval); only this
+        service's symbols count.
+        """
+        opened = 0
+        wanted = sorted(set(symbols))
+        for record in records:
+            interval, start, end = record.get("interval"), record.get("start_ms"), record.get("end_ms")
+            if not str(record.get("file", "")).startswith(("bars/", "wal/")) or interval not in INTERVALS \
+                    or start is None or record.get("end_ms") is None:
+                continue
+            end = min(int(end), bar_open(now_ms, interval))  # the open bar is not missing
+            named = record.get("symbols")
+            if named:
+                ranges = {s: (int(start), end) for s in wanted if named[0] <= s <= named[-1]}
+            else:  # no statistics (a truncated footer): its whole month, for the symbols stored at all
+                stored = await asyncio.to_thread(last_open_times, self.data_dir, interval, wanted)
+                ranges = {s: (int(start), end) for s in stored}
+            if not ranges or end <= int(start):
+                continue
+            found = await asyncio.to_thread(find_gaps_many, self.data_dir, interval, ranges)
+            for symbol, holes in sorted(found.items()):
+                for low, high in holes:
+                    await self.on_gap(symbol, interval, low, high, reason)
+                    opened += 1
         return opened
 
     async def check(self) -> int:

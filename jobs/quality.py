@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,7 @@ class QualityJobs:
                                       started_ms=lambda: self.started_ms)
         self.drain = TableDrain(self.db, feed.events, feed.ledger)
         self._opened = False
+        self.quarantined: list[str] = []  # files this run moved to quarantine/
 
     def attach(self) -> None:
         """Register the feed hooks (before ``Feed.start``, so no gap is missed)."""
@@ -101,6 +104,30 @@ class QualityJobs:
             scheduler.add("depth_check", self.depth.check, rec.depth_interval)
         scheduler.add("gap_check", self.gaps.check, jobs.gap_check_interval)
         scheduler.add("publish", self.drain.drain, jobs.publish_interval)
+
+    async def on_quarantined(self, records: Sequence[dict]) -> None:
+        """Damaged files were moved to ``quarantine/``: an alert, and gaps for the bars only they held."""
+        if not records:
+            return
+        now = self.feed.clock.now_ms() or int(time.time() * 1000)
+        self.quarantined.extend(str(r.get("file")) for r in records)
+        names = self.quarantined
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        self.alerts.book.update("quarantine", {None: f"{len(names)} damaged file(s) moved to quarantine/: {shown}"},
+                                now)
+        opened = await self.gaps.record_lost(records, self.feed.symbols, now, "quarantine")
+        log.warning("%d damaged file(s) quarantined; %d gap(s) recorded for the bars only they held",
+                    len(records), opened)
+
+    async def on_wal_corrupt(self, records: Sequence[dict]) -> None:
+        """Corrupt WAL spans were set aside (call after the replayed bars were flushed): gaps for
+        the bars lost there, which lower DataQual until the usual paths refill them."""
+        if not records:
+            return
+        now = self.feed.clock.now_ms() or int(time.time() * 1000)
+        opened = await self.gaps.record_lost(records, self.feed.symbols, now, "wal_corrupt")
+        log.warning("corrupt WAL records set aside in %s; %d gap(s) recorded for the bars lost",
+                    ", ".join(sorted({str(r["file"]) for r in records})), opened)
 
     async def heartbeat(self) -> None:
         """Resyncs since the last look become events, then every symbol is scored and the alerts evaluated."""

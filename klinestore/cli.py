@@ -17,6 +17,7 @@ from types import ModuleType
 
 from klinestore import __version__
 from klinestore.core.errors import KlinestoreError
+from klinestore.core.logtext import OneLineFormatter
 
 #: Command name -> module under klinestore.commands (``import`` is a Python keyword).
 COMMANDS: dict[str, str] = {
@@ -70,12 +71,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
+    """Log to stderr, one event per line: messages are escaped and capped (``core.logtext``),
+    since frames and files from outside reach them."""
     level = logging.WARNING if quiet else logging.INFO if verbose < 2 else logging.DEBUG
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except KlinestoreError as exc:
         print(f"klinestore {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a path the layers did not name in their own error: still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"klinestore {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -41,7 +41,7 @@ from klinestore.ingest.status import snapshot
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
 from klinestore.queries.metrics import start_metrics_server
-from klinestore.storage import BarStore, RestartState, shard_file
+from klinestore.storage import BarStore, RestartState, prepare_dirs, shard_file
 from klinestore.storage.status import STATUS_FILE, write_status
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Service:
 
     async def start(self) -> None:
         self._stop_requested = asyncio.Event()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_dirs(self.data_dir)
         if self.store is not None:
             self.restart = await asyncio.to_thread(self.store.open)
             await self._warm_restart(self.store)
@@ -98,6 +98,10 @@ class Service:
         self.quality.attach()
         await self.feed.start()
         await self.quality.start(self.scheduler, self.restart)
+        if self.restart is not None and (self.restart.quarantined or self.restart.wal_corrupt):
+            await self.flush()  # the replayed bars first, so that only the lost ones count as gaps
+            await self.quality.on_quarantined(self.restart.quarantined)
+            await self.quality.on_wal_corrupt(self.restart.wal_corrupt)
         self._schedule()
         self.scheduler.start()
         if self.config.metrics.enabled:
@@ -242,6 +246,7 @@ class Service:
             return
         report = await asyncio.to_thread(self.store.compact)
         self.compactions += 1
+        await self.quality.on_quarantined(report.quarantined)
         if report.merged_files or report.deleted_files:
             log.info("compaction: %d files merged into %d, %d retired files deleted", report.merged_files,
                      report.written_files, report.deleted_files)

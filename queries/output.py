@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from klinestore.queries.cells import json_lines, parquet_schema, writable
 from klinestore.queries.errors import QueryError
 from klinestore.queries.files import atomic_output
 
@@ -41,9 +42,25 @@ def write_result(
     stream: IO[str] | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> int:
-    """Write every row of ``reader`` as ``fmt`` to ``out`` (atomically) or ``stream``; returns the row count."""
+    """Write every row of ``reader`` as ``fmt`` to ``out`` (atomically) or ``stream``; returns the row count.
+
+    A value no writer can take is one :class:`QueryError`, never a traceback (or a Rust panic).
+    """
     if fmt not in FORMATS:
         raise QueryError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    try:
+        return _write(reader, fmt, out, stream, max_rows)
+    except _WRITER_ERRORS as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise QueryError(f"cannot write this result as {fmt}: {first.strip()[:300]}") from None
+
+
+#: What Polars and pyarrow raise (or panic with) for a value they cannot write.
+_WRITER_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, pa.ArrowException, ValueError,
+                  OverflowError, TypeError)
+
+
+def _write(reader: pa.RecordBatchReader, fmt: str, out: Path | None, stream: IO[str] | None, max_rows: int) -> int:
     if fmt == "parquet":
         if out is None:
             raise QueryError("--format parquet needs --out FILE (Parquet is not for a terminal)")
@@ -76,16 +93,16 @@ def _write_text(reader: pa.RecordBatchReader, fmt: str, handle: IO[str], max_row
     return _write_table(reader, handle, max_rows, terminal=terminal)
 
 
-def _frames(reader: pa.RecordBatchReader) -> Iterable[pl.DataFrame]:
+def _frames(reader: pa.RecordBatchReader, fmt: str) -> Iterable[pl.DataFrame]:
     for batch in reader:
         if batch.num_rows:
-            yield presentable(pl.from_arrow(batch))  # type: ignore[arg-type]
+            yield presentable(pl.from_arrow(writable(batch, fmt)))  # type: ignore[arg-type]
 
 
 def _write_csv(reader: pa.RecordBatchReader, handle: IO[str]) -> int:
     rows = 0
     header = True
-    for frame in _frames(reader):
+    for frame in _frames(reader, "csv"):
         handle.write(frame.write_csv(include_header=header, float_scientific=False))
         header = False
         rows += frame.height
@@ -97,19 +114,23 @@ def _write_csv(reader: pa.RecordBatchReader, handle: IO[str]) -> int:
 def _write_json(reader: pa.RecordBatchReader, handle: IO[str]) -> int:
     rows = 0
     handle.write("[")
-    for frame in _frames(reader):
-        lines = frame.write_ndjson().splitlines()
+    for batch in reader:
+        if not batch.num_rows:
+            continue
+        lines = json_lines(batch)
+        if lines is None:
+            lines = presentable(pl.from_arrow(batch)).write_ndjson().splitlines()  # type: ignore[arg-type]
         handle.write(("," if rows else "") + "\n" + ",\n".join(lines))
-        rows += frame.height
+        rows += batch.num_rows
     handle.write("\n]\n" if rows else "]\n")
     return rows
 
 
 def _write_parquet(reader: pa.RecordBatchReader, path: Path) -> int:
     rows = 0
-    with pq.ParquetWriter(path, reader.schema, compression="zstd") as writer:
+    with pq.ParquetWriter(path, parquet_schema(reader.schema), compression="zstd") as writer:
         for batch in reader:
-            writer.write_batch(batch)
+            writer.write_batch(writable(batch, "parquet"))
             rows += batch.num_rows
     return rows
 
@@ -120,10 +141,11 @@ def _write_table(reader: pa.RecordBatchReader, handle: IO[str], max_rows: int, *
     for batch in reader:  # read to the end: the count is worth knowing, and DuckDB needs the result drained
         total += batch.num_rows
         if kept < max_rows and batch.num_rows:
-            part = pl.from_arrow(batch.slice(0, max_rows - kept))
+            part = pl.from_arrow(writable(batch.slice(0, max_rows - kept), "table"))
             shown.append(part)  # type: ignore[arg-type]
             kept += part.height
-    frame = pl.concat(shown) if shown else pl.from_arrow(reader.schema.empty_table())
+    frame = pl.concat(shown, how="diagonal_relaxed") if shown else pl.DataFrame(schema=dict.fromkeys(reader.schema.names,
+                                                                                                  pl.String))
     table = _rich_table(frame, total)  # type: ignore[arg-type]
     width = shutil.get_terminal_size().columns if terminal else min(_needed_width(frame), _MAX_WIDTH)
     Console(file=handle, width=width, force_terminal=terminal, color_system="auto" if terminal else None).print(table)

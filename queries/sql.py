@@ -20,18 +20,22 @@ Results leave through Python (:mod:`klinestore.queries.output`), never through D
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from klinestore.queries.errors import SqlError
-from klinestore.queries.views import create_views, readable_dirs
+from klinestore.queries.views import MARKET_PREFIX, create_views, readable_dirs
+from klinestore.storage import Dataset, find_damaged, skipped
 
 _ALLOWED = {
     duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
@@ -44,15 +48,24 @@ _ALLOWED = {
 _HIDDEN_WRITERS = re.compile(r"^\s*(IMPORT\s+DATABASE|COPY\b)", re.IGNORECASE)
 _EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+|ANALYSE\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 BATCH_ROWS = 65_536
+T = TypeVar("T")
+#: Errors a damaged Parquet file raises without naming it (a flipped byte in a page).
+_FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException,
+                duckdb.SerializationException)
 _WHY = "klinestore sql is read-only; write results with --out, or use the Python API"
 
 
 def connect(data_dir: Path | str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views, locked read-only (see the module docstring)."""
+    """An in-memory DuckDB connection with the views, locked read-only (see the module docstring).
+
+    Damaged bar files are left out of the views with a warning naming each (see
+    :mod:`klinestore.storage.quarantine`); the session answers from the rest.
+    """
     data_dir = Path(data_dir).resolve()
     con = duckdb.connect(":memory:")
     spill = tempfile.mkdtemp(prefix="klinestore-sql-")
     weakref.finalize(con, shutil.rmtree, spill, ignore_errors=True)
+    session = _Session(data_dir, set(_damaged(data_dir, deep=False)))
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")  # it would print into the CSV on stdout
@@ -60,7 +73,7 @@ def connect(data_dir: Path | str) -> duckdb.DuckDBPyConnection:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute(f"SET temp_directory = '{_quote(spill)}'")
-        create_views(con, data_dir)
+        _retrying(con, session, lambda: create_views(con, data_dir, session.skip))
         allowed = ", ".join(f"'{_quote(str(d))}/'" for d in readable_dirs(data_dir))
         con.execute(f"SET allowed_directories = [{allowed}]")
         con.execute("SET enable_external_access = false")
@@ -68,7 +81,58 @@ def connect(data_dir: Path | str) -> duckdb.DuckDBPyConnection:
     except duckdb.Error as exc:
         con.close()
         raise SqlError(f"cannot open the SQL session on {data_dir}: {one_line(exc)}") from None
+    _SESSIONS[con] = session
     return con
+
+
+@dataclass(slots=True)
+class _Session:
+    data_dir: Path
+    skip: set[Path]
+
+
+_SESSIONS: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Session] = weakref.WeakKeyDictionary()
+_NAMED_FILE = re.compile(r"""["'](/[^"']+\.parquet)["']""")
+#: Fresh listings a query gets: a file retired by a compaction, or found damaged, is one each.
+_ATTEMPTS = 5
+
+
+def _damaged(data_dir: Path, *, deep: bool, among: Iterable[Path] | None = None) -> list[Path]:
+    """Damaged bar files (noted with a warning each); all of the datasets' files unless ``among``."""
+    if among is None:
+        among = [p for market in MARKET_PREFIX for p in Dataset(data_dir, market).files()]
+    if deep:
+        return find_damaged(among)
+    healthy = set(skipped(among))
+    return [p for p in among if p not in healthy]
+
+
+def _recover(con: duckdb.DuckDBPyConnection, session: _Session, exc: duckdb.Error) -> bool:
+    """After ``exc``: skip the damaged file(s) it came from, or take a fresh listing if a file
+    vanished (a compaction retired it); rebuild the views. False if neither explains it."""
+    named = [Path(m) for m in _NAMED_FILE.findall(str(exc))]
+    named = [p for p in named if p.is_relative_to(session.data_dir)]
+    vanished = any(not p.exists() for p in named)
+    if not vanished:
+        suspects = named or None
+        if suspects is None and not (isinstance(exc, _FILE_ERRORS) or type(exc) is duckdb.Error):
+            return False
+        found = _damaged(session.data_dir, deep=True, among=suspects)
+        if not found:
+            return False
+        session.skip.update(p.resolve() for p in found)
+    create_views(con, session.data_dir, session.skip)
+    return True
+
+
+def _retrying(con: duckdb.DuckDBPyConnection, session: _Session | None, run: Callable[[], T]) -> T:
+    for attempt in range(_ATTEMPTS):
+        try:
+            return run()
+        except duckdb.Error as exc:
+            if session is None or attempt == _ATTEMPTS - 1 or not _recover(con, session, exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def check_statements(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:
@@ -92,22 +156,33 @@ def check_statements(con: duckdb.DuckDBPyConnection, query: str) -> list[str]:
 
 
 def execute(con: duckdb.DuckDBPyConnection, query: str) -> pa.RecordBatchReader:
-    """Run ``query`` (checked first); the last statement's result as a stream of Arrow batches."""
+    """Run ``query`` (checked first); the last statement's result as a stream of Arrow batches.
+
+    A statement that fails because a listed file vanished (compaction) or is damaged runs
+    again on a fresh listing; the first batch is read here so that this happens before any
+    row leaves (the bar views aggregate, so their errors come before their first batch).
+    """
     statements = check_statements(con, query)
-    try:
-        for text in statements[:-1]:
-            con.execute(text)
-            con.complete()
+    session = _SESSIONS.get(con)
+
+    def last() -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         relation = con.sql(statements[-1])
         if relation is None:  # a statement without a result (CREATE, SET...) already ran
-            return _empty_reader()
+            return pa.schema([]), iter(())
         reader = relation.to_arrow_reader(BATCH_ROWS)
-    except duckdb.Error as exc:
+        first = next(iter(reader), None)
+        return reader.schema, itertools.chain([] if first is None else [first], reader)
+
+    try:
+        for text in statements[:-1]:
+            _retrying(con, session, lambda: (con.execute(text), con.complete()))
+        schema, batches = _retrying(con, session, last)
+    except (duckdb.Error, pa.ArrowException) as exc:
         raise SqlError(one_line(exc)) from None
-    return pa.RecordBatchReader.from_batches(reader.schema, _translated(reader))
+    return pa.RecordBatchReader.from_batches(schema, _translated(batches))
 
 
-def _translated(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+def _translated(reader: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """The batches of ``reader``; an error while the query runs becomes one :class:`SqlError`."""
     try:
         yield from reader
@@ -139,11 +214,6 @@ def _check_one(con: duckdb.DuckDBPyConnection, kind: duckdb.StatementType, text:
 def _verb(text: str) -> str:
     words = text.split(None, 2)[:2] or ["?"]
     return " ".join(words).upper() if words[0].upper() in ("EXPORT", "IMPORT", "FORCE", "UPDATE") else words[0].upper()
-
-
-def _empty_reader() -> pa.RecordBatchReader:
-    schema = pa.schema([])
-    return pa.RecordBatchReader.from_batches(schema, iter(()))
 
 
 def _quote(text: str) -> str:

@@ -31,7 +31,7 @@ from klinestore.queries.errors import QueryError
 from klinestore.queries.fields import as_dict, as_list, as_number, dataqual_scores, epoch_ms, last_flush_ms
 from klinestore.queries.sql import connect, execute
 from klinestore.queries.times import iso
-from klinestore.storage import Dataset, Partition, shard_writer, writer_slot
+from klinestore.storage import Dataset, Partition, quarantine_records, shard_writer, writer_slot
 
 STATUS_FILE = "status.json"
 STALE_INTERVALS = 3
@@ -184,6 +184,7 @@ def _storage(raw: Mapping[str, Any], data_dir: Path, now: int) -> dict[str, Any]
         "last_flush": iso(flushed) if flushed is not None else None,
         "last_flush_age_s": None if flushed is None else max(0.0, (now - flushed) / 1000),
         "wal": {**wal_on_disk(data_dir), **wal_given},
+        "quarantined": quarantine_records(data_dir),
     }
 
 
@@ -265,6 +266,10 @@ def alerts(report: Mapping[str, Any], raw: Mapping[str, Any], *, dataqual_min: f
     storage = report["storage"]
     if storage.get("last_flush_error"):
         out.append({"level": "error", "message": f"last flush failed: {storage['last_flush_error']}"})
+    quarantined = [str(r.get("file")) for r in storage.get("quarantined", ())]
+    if quarantined:
+        shown = ", ".join(quarantined[:3]) + (f" and {len(quarantined) - 3} more" if len(quarantined) > 3 else "")
+        out.append({"level": "warning", "message": f"{len(quarantined)} damaged file(s) in quarantine/: {shown}"})
     counters = report["counters"]
     if as_number(counters.get("sink_errors")):
         out.append({"level": "warning", "message": f"{counters['sink_errors']} storage write errors"})

@@ -17,6 +17,7 @@ was created is seen by the next query, and nothing here takes a lock the writer 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import duckdb
@@ -53,16 +54,19 @@ def readable_dirs(data_dir: Path) -> list[Path]:
     return [*(Dataset(data_dir, market).root for market in MARKET_PREFIX), data_dir / TABLES_DIR]
 
 
-def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> list[str]:
-    """Create every view on ``con``; returns their names (bars first, then intervals, spot, tables)."""
+def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, skip: Collection[Path] = ()) -> list[str]:
+    """Create every view on ``con``; returns their names (bars first, then intervals, spot, tables).
+
+    ``skip``: damaged files the bar views leave out (see ``bars_relation_sql``).
+    """
     names = []
     for market, prefix in MARKET_PREFIX.items():
         dataset = Dataset(data_dir, market)
-        con.execute(f"CREATE OR REPLACE VIEW {prefix}bars AS {dataset.relation_sql()}")
+        con.execute(f"CREATE OR REPLACE VIEW {prefix}bars AS {dataset.relation_sql(skip=skip)}")
         names.append(f"{prefix}bars")
         for interval in view_intervals(data_dir, market):
             name = prefix + interval_view(interval)
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset.relation_sql(interval)}")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset.relation_sql(interval, skip=skip)}")
             names.append(name)
     for table in TABLE_VIEWS:
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {table_select(data_dir, table)}")

@@ -13,8 +13,11 @@ from klinestore.storage.archive import find_archives
 from klinestore.storage.dataset import Dataset, Partition
 from klinestore.storage.errors import ArchiveError, BarError, DatasetError, StorageError, WalError
 from klinestore.storage.frames import TIME, to_bars, to_ms
+from klinestore.storage.fsguard import prepare_dirs
 from klinestore.storage.importer import ImportReport, import_archives
-from klinestore.storage.layout import shard_file, shard_writer, tmp_path, writer_slot
+from klinestore.storage.layout import shard_file, shard_writer, tmp_path, wal_dir, writer_slot
+from klinestore.storage.quarantine import find_damaged, skipped
+from klinestore.storage.quarantine import records as quarantine_records
 from klinestore.storage.reader import (
     bars_relation_sql,
     expected_opens,
@@ -39,5 +42,6 @@ __all__ = [
     "WalError", "bars_from_trades", "bars_relation_sql", "expected_opens", "find_archives", "find_gaps", "find_gaps_many", "gaps_among",
     "import_archives", "last_open_times", "last_stored_open_time", "load_recent", "missing_after", "read_bars",
     "resample", "resample_many", "resample_touched", "resample_touched_many", "shard_file", "shard_writer", "to_bars",
-    "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer",
+    "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer", "prepare_dirs", "wal_dir",
+    "quarantine_records", "find_damaged", "skipped",
 ]

@@ -62,6 +62,7 @@ _BLOCK = 1 << 26
 _TEXT = re.compile(rb"\S")  # anything but whitespace
 _MICROS = 10**14  # a ms timestamp this large is year 5138: it is µs
 MAX_MEMBER_BYTES = 4 << 30
+_INFLATE_CHUNK = 1 << 24  # 16 MiB of output per inflate step
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +157,12 @@ def _csv_bytes(path: Path) -> bytes:
 
 
 def _member_bytes(raw: bytes, archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
-    """A member's bytes: inflated by ISA-L when it is installed (2.2x faster than zlib here), its
-    size and CRC-32 checked as :mod:`zipfile` checks them; by :mod:`zipfile` otherwise."""
-    if _isal_zlib is None or member.compress_type != zipfile.ZIP_DEFLATED or member.flag_bits & 1:
+    """A member's bytes, inflated in bounded chunks: never more than the size its header claims
+    (at most ``MAX_MEMBER_BYTES``) is held, whatever the stream would inflate to; size and CRC-32
+    checked as :mod:`zipfile` checks them. ISA-L inflates when it is installed (2.2x faster than
+    zlib here); a stored or encrypted member goes through :mod:`zipfile`, which reads at most
+    its claimed size too."""
+    if member.compress_type != zipfile.ZIP_DEFLATED or member.flag_bits & 1:
         return archive.read(member)
     offset = member.header_offset
     header = raw[offset:offset + 30]
@@ -168,10 +172,28 @@ def _member_bytes(raw: bytes, archive: zipfile.ZipFile, member: zipfile.ZipInfo)
     packed = memoryview(raw)[start:start + member.compress_size]
     if len(packed) < member.compress_size:
         raise EOFError(f"{member.filename} is cut short")
-    data = _isal_zlib.decompress(packed, wbits=-15, bufsize=max(member.file_size, 1))
-    if len(data) != member.file_size or _isal_zlib.crc32(data) != member.CRC:
+    data = _inflate(packed, member.file_size, member.filename)
+    if len(data) != member.file_size or (_isal_zlib or zlib).crc32(data) != member.CRC:
         raise zipfile.BadZipFile(f"bad CRC-32 or size of {member.filename}")
     return data
+
+
+def _inflate(packed: memoryview, claimed: int, name: str) -> bytes:
+    """Raw deflate of ``packed``, stopping as soon as it passes ``claimed`` bytes (a zip bomb
+    whose header lies is refused after inflating ``claimed`` + one chunk, not all of it)."""
+    inflater = (_isal_zlib or zlib).decompressobj(-15)
+    out = bytearray()
+    pending = packed
+    while pending or not inflater.eof:
+        room = claimed + 1 - len(out)
+        piece = inflater.decompress(pending, min(room, _INFLATE_CHUNK))
+        out += piece
+        pending = inflater.unconsumed_tail
+        if len(out) > claimed:
+            raise zipfile.BadZipFile(f"{name} inflates to more than the {claimed} bytes its header claims")
+        if not piece and not pending:
+            break
+    return bytes(out)
 
 
 def _has_header(data: bytes) -> bool:

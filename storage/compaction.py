@@ -31,6 +31,7 @@ import polars as pl
 from klinestore.storage.errors import DatasetError
 from klinestore.storage.frames import PARTITION_KEY, latest
 from klinestore.storage.layout import MARKETS, FileName, Stamper, data_files, dataset_root, list_partitions
+from klinestore.storage.quarantine import READ_ERRORS, find_damaged, noted, one_line, quarantine, quarantine_writer
 from klinestore.storage.txn import Publish, collect, pending_obsolete
 from klinestore.storage.writer import write_file
 
@@ -47,6 +48,7 @@ class CompactReport:
     deleted_files: int = 0  # retired files deleted after their grace period
     max_files: int = 0  # most files of this writer left in one partition
     details: list[str] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)  # damaged files moved aside (their records)
 
     def add(self, other: CompactReport) -> None:
         self.partitions += other.partitions
@@ -56,6 +58,7 @@ class CompactReport:
         self.deleted_files += other.deleted_files
         self.max_files = max(self.max_files, other.max_files)
         self.details.extend(other.details)
+        self.quarantined.extend(other.quarantined)
 
 
 def compact(
@@ -67,6 +70,7 @@ def compact(
     importer uses it, so importing day after day never rewrites a whole month each time).
     """
     report = CompactReport()
+    report.quarantined = quarantine_writer(data_dir, writer, [dataset_root(data_dir, m) for m in MARKETS])
     before = len(pending_obsolete(data_dir, writer))
     collect(data_dir, writer)
     retired = pending_obsolete(data_dir, writer)
@@ -96,9 +100,16 @@ def _compact_partition(
         publish = Publish(data_dir, writer, stamper, grace=grace)
         try:
             rows = write_file(_merged_chunks([p for _, p in group]), publish.new_file(final), interval)
-        except (pl.exceptions.PolarsError, OSError) as exc:
+        except READ_ERRORS as exc:
             publish.abort()
-            raise DatasetError(f"cannot compact {path}: {exc}") from exc
+            damaged = find_damaged(p for _, p in group)
+            if not damaged:
+                raise DatasetError(f"cannot compact {path}: {one_line(exc)}") from exc
+            for bad in damaged:  # set aside, then merge the rest
+                record = quarantine(data_dir, bad, noted(data_dir).get(bad.resolve(), one_line(exc)))
+                report.quarantined.extend([record] if record else [])
+            files = [f for f in files if f[1] not in damaged]
+            continue
         publish.retire(p for _, p in group)
         publish.commit()
         report.partitions += 1

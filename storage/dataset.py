@@ -19,13 +19,14 @@ the importer :func:`~klinestore.storage.importer.import_archives`, and compactio
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from klinestore.core.intervals import INTERVALS, interval_sort_key
-from klinestore.storage.layout import MARKETS, data_files, dataset_root, list_partitions
+from klinestore.storage.layout import GLOB, MARKETS, data_files, dataset_root, list_partitions
 from klinestore.storage.reader import bars_relation_sql, read_bars
 
 
@@ -67,13 +68,17 @@ class Dataset:
         """
         return read_bars(self.data_dir, symbol, interval, start_ms, end_ms, market=self.market, wal=wal)
 
-    def relation_sql(self, interval: str | None = None) -> str:
-        """A DuckDB ``SELECT`` of every bar (of one interval), one row per key."""
-        return bars_relation_sql(self.data_dir, interval, market=self.market)
+    def relation_sql(self, interval: str | None = None, *, skip: Collection[Path] = ()) -> str:
+        """A DuckDB ``SELECT`` of every bar (of one interval), one row per key; ``skip``: damaged files left out."""
+        return bars_relation_sql(self.data_dir, interval, market=self.market, skip=skip)
 
     def partitions(self, interval: str | None = None) -> list[Partition]:
         """Every partition (of one interval), sorted by interval name, then month."""
         return [Partition(iv, month, path) for iv, month, path in list_partitions(self.root, interval)]
+
+    def files(self) -> list[Path]:
+        """Every data file of the dataset, of every interval and month."""
+        return sorted(self.root.glob(GLOB))
 
     def intervals(self) -> list[str]:
         """The intervals with a partition directory, shortest first."""

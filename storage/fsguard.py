@@ -40,6 +40,20 @@ def create_new(path: Path, mode: str = "wb", encoding: str | None = None) -> IO[
     return os.fdopen(fd, mode, encoding=encoding)
 
 
+def prepare_dirs(*dirs: Path) -> None:
+    """Create ``dirs`` (and parents) or raise one :class:`StorageError` naming the one that cannot
+    be: a file where a directory belongs, a read-only or virtual file system (``/proc``)."""
+    for directory in dirs:
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StorageError(f"{directory} must be a directory, but a file is there") from None
+        except OSError as exc:
+            raise StorageError(f"cannot create directory {directory}: {exc.strerror}") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StorageError(f"directory {directory} is not writable")
+
+
 def refuse_symlink(path: Path, what: str) -> None:
     """Raise :class:`StorageError` if ``path`` is a symlink (storage never reads or repairs through one)."""
     if Path(path).is_symlink():

@@ -13,7 +13,8 @@ Time ranges are half-open, ``[start_ms, end_ms)``, on open times, in exchange (U
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,9 @@ import polars as pl
 
 from klinestore.core.intervals import bar_open, check_interval, interval_ms, is_aligned, next_open
 from klinestore.core.symbols import check_symbol
-from klinestore.storage.errors import DatasetError
 from klinestore.storage.frames import BAR_COLUMNS, TIME, VERSIONED_SCHEMA, from_bars, latest, to_public
 from klinestore.storage.layout import GLOB, data_files, dataset_root, list_partitions, month_of
+from klinestore.storage.quarantine import read_skipping
 from klinestore.storage.txn import retired_files
 from klinestore.storage.wal import read_records
 
@@ -39,7 +40,9 @@ _DUCK_TYPES = {
 _VALUES = tuple(c for c in BAR_COLUMNS if c not in ("symbol", "interval", "open_time"))
 
 
-def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, market: str = "um") -> str:
+def bars_relation_sql(
+    data_dir: Path | str, interval: str | None = None, *, market: str = "um", skip: Collection[Path] = ()
+) -> str:
     """A DuckDB ``SELECT`` of every bar, one row per key, the 15 bar columns (UTC timestamps).
 
     It reads the Parquet glob at query time, so files published later are seen by the same
@@ -55,6 +58,9 @@ def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, mark
     them into the Parquet scan. One interval's view reads no Hive columns: its interval is a
     constant.
 
+    ``skip`` names damaged files (:mod:`klinestore.storage.quarantine`) to leave out: when
+    one is in this dataset the relation lists the other files now, instead of the glob.
+
     Measured against the window it replaces (``max(version) OVER key`` and
     ``arg_max(filename, version) OVER key``), on a month of 200 symbols' 1m bars with
     288 000 duplicated keys: one symbol's day 13 -> 9 ms, its month 67 -> 63 ms, one instant
@@ -65,7 +71,7 @@ def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, mark
     if interval is not None:
         check_interval(interval)
     root = dataset_root(Path(data_dir), market).resolve()
-    glob = str(root / (GLOB.replace("interval=*", f"interval={interval}") if interval else GLOB)).replace("'", "''")
+    pattern = GLOB.replace("interval=*", f"interval={interval}") if interval else GLOB
     if interval is None:
         scan = ("hive_partitioning = true, hive_types = {'interval': VARCHAR, 'month': VARCHAR}", "interval, ")
         stored = _DUCK_TYPES
@@ -73,14 +79,23 @@ def bars_relation_sql(data_dir: Path | str, interval: str | None = None, *, mark
         scan = ("hive_partitioning = false", "")
         stored = {c: t for c, t in _DUCK_TYPES.items() if c != "interval"}
     typed_empty = ", ".join(f"NULL::{t} AS {c}" for c, t in stored.items())
+    source = _quoted(root / pattern)
+    left_out = {Path(p).resolve() for p in skip}
+    if any(p.is_relative_to(root) for p in left_out):
+        files = [_quoted(p) for p in sorted(root.glob(pattern)) if p.resolve() not in left_out]
+        source = f"[{', '.join(files)}]" if files else _quoted(root / f"{pattern}.none")  # matches nothing
     interval_column = "interval" if interval is None else f"'{interval}' AS interval"
     values = ", ".join(f"arg_max({c}, version) AS {c}" for c in _VALUES)
     return (
         f"SELECT symbol, {interval_column}, open_time, {values} FROM ("
-        f"SELECT * FROM read_parquet('{glob}', {scan[0]}, allow_empty = true) "
+        f"SELECT * FROM read_parquet({source}, {scan[0]}, allow_empty = true) "
         f"UNION ALL BY NAME SELECT {typed_empty} WHERE false"
         f") GROUP BY {scan[1]}symbol, open_time"
     )
+
+
+def _quoted(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def scan_files(
@@ -112,17 +127,20 @@ def read_versioned(
 
     Sorted by (symbol, open_time) unless ``ordered`` is off (the caller sorts once later).
     """
-    files = scan_files(data_dir, interval, market=market, start_ms=start_ms, end_ms=end_ms)
+    def read(files: list[Path]) -> pl.DataFrame:
+        lazy = pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
+        lazy = lazy.filter(_predicate(symbols, start_ms, end_ms, TIME)).with_columns(
+            pl.lit(interval).alias("interval"), pl.col("open_time", "close_time").dt.epoch("ms")
+        )
+        return lazy.select(VERSIONED_SCHEMA.keys()).collect()
+
     parts: list[pl.DataFrame] = []
-    if files:
-        try:
-            lazy = pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
-            lazy = lazy.filter(_predicate(symbols, start_ms, end_ms, TIME)).with_columns(
-                pl.lit(interval).alias("interval"), pl.col("open_time", "close_time").dt.epoch("ms")
-            )
-            parts.append(lazy.select(VERSIONED_SCHEMA.keys()).collect())
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise DatasetError(f"cannot read {interval} bars under {dataset_root(data_dir, market)}: {exc}") from exc
+    stored = read_skipping(
+        lambda: scan_files(data_dir, interval, market=market, start_ms=start_ms, end_ms=end_ms),
+        lambda files: read(files) if files else None, f"{interval} bars under {dataset_root(data_dir, market)}",
+    )
+    if stored is not None:
+        parts.append(stored)
     if wal and market == "um":
         wal_rows = wal_frame(data_dir).filter(pl.col("interval") == interval)
         parts.append(wal_rows.filter(_predicate(symbols, start_ms, end_ms, pl.Int64)))
@@ -218,12 +236,15 @@ def _recent(data_dir: Path, market: str, interval: str, symbols: list[str], size
 def _newest_open(data_dir: Path, market: str, interval: str, wal: pl.DataFrame) -> int | None:
     candidates = [int(wal.get_column("open_time").max())] if wal.height else []
     for _, _, path in reversed(list_partitions(dataset_root(data_dir, market), interval)):
-        files = [str(p) for _, p in data_files(path)]
-        if files:
-            newest = pl.scan_parquet(files, hive_partitioning=False).select(pl.col("open_time").max().dt.epoch("ms")).collect().item()
-            if newest is not None:
-                candidates.append(int(newest))
-                break
+        newest = read_skipping(
+            lambda: [p for _, p in data_files(path)],
+            lambda files: pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
+            .select(pl.col("open_time").max().dt.epoch("ms")).collect().item() if files else None,
+            f"{interval} bars in {path}",
+        )
+        if newest is not None:
+            candidates.append(int(newest))
+            break
     return max(candidates) if candidates else None
 
 
@@ -239,18 +260,24 @@ def last_open_times(
         for symbol, latest_open in frame.group_by("symbol").agg(pl.col("open_time").max()).iter_rows():
             found[symbol] = latest_open
     for _, _, path in reversed(list_partitions(dataset_root(data_dir, market), interval)):
-        files = [str(p) for _, p in data_files(path)]
-        if not files:
-            continue
-        lazy = pl.scan_parquet(files, hive_partitioning=False)
-        if wanted is not None:
-            lazy = lazy.filter(pl.col("symbol").is_in(sorted(wanted)))
-        rows = lazy.group_by("symbol").agg(pl.col("open_time").max().dt.epoch("ms")).collect().iter_rows()
+        rows = read_skipping(
+            lambda: [p for _, p in data_files(path)], partial(_newest_per_symbol, wanted=wanted),
+            f"{interval} bars in {path}",
+        )
         for symbol, latest_open in rows:
             found[symbol] = max(found.get(symbol, latest_open), latest_open)
         if wanted is not None and wanted <= set(found):
             break
     return found if wanted is None else {s: t for s, t in found.items() if s in wanted}
+
+
+def _newest_per_symbol(files: list[Path], wanted: set[str] | None) -> list[tuple[str, int]]:
+    if not files:
+        return []
+    lazy = pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
+    if wanted is not None:
+        lazy = lazy.filter(pl.col("symbol").is_in(sorted(wanted)))
+    return lazy.group_by("symbol").agg(pl.col("open_time").max().dt.epoch("ms")).collect().rows()
 
 
 def last_stored_open_time(

@@ -29,9 +29,11 @@ from klinestore.storage.compaction import CompactReport, compact
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.errors import BarError, StorageError
 from klinestore.storage.frames import VERSIONED_SCHEMA, from_bars, latest
-from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, wal_dir
+from klinestore.storage.fsguard import prepare_dirs
+from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, state_dir, wal_dir
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import MarkerWatch, Poll, announcement
+from klinestore.storage.quarantine import quarantine_writer
 from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
 from klinestore.storage.resample import bucket_ends, bucket_opens, interval_minutes, resample_touched_many
 from klinestore.storage.txn import Publish, recover
@@ -56,6 +58,11 @@ class RestartState:
     recovered_publishes: int  # interrupted publishes finished or rolled back
     #: Newest stored open time (UTC ms) per (symbol, interval), Parquet plus WAL.
     last_open_times: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: Damaged files of this shard moved to ``quarantine/`` (their records: file, error, coverage).
+    quarantined: tuple[dict, ...] = ()
+    #: Corrupt WAL spans set aside, one per interval they held: ``file`` (the segment),
+    #: ``interval``, and ``start_ms``/``end_ms`` bounding the open times of the bars lost.
+    wal_corrupt: tuple[dict, ...] = ()
 
     def gap(self, symbol: str, interval: str, now_ms: int) -> tuple[int, int] | None:
         """Bars missing since the last stored one, at exchange time ``now_ms`` (first live event).
@@ -103,12 +110,16 @@ class BarStore:
 
     def open(self) -> RestartState:
         """Take the shard lock, finish interrupted publishes, replay the WAL."""
+        prepare_dirs(self.data_dir, state_dir(self.data_dir))
         if not self._lock.acquire():
             raise StorageError(
                 f"shard {self.writer} of {self.data_dir} is open in another process (pid {self._lock.holder()})"
             )
+        roots = [dataset_root(self.data_dir, m) for m in MARKETS]
         try:
-            recovered = recover(self.data_dir, self.writer, [dataset_root(self.data_dir, m) for m in MARKETS])
+            prepare_dirs(self._wal.directory)
+            recovered = recover(self.data_dir, self.writer, roots)
+            quarantined = quarantine_writer(self.data_dir, self.writer, roots)
             replay = self._wal.open()
         except BaseException:
             self._lock.release()
@@ -120,10 +131,17 @@ class BarStore:
         self._watch.prime()  # before the tail is read: a publish after this is seen by the next flush
         self._opened = self._stamper.next()
         self._tail = self._load_tail()
+        last = self._last_open_times()
+        quarantined += quarantine_writer(self.data_dir, self.writer, roots)  # what reading found damaged
         return RestartState(
             replayed_bars=replay.bars, wal_segments=replay.segments, torn_bytes=replay.torn_bytes,
             corrupt_records=replay.corrupt_records, recovered_publishes=recovered,
-            last_open_times=self._last_open_times(),
+            last_open_times=last, quarantined=tuple(quarantined),
+            wal_corrupt=tuple(
+                {"file": f"wal/{self.writer}/{segment}", "interval": interval, "bytes": span.end - span.start,
+                 "start_ms": span.low_ms, "end_ms": None if span.high_ms is None else span.high_ms + 1, "symbols": None}
+                for segment, span in replay.corrupt for interval in span.intervals
+            ),
         )
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ the flush that put their rows into Parquet (in the same atomic publish).
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -31,10 +32,12 @@ from pathlib import Path
 import msgspec
 
 from klinestore.core.schema import Bar
+from klinestore.core.times import iso
 from klinestore.storage.errors import WalError
 from klinestore.storage.fsguard import NOFOLLOW, create_new, refuse_symlink
 from klinestore.storage.txn import fsync_dir
 
+log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<II")
 MAX_RECORD = 64 << 20
 SEGMENT_BYTES = 64 << 20
@@ -51,7 +54,8 @@ class Replay:
     records: list[Record] = field(default_factory=list)
     segments: int = 0
     torn_bytes: int = 0  # a torn tail cut off (a crash mid-append)
-    corrupt_records: int = 0  # whole records failing their CRC, moved aside
+    corrupt_records: int = 0  # corrupt spans (records failing their CRC), moved aside
+    corrupt: list[tuple[str, CorruptSpan]] = field(default_factory=list)  # (segment name, span)
 
     @property
     def bars(self) -> int:
@@ -70,23 +74,85 @@ def decode_segment(data: bytes) -> tuple[list[Record], int, bool]:
     records: list[Record] = []
     offset, size = 0, len(data)
     while offset < size:
-        if size - offset < _HEADER.size:
-            return records, offset, False
-        length, crc = _HEADER.unpack_from(data, offset)
-        start = offset + _HEADER.size
-        if length == 0 or length > MAX_RECORD:
-            return records, offset, size - offset > _HEADER.size + MAX_RECORD or any(data[offset:])
-        if size - start < length:
-            return records, offset, False
-        payload = data[start:start + length]
-        if zlib.crc32(payload) != crc:
-            return records, offset, True
-        try:
-            records.append(_decoder.decode(payload))
-        except msgspec.DecodeError:
-            return records, offset, True
-        offset = start + length
+        record, end, corrupt = _record_at(data, offset)
+        if record is None:
+            return records, offset, corrupt
+        records.append(record)
+        offset = end
     return records, offset, False
+
+
+def _record_at(data: bytes, offset: int) -> tuple[Record | None, int, bool]:
+    """The record at ``offset`` and where it ends, or None and whether the bytes there are corrupt (vs torn)."""
+    size = len(data)
+    if size - offset < _HEADER.size:
+        return None, offset, False
+    length, crc = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    if length == 0 or length > MAX_RECORD:
+        return None, offset, size - offset > _HEADER.size + MAX_RECORD or any(data[offset:])
+    if size - start < length:
+        return None, offset, False
+    payload = data[start:start + length]
+    if zlib.crc32(payload) != crc:
+        return None, offset, True
+    try:
+        return _decoder.decode(payload), start + length, False
+    except msgspec.DecodeError:
+        return None, offset, True
+
+
+@dataclass(slots=True)
+class CorruptSpan:
+    """Bytes of a segment that hold no whole record, between records that are whole."""
+
+    start: int
+    end: int
+    #: Open times (ms) and intervals of the whole records on either side: the bars set aside
+    #: were appended between them (closed bars arrive in time order).
+    low_ms: int | None = None
+    high_ms: int | None = None
+    intervals: tuple[str, ...] = ()
+
+
+def scan_segment(data: bytes) -> tuple[list[Record], list[CorruptSpan], int]:
+    """Every whole record of a segment, past corrupt ones (the next record is found by its
+    CRC), the corrupt spans, and where a torn tail starts (``len(data)`` if none)."""
+    records: list[Record] = []
+    spans: list[CorruptSpan] = []
+    offset, size = 0, len(data)
+    while offset < size:
+        record, end, corrupt = _record_at(data, offset)
+        if record is not None:
+            records.append(record)
+            offset = end
+            continue
+        resume = _next_record(data, offset + 1)
+        if resume is None:
+            if corrupt:
+                spans.append(_span(offset, size, records, None))
+                return records, spans, size
+            return records, spans, offset  # a torn tail: the process died mid-append
+        following, _, _ = _record_at(data, resume)
+        spans.append(_span(offset, resume, records, following))
+        offset = resume
+    return records, spans, size
+
+
+def _next_record(data: bytes, offset: int) -> int | None:
+    for at in range(offset, len(data) - _HEADER.size):
+        length, crc = _HEADER.unpack_from(data, at)
+        if 0 < length <= min(MAX_RECORD, len(data) - at - _HEADER.size) and _record_at(data, at)[0] is not None:
+            return at
+    return None
+
+
+def _span(start: int, end: int, before: list[Record], after: Record | None) -> CorruptSpan:
+    near = [*(before[-1][1] if before else ()), *(after[1] if after else ())]
+    if not near:
+        return CorruptSpan(start, end)
+    opens = [b.open_time for b in near]
+    return CorruptSpan(start, end, min(opens), max(opens), tuple(sorted({b.interval for b in near})))
 
 
 def segment_paths(directory: Path) -> list[Path]:
@@ -98,7 +164,7 @@ def read_records(directory: Path) -> list[Record]:
     out: list[Record] = []
     for path in segment_paths(directory):
         try:
-            out.extend(decode_segment(path.read_bytes())[0])
+            out.extend(scan_segment(path.read_bytes())[0])
         except FileNotFoundError:
             continue  # trimmed by its writer meanwhile: its rows are in Parquet now
     return out
@@ -248,16 +314,35 @@ class Wal:
             data = path.read_bytes()
         except OSError as exc:
             raise WalError(f"cannot read WAL segment {path}: {exc}") from exc
-        records, good, corrupt = decode_segment(data)
+        records, spans, torn = scan_segment(data)
         replay.records.extend(records)
-        if good == len(data):
+        if not spans and torn == len(data):
             return
-        if corrupt:
-            replay.corrupt_records += 1
-            with create_new(path.with_suffix(".corrupt")) as handle:
-                handle.write(data[good:])
-        else:
-            replay.torn_bytes += len(data) - good
-        with open(path, "r+b") as handle:
-            handle.truncate(good)
+        replay.torn_bytes += len(data) - torn
+        if not spans:
+            with open(path, "r+b") as handle:
+                handle.truncate(torn)
+                os.fsync(handle.fileno())
+            return
+        replay.corrupt_records += len(spans)
+        with create_new(path.with_suffix(".corrupt")) as handle:
+            for span in spans:
+                handle.write(data[span.start:span.end])
+        kept = bytearray()
+        cursor = 0
+        for span in spans:
+            kept += data[cursor:span.start]
+            cursor = span.end
+        kept += data[cursor:torn]
+        with create_new(path.with_suffix(".tmp")) as handle:  # the whole records only, atomically
+            handle.write(kept)
+            handle.flush()
             os.fsync(handle.fileno())
+        os.replace(path.with_suffix(".tmp"), path)
+        fsync_dir(path.parent)
+        for span in spans:
+            replay.corrupt.append((path.name, span))
+            log.warning("WAL segment %s: %d corrupt bytes set aside to %s; the bars appended there (open times "
+                        "%s..%s, intervals %s) are lost and recorded as a gap", path, span.end - span.start,
+                        path.with_suffix(".corrupt").name, iso(span.low_ms), iso(span.high_ms),
+                        ",".join(span.intervals) or "unknown")

@@ -255,6 +255,7 @@ def parquet_writer(sink: BinaryIO | Path | str, schema: pa.Schema = FILE_SCHEMA)
     names = set(schema.names)
     return pq.ParquetWriter(
         sink, schema, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
+        write_page_checksum=True,  # a flipped byte is found by a checked read (storage.quarantine)
         use_dictionary=[c for c in ("symbol", "interval", "source") if c in names],
         column_encoding={c: e for c, e in _DELTA.items() if c in names},
         sorting_columns=[pq.SortingColumn(schema.get_field_index(c)) for c in PARTITION_KEY],

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
+import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import polars as pl
@@ -261,3 +264,36 @@ def test_storage_commands_have_help_and_examples(command: str) -> None:
     assert module.HELP and module.DESCRIPTION and f"klinestore {command}" in module.EXAMPLES
     shown = subprocess.run(klinestore_command(command, "--help"), env=subprocess_env(), capture_output=True, text=True)
     assert shown.returncode == 0 and "examples:" in shown.stdout and "--data-dir" in shown.stdout
+
+
+def lying_zip(path: Path, inflated: int, claimed: int = 1000) -> Path:
+    """A zip whose one member claims ``claimed`` bytes and inflates to ``inflated`` (zeros)."""
+    name = path.name.replace(".zip", ".csv").encode()
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 24)
+    packed = b"".join(squeeze.compress(chunk) for _ in range(inflated // len(chunk))) + squeeze.flush()
+    crc = zlib.crc32(chunk[:claimed])
+    fields = struct.pack("<HHHHHIII", 20, 0, 8, 0, 0, crc, len(packed), claimed)
+    local = b"PK\x03\x04" + fields + struct.pack("<HH", len(name), 0) + name
+    central = (b"PK\x01\x02" + struct.pack("<H", 20) + fields + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, 0)
+               + name)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 1, 1, len(central), len(local) + len(packed), 0)
+    path.write_bytes(local + packed + central + end)
+    return path
+
+
+@pytest.mark.parametrize("fast_inflate", [True, False])
+def test_a_zip_whose_header_lies_is_refused_without_inflating_it(tmp_path: Path, fast_inflate: bool) -> None:
+    """Issue 14 case 3: a member claiming 1 000 bytes that inflates to 512 MiB used to be
+    inflated whole in memory before the size check refused it; now inflation stops at the claim."""
+    bomb = lying_zip(tmp_path / "BTCUSDT-1m-2024-01-01.zip", 512 << 20)
+    assert bomb.stat().st_size < 1 << 20
+    script = ("import resource, sys\nimport klinestore.storage.archive as a\nfrom klinestore.cli import main\n"
+              f"a._isal_zlib = a._isal_zlib if {fast_inflate} else None\ncode = main(sys.argv[1:])\n"
+              "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", script, "import", str(bomb), "--data-dir", str(tmp_path / "data")],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "inflates to more than the 1000 bytes its header claims" in done.stderr
+    peak = int(done.stdout.split("maxrss")[1]) << 10  # KiB on Linux
+    assert peak < 400 << 20, f"peak RSS {peak >> 20} MiB"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from klinestore.config import Config, config_from_dict, config_reference, config_to_dict, load_config
 from klinestore.core.errors import ConfigError
+from support import klinestore_command, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,3 +110,49 @@ def test_reference_documents_every_key() -> None:
     assert all(doc for _, _, _, doc in rows)
     keys = {key for key, *_ in rows}
     assert "websocket.reconnect.base_delay" in keys and "modes.websocket_only_klines" in keys
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    ('{"storage": {"flush_interval": 1e308}}', "storage.flush_interval", "at most"),
+    ('{"storage": {"flush_interval": Infinity}}', "storage.flush_interval", "finite"),
+    ('{"storage": {"compaction_grace": -Infinity}}', "storage.compaction_grace", "finite"),
+    ('{"jobs": {"status_interval": 1e400}}', "jobs.status_interval", "finite"),
+    ('{"storage": {"compaction_interval": NaN}}', "storage.compaction_interval", "finite"),
+    ('{"storage": {"compaction_interval": 100000000000000000000000000000000000}}', "storage.compaction_interval",
+     "at most"),
+    ('{"rest": {"weight_limit": 99999999999}}', "rest.weight_limit", "at most"),
+    ('{"sharding": {"shard_id": 100000000000000000000000000}}', "sharding.shard_id", "out of range"),
+    ('{"websocket": {"reconnect": {"failed_retry_interval": 31536000}}}', "websocket.reconnect.failed_retry_interval",
+     "at most"),
+])
+def test_numbers_out_of_any_sane_range_are_refused_naming_the_key(tmp_path: Path, text: str, key: str,
+                                                                  words: str) -> None:
+    """Issue 14 case 6: these ended in OverflowError tracebacks when the service scheduled its timers."""
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words) as caught:
+        load_config(path, env={})
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("where", ["proc", "file", "wal_file"])
+def test_a_data_dir_that_cannot_be_one_is_refused_in_one_line(tmp_path: Path, where: str) -> None:
+    """Issue 14 case 6: /proc/self, a file, or a file where wal/s0000 belongs ended in tracebacks."""
+    from klinestore.config import StorageConfig
+    from klinestore.storage import BarStore
+    from klinestore.storage.errors import StorageError
+
+    data = {"proc": Path("/proc/self"), "file": tmp_path / "f", "wal_file": tmp_path / "d"}[where]
+    if where == "file":
+        data.write_text("")
+    if where == "wal_file":
+        (data / "wal").mkdir(parents=True)
+        (data / "wal" / "s0000").write_text("")
+    with pytest.raises(StorageError, match="directory") as caught:
+        BarStore(data, StorageConfig()).open()
+    assert "\n" not in str(caught.value)
+    done = subprocess.run(klinestore_command("run", "--data-dir", str(data), "--ws-url", "ws://127.0.0.1:9",
+                                             "--rest-url", "http://127.0.0.1:9", "--for", "1"),
+                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("klinestore run: error: ")

@@ -80,3 +80,52 @@ def test_records_split_fill_and_extend(tmp_path: Path) -> None:
         assert db.open_gaps() == []
         with pytest.raises(Exception, match="first piece"):
             db.split_gap("BTCUSDT", "1m", T0, T0 + M, [(T0 + M, T0 + M, None)])
+
+
+def test_bars_lost_in_a_corrupt_wal_record_become_a_gap_that_lowers_dataqual(tmp_path: Path) -> None:
+    """Issue 14 case 7: a crashed shard's WAL with one flipped byte. The restart sets the record
+    aside and reports where; the service records the bars lost as a gap (reason wal_corrupt),
+    which DataQual counts until they are refilled."""
+    import asyncio
+
+    from klinestore.config import StorageConfig
+    from klinestore.ingest.clock import ExchangeClock
+    from klinestore.jobs.dataqual import DataQualModel, SymbolHealth
+    from klinestore.jobs.gaps import GapKeeper
+    from klinestore.storage import BarStore
+    from klinestore.storage.layout import wal_dir
+    from klinestore.storage.wal import Wal, segment_paths
+    from storage_support import T0 as JAN
+    from storage_support import bar
+
+    wal = Wal(wal_dir(tmp_path, "s0000"), fsync_window=0)  # what a shard killed before its flush leaves
+    wal.open()
+    for minute in range(10):
+        wal.append(minute + 1, [bar(minute=minute), bar("ETHUSDT", minute=minute)])
+    wal.close()
+    (segment,) = segment_paths(wal_dir(tmp_path, "s0000"))
+    data = bytearray(segment.read_bytes())
+    record = len(data) // 10
+    data[6 * record + record // 2] ^= 0xFF  # minute 6 of both symbols
+    segment.write_bytes(bytes(data))
+
+    store = BarStore(tmp_path, StorageConfig(wal_fsync_window=0.0, resample_intervals=()))
+    restart = store.open()
+    assert restart.corrupt_records == 1 and restart.replayed_bars == 18
+    (lost,) = restart.wal_corrupt
+    assert (lost["interval"], lost["start_ms"], lost["end_ms"]) == ("1m", JAN + 5 * M, JAN + 7 * M + 1)
+    store.flush()  # the service flushes the replayed bars first
+    store.close()
+
+    async def record() -> tuple[list, int]:
+        with QualityDB(tmp_path / "q") as db:
+            keeper = GapKeeper(db, tmp_path, ExchangeClock())
+            opened = await keeper.record_lost(restart.wal_corrupt, ["BTCUSDT", "ETHUSDT"], JAN + 60 * M, "wal_corrupt")
+            return read_gaps(db), opened, keeper.book.missing_bars("BTCUSDT", "1m", JAN, JAN + 60 * M)
+
+    gaps, opened, missing = asyncio.run(record())
+    assert opened == 2 and missing == 1
+    assert sorted((g[0], g[1], g[2], g[3], g[5], g[6]) for g in gaps) == [
+        (s, "1m", JAN + 6 * M, JAN + 6 * M, None, "wal_corrupt") for s in ("BTCUSDT", "ETHUSDT")]
+    model = DataQualModel(half_life_s=60, stale_after_s=120)
+    assert model.score(SymbolHealth(symbol="BTCUSDT", gap_bars=missing), JAN).score < 1.0

@@ -102,3 +102,53 @@ def test_metrics_endpoint_of_a_running_service_agrees_with_its_status(tmp_path: 
     assert scraped["klinestore_up"] == 1 and scraped["klinestore_closed_bars_total"] >= 1
     assert scraped["klinestore_messages_total"] >= scraped["klinestore_closed_bars_total"]
     assert service.metrics_url == ""  # stopped with the service
+
+
+def test_a_restart_records_what_a_corrupt_wal_and_a_damaged_file_lost(tmp_path: Path, sim_factory: SimFactory) -> None:
+    """Issue 14 cases 1 and 7 through the service: a crashed shard left a WAL with one flipped
+    byte and a Parquet file that is now zero bytes. It starts anyway, quarantines the file with
+    an alert, and records the bars both held as gaps (which DataQual counts until refilled)."""
+    from klinestore.config import StorageConfig
+    from klinestore.storage import BarStore
+    from klinestore.storage.layout import wal_dir
+    from klinestore.storage.wal import Wal, segment_paths
+    from storage_support import bar
+
+    data = tmp_path / "data"
+    t0 = START_MS - 60 * MINUTE_MS
+    store = BarStore(data, StorageConfig(wal_fsync_window=0.0, resample_intervals=()))
+    store.open()
+    store.append([bar(minute=m, t0=t0) for m in range(10)])
+    store.flush()  # minutes 0-9 in one Parquet file
+    store.close()
+    (damaged,) = (data / "bars").rglob("*.parquet")
+    damaged.write_bytes(b"")
+    wal = Wal(wal_dir(data, "s0000"), fsync_window=0)  # then May's first minutes, killed before the flush
+    wal.open()
+    for minute in range(10, 20):
+        wal.append(minute, [bar(minute=minute, t0=START_MS)])
+    wal.close()
+    segment = segment_paths(wal_dir(data, "s0000"))[-1]  # the one the appends went to
+    raw = bytearray(segment.read_bytes())
+    raw[5 * (len(raw) // 10) + len(raw) // 20] ^= 0xFF  # May 1 00:15
+    segment.write_bytes(bytes(raw))
+
+    sim = sim_factory(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=START_MS + 60 * MINUTE_MS)
+    service = Service(service_config(sim, data))
+    opened: list[tuple[Any, ...]] = []
+
+    async def main() -> None:
+        await service.start()
+        try:
+            opened.extend(await asyncio.to_thread(service.quality.db.open_gaps))
+            status = service.status()
+        finally:
+            await service.stop()
+        assert any(a["kind"] == "quarantine" for a in status["alerts"]), status["alerts"]
+
+    asyncio.run(main())
+    ours = [(g[2], g[3], g[5]) for g in opened if g[:2] == ("BTCUSDT", "1m")]
+    # a zero-byte file names nothing it held: its month (April) is in doubt, minutes 0-9 among it
+    assert any(r == "quarantine" and a <= t0 and b == START_MS - MINUTE_MS for a, b, r in ours), ours
+    assert (START_MS + 15 * MINUTE_MS, START_MS + 15 * MINUTE_MS, "wal_corrupt") in ours, ours
+    assert not damaged.exists() and (data / "quarantine").is_dir()

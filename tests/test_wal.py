@@ -14,7 +14,7 @@ import pytest
 
 from klinestore.storage.errors import WalError
 from klinestore.storage.wal import Wal, segment_paths
-from storage_support import bar
+from storage_support import MINUTE, T0, bar
 from support import subprocess_env
 
 
@@ -99,3 +99,37 @@ def test_kill_9_right_after_append_loses_nothing(tmp_path: Path) -> None:
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert len(Wal(tmp_path).open().records) == 500
+
+
+def test_one_flipped_byte_sets_aside_one_record_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 14 case 7: a flipped byte used to set its record and the rest of the segment aside
+    silently (29 of 68 bars); now only that record goes, with a warning naming the segment
+    and the open times of the bars lost, and the records after it replay."""
+    _fill(tmp_path, 10).close()
+    (segment,) = segment_paths(tmp_path)
+    data = bytearray(segment.read_bytes())
+    record = len(data) // 10
+    data[4 * record + record // 2] ^= 0xFF  # inside the 5th record's payload
+    segment.write_bytes(bytes(data))
+    replay = Wal(tmp_path).open()
+    assert replay.corrupt_records == 1
+    assert [stamp for stamp, _ in replay.records] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    ((name, span),) = replay.corrupt
+    assert name == segment.name and span.end - span.start == record
+    assert (span.low_ms, span.high_ms, span.intervals) == (T0 + 3 * MINUTE, T0 + 5 * MINUTE, ("1m",))
+    assert segment.with_suffix(".corrupt").stat().st_size == record
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and segment.name in r.getMessage()]
+    assert len(warnings) == 1 and "2024-01-01T00:03:00.000Z" in warnings[0].getMessage()
+    again = Wal(tmp_path).open()  # the segment now holds the whole records only
+    assert again.records == replay.records and again.corrupt_records == 0
+
+
+def test_a_corrupt_length_field_is_skipped_by_the_next_records_crc(tmp_path: Path) -> None:
+    _fill(tmp_path, 6).close()
+    (segment,) = segment_paths(tmp_path)
+    data = bytearray(segment.read_bytes())
+    record = len(data) // 6
+    data[2 * record + 2] ^= 0x7F  # the 3rd record's length: it now claims to run past the segment
+    segment.write_bytes(bytes(data))
+    replay = Wal(tmp_path).open()
+    assert [stamp for stamp, _ in replay.records] == [1, 2, 4, 5, 6] and replay.torn_bytes == 0

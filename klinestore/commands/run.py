@@ -14,6 +14,7 @@ from typing import Any
 from klinestore.config import Config, load_config
 from klinestore.core.errors import ConfigError
 from klinestore.core.intervals import MINUTE_MS
+from klinestore.core.options import MAX_SECONDS
 from klinestore.core.symbols import check_symbols
 
 HELP = "run the service: live ingest into ring buffers and storage, health in status.json"
@@ -76,8 +77,8 @@ def build_config(args: argparse.Namespace) -> Config:
         raise ConfigError("--sim", "cannot be combined with --ws-url/--rest-url")
     if args.sim_start is not None and not args.sim:
         raise ConfigError("--sim-start", "needs --sim")
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError("--for", "must be > 0 seconds")
+    if args.duration is not None and not 0 < args.duration <= MAX_SECONDS * 12:  # NaN fails both
+        raise ConfigError("--for", f"must be > 0 and at most {MAX_SECONDS * 12:g} seconds (a year)")
     return load_config(args.config, overrides=overrides)
 
 

@@ -506,3 +506,35 @@ def test_garbled_rest_answers_raise_the_clients_errors_and_store_nothing_bad(tmp
     finally:
         harness.close()
     print(f"REST answers: {sum(outcomes.values())}: {dict(sorted(outcomes.items()))}")
+
+
+HOSTILE = ('{"stream": "btcusdt@kline_1m", "data": "x\n2024-05-01 00:00:00,000 CRITICAL klinestore: '
+           'all funds moved\x1b[2J\x1b]0;owned\x07\u202e' + "A" * 10_000 + '"}')
+
+
+def test_network_text_never_forges_a_log_line(harness: Harness) -> None:
+    """Issue 14 case 5: a frame holding a newline, a fake timestamp and terminal escape codes
+    is logged (it is malformed) as one escaped, capped line by the CLI's formatter."""
+    import io
+    import logging
+
+    from klinestore.core.logtext import MAX_MESSAGE, OneLineFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        rejected = sum(harness.service.feed.state.rejected.values())
+        harness.send([HOSTILE])
+        assert sum(harness.service.feed.state.rejected.values()) == rejected + 1
+    finally:
+        root.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    hostile = [line for line in lines if "all funds moved" in line]
+    assert len(hostile) == 1, lines  # one event, one line
+    assert all(line.split()[2] != "CRITICAL" for line in lines)  # no forged event: the level is the real one
+    assert "\x1b" not in stream.getvalue() and "\x07" not in stream.getvalue() and "\u202e" not in stream.getvalue()
+    assert "\\x1b[2J" in hostile[0] and "\\n2024-05-01" in hostile[0]
+    assert len(hostile[0]) < MAX_MESSAGE + 200
