@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "sql": "sql",
     "export": "export",
     "status": "status",
+    "list": "list_",
     "chart": "chart",
     "dataqual": "dataqual",
 }
