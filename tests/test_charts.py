@@ -44,7 +44,8 @@ def red_columns(image: np.ndarray) -> int:
 
 def test_candles_with_a_gap(holey: Path, tmp_path: Path) -> None:
     drawn = candles_chart("BTCUSDT", "1m", T0, T0 + 720 * MINUTE, tmp_path / "c.png", data_dir=holey)
-    assert drawn == {"bars": 660, "missing": 60, "gaps": 1, "incomplete": 0}
+    assert drawn == {"bars": 660, "missing": 60, "gaps": 1, "incomplete": 0, "start": "2024-01-01 00:00",
+                     "end": "2024-01-01 12:00"}
     with_gap = png(tmp_path / "c.png")
     candles_chart("BTCUSDT", "1m", T0 + 400 * MINUTE, T0 + 720 * MINUTE, tmp_path / "d.png", data_dir=holey)
     assert red_columns(with_gap) > 50 > red_columns(png(tmp_path / "d.png"))
@@ -59,8 +60,10 @@ def test_incomplete_resampled_bars_are_marked(holey: Path, tmp_path: Path) -> No
 
 
 def test_candles_refuse_nothing_and_too_much(holey: Path, tmp_path: Path) -> None:
-    with pytest.raises(QueryError, match="nothing to draw"):
+    with pytest.raises(QueryError, match="empty range"):
         candles_chart("BTCUSDT", "1m", T0, T0, tmp_path / "x.png", data_dir=holey)
+    with pytest.raises(QueryError, match="no BTCUSDT 1m bar in"):
+        candles_chart("BTCUSDT", "1m", T0 + 300 * MINUTE, T0 + 360 * MINUTE, tmp_path / "x.png", data_dir=holey)
     assert not (tmp_path / "x.png").exists()
 
 
@@ -83,5 +86,5 @@ def test_chart_cli(holey: Path, tmp_path: Path) -> None:
         env=subprocess_env(), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "92 candles, 4 missing bars in 1 gap marked" in result.stdout
+    assert "92 candles of BTCUSDT 15m [2024-01-01 00:00, 2024-01-02 00:00), 4 missing bars in 1 gap marked" in result.stdout
     png(out)
