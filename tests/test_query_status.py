@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -160,3 +162,17 @@ def test_sharded_data_directory_reports_every_shard_and_one_on_request(tmp_path:
     table = subprocess.run(klinestore_command("status", "--data-dir", str(data)), env=subprocess_env(),
                            capture_output=True, text=True, timeout=60)
     assert "shard 0" in table.stdout and "shard 1" in table.stdout and "RUNNING" in table.stdout
+
+
+def test_a_dead_pid_on_this_host_means_stopped(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    write(tmp_path, snapshot(now_ms(), pid=gone.pid, host=host))
+    report = read_status(tmp_path)
+    assert report["service"]["state"] == "stopped" and exit_code(report) == EXIT_NOT_RUNNING
+    assert f"pid {gone.pid}" in report["service"]["message"] and "last snapshot was written at" in report["service"]["message"]
+    write(tmp_path, snapshot(now_ms(), pid=os.getpid(), host=host))
+    assert read_status(tmp_path)["service"]["state"] == "running"
+    write(tmp_path, snapshot(now_ms(), pid=gone.pid, host=host + "-elsewhere"))  # another machine's pid: cannot tell
+    assert read_status(tmp_path)["service"]["state"] == "running"

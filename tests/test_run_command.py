@@ -75,3 +75,32 @@ def test_sigterm_stops_cleanly_with_a_final_status(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     final = json.loads(status_file.read_text())
     assert final["running"] is False and all(c["state"] == "DISCONNECTED" for c in final["connections"])
+
+
+def test_status_after_kill_9_reports_the_service_stopped_with_its_last_snapshot(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        klinestore_command("run", "--sim", "--data-dir", str(data), "--config", str(write_config(tmp_path))),
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    status_file = data / "status.json"
+    try:
+        deadline = time.monotonic() + 30
+        while not status_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status_file.exists(), "no status.json within 30 s"
+        running = subprocess.run(klinestore_command("status", "--data-dir", str(data), "--json"),
+                                 env=subprocess_env(), capture_output=True, text=True, timeout=60)
+        assert json.loads(running.stdout)["service"]["state"] == "running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    last = json.loads(status_file.read_text())
+    assert last["running"] is True and last["pid"] == proc.pid  # killed: no final snapshot was written
+    after = subprocess.run(klinestore_command("status", "--data-dir", str(data)), env=subprocess_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert after.returncode == 3, after.stdout[-2000:]
+    assert "STOPPED" in after.stdout.upper() and f"pid {proc.pid}" in after.stdout
+    assert last["written_at"] in after.stdout.replace("\n", "")
