@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "status": "status",
     "list": "list_",
+    "download": "download",
     "chart": "chart",
     "dataqual": "dataqual",
 }
