@@ -33,6 +33,8 @@ from klinestore.storage.reader import read_bars
 MAX_CANDLES = 20_000
 DEFAULT_BARS = 120  # bars drawn at least when no range is given (a day of 1d bars is one candle)
 DAY_MS = 86_400_000
+_LINE_STYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+_LINE_WIDTH, _LINE_STEP = 1.2, 2.4
 _PLOT_POINTS = 14 * 72 * 0.9  # width of the plot area in points (figure 14 in, axes ~90 % of it)
 DPI = 110
 _UP, _DOWN, _GAP, _INCOMPLETE = "#26a69a", "#ef5350", "#d62728", "#ff7f0e"
@@ -125,8 +127,13 @@ def dataqual_chart(out: Path | str, *, symbol: str | None = None, data_dir: Path
                          + " (the service publishes them every jobs.publish_interval seconds)")
     figure = Figure(figsize=(14, 5), dpi=DPI, layout="constrained")
     ax = figure.subplots()
-    for (name,), part in scores.partition_by("symbol", as_dict=True, maintain_order=True).items():
-        ax.step(_nums(part, "ts"), part.get_column("score").to_numpy(), where="post", label=str(name), lw=1.4)
+    parts = scores.partition_by("symbol", as_dict=True, maintain_order=True)
+    for i, ((name,), part) in enumerate(parts.items()):
+        # Scores of several symbols are often equal (1.0): later lines are thinner and dashed, so
+        # a line drawn over another leaves the one below visible at its sides and in the gaps.
+        width = _LINE_WIDTH + _LINE_STEP * (len(parts) - 1 - i) / max(len(parts) - 1, 1)
+        ax.step(_nums(part, "ts"), part.get_column("score").to_numpy(), where="post", label=str(name), lw=width,
+                ls=_LINE_STYLES[i % len(_LINE_STYLES)], color=f"C{i % 10}")
     for row in gaps.iter_rows(named=True):  # end_time is the last missing open time: shade through its bar
         first = int(row["start_time"].timestamp() * 1000)
         last = int(row["end_time"].timestamp() * 1000)
