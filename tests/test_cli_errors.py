@@ -46,6 +46,7 @@ def test_a_data_directory_that_does_not_exist_is_named(tmp_path: Path, capsys: p
                  ["chart", "--symbol", "BTCUSDT", "--interval", "1m", "--out", str(tmp_path / "c.png"),
                   "--data-dir", str(missing)],
                  ["list", "--data-dir", str(missing)], ["status", "--data-dir", str(missing)],
+                 ["dataqual", "--data-dir", str(missing)], ["compact", "--data-dir", str(missing)],
                  ["sql", "SELECT 1", "--data-dir", str(missing)]):
         code, _, err = run_cli(capsys, *argv)
         assert code == 1, argv
