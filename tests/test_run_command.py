@@ -166,3 +166,23 @@ def test_no_route_to_the_exchange_logs_one_error_naming_the_url_and_what_to_chec
     assert "proxy" in errors[0] and "--sim" in errors[0] and "retrying with backoff" in errors[0]
     retries = [line for line in proc.stderr.splitlines() if "CONNECTING -> RECONNECTING" in line]
     assert len(retries) >= 3  # it kept retrying after the ERROR
+
+
+def test_archive_fill_closes_a_gap_from_the_simulators_archive_host(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_sim(tmp_path, data, "--sim-start", "2024-01-01T23:50Z", seconds="3")
+    config = tmp_path / "fill.json"
+    config.write_text(json.dumps({**FAST_CONFIG, "jobs": {"status_interval": 0.5, "archive_fill": True,
+                                                          "archive_fill_interval": 1, "gap_check_interval": 1}}))
+    proc = subprocess.run(
+        klinestore_command("run", "--sim", "--for", "6", "--data-dir", str(data), "--config", str(config),
+                           "--symbols", "BTCUSDT", "--sim-start", "2024-01-02T00:30Z"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "archive_fill: imported 1 daily archives" in proc.stderr
+    row = stored_1m(data)
+    assert row["first"] == "2024-01-01T00:00:00Z"  # the whole day of 2024-01-01 came from the archive
+    assert row["missing"] == 30  # 2024-01-02 00:00..00:29: that day is not over, its archive not published
+    status = json.loads((data / "status.json").read_text())
+    assert status["archive_fill"]["imported_files"] == 1 and "/fapi/v1/klines" not in status["ledger"]

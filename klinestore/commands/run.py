@@ -57,7 +57,9 @@ EXAMPLES = """\
 
 log = logging.getLogger(__name__)
 SUMMARY_ROWS = 20
-SIM_LEAD_MS = 24 * 3_600_000  # the simulator starts this far in the past (the fast clock catches up)
+SIM_LEAD_MS = 24 * 3_600_000
+SIM_HISTORY_MINUTES = 1440
+SIM_HISTORY_MAX_MINUTES = 8 * 1440  # the archive_fill job looks back at most a week  # the simulator starts this far in the past (the fast clock catches up)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,23 +142,34 @@ async def _exchange(config: Config, args: argparse.Namespace) -> AsyncIterator[C
     from klinestore.sim import SimConfig, Simulator
     from klinestore.sim.clock import parse_time
 
+    newest = newest_stored_minute(config)
     if args.sim_start is not None:
         start_ms = parse_time(args.sim_start, "--sim-start")
     else:
         start_ms = (int(time.time() * 1000) - SIM_LEAD_MS) // MINUTE_MS * MINUTE_MS
-        newest = newest_stored_minute(config)
         if newest is not None and newest + MINUTE_MS > start_ms:
             start_ms = newest + MINUTE_MS
             log.info("the data directory holds bars up to %s: the simulator starts after them, at %s", iso(newest),
                      iso(start_ms))
+    history = sim_history_minutes(newest, start_ms)
     sim = Simulator(SimConfig(symbols=tuple(config.symbols), speed=args.sim_speed, seed=args.sim_seed, port=0,
-                              start_ms=start_ms))
+                              start_ms=start_ms, history_minutes=history))
     await sim.start()
     try:
-        log.info("simulator at %s (ws) and %s (rest)", sim.ws_url, sim.rest_url)
-        yield config.replace(**{"websocket.base_url": sim.ws_url, "websocket.rest_url": sim.rest_url})
+        log.info("simulator at %s (ws) and %s (rest, archive)", sim.ws_url, sim.rest_url)
+        yield config.replace(**{"websocket.base_url": sim.ws_url, "websocket.rest_url": sim.rest_url,
+                                "jobs.archive_url": sim.archive_url})
     finally:
         await sim.stop()
+
+
+def sim_history_minutes(newest: int | None, start_ms: int) -> int:
+    """The simulator's history before its start: a day, or back to the UTC day of the newest stored bar,
+    so the days between a previous run and this one are in its REST history and on its archive host."""
+    if newest is None or newest >= start_ms:
+        return SIM_HISTORY_MINUTES
+    day_start = newest - newest % (1440 * MINUTE_MS)
+    return min(max(SIM_HISTORY_MINUTES, (start_ms - day_start) // MINUTE_MS), SIM_HISTORY_MAX_MINUTES)
 
 
 def newest_stored_minute(config: Config) -> int | None:
