@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 from collections.abc import Sequence
 
-from klinestore.progress import BURST, NO_ROUTE_FAILURES, Sample, Watch
+from klinestore.progress import BURST, NO_ROUTE_FAILURES, Progress, Sample, Watch
 
 URL = "wss://fstream.binance.com"
 
@@ -60,3 +62,37 @@ def test_a_burst_still_running_at_exit_is_closed_by_finish() -> None:
     watch.observe(sample(0.0, rejected={"stale": 0}))
     watch.observe(sample(1.0, rejected={"stale": 2 * BURST}))
     assert watch.finish() == [(logging.INFO, f"{2 * BURST:,} updates rejected as stale in 1 s, until exit")]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_line_is_redrawn_in_place_and_a_log_record_clears_it_first() -> None:
+    terminal = Terminal()
+    counter = iter(range(1000))
+
+    def sampler() -> Sample:
+        n = next(counter)
+        return sample(float(n), messages=100 * n, rejected={"stale": 0 if n < 2 else 10 * BURST})
+
+    async def main() -> None:
+        handler = logging.StreamHandler(terminal)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            progress = Progress(sampler, URL, tick=0.01, stream=terminal)
+            progress.start()
+            while "rejected as stale" not in terminal.getvalue() or terminal.getvalue().count("\r\x1b[K") < 6:
+                await asyncio.sleep(0.01)
+            await progress.stop()
+        finally:
+            root.removeHandler(handler)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    text = terminal.getvalue()
+    assert "\r\x1b[Kconnections 2/2 subscribed |" in text
+    warning = text.index("updates rejected as stale")
+    assert text.rfind("\r\x1b[K", 0, warning) > text.rfind("connections", 0, warning)  # cleared before the record
+    assert text.endswith("\r\x1b[K")  # the line is gone at exit
