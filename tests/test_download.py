@@ -109,3 +109,26 @@ def test_mistakes_are_one_line(tmp_path: Path) -> None:
                                                    *args), env=subprocess_env(), capture_output=True, text=True,
                                 timeout=60)
         assert result.returncode == 1 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_whole_month_comes_as_one_monthly_archive(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        klinestore_command("sim", "--port", "0", "--symbols", "BTCUSDT", "--start", "2024-02-01T00:00Z",
+                           "--history-minutes", str(31 * 1440 + 60), "--speed", "1"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=subprocess_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        urls = json.loads(proc.stdout.readline())
+        done = download(tmp_path / "data", urls["archive"], "--symbols", "BTCUSDT", "--intervals", "1h",
+                        "--start", "2024-01-01", "--end", "2024-02-01")
+        assert done.returncode == 0, done.stderr
+        assert "1 archives for 1 symbols: 0 already stored complete, 1 downloaded" in done.stdout
+        assert list((tmp_path / "data" / "downloads").rglob("*.zip"))[0].name == "BTCUSDT-1h-2024-01.zip"
+        truth = [r[0] for r in get(urls["rest"] + "/sim/truth?symbol=BTCUSDT&interval=1h")[2]
+                 if 1_704_067_200_000 <= r[0] < 1_706_745_600_000]
+        stored = sql("SELECT epoch_ms(open_time) FROM bars_1h ORDER BY 1", data_dir=tmp_path / "data").rows()
+        assert len(stored) == 744 and [t for (t,) in stored] == truth
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
