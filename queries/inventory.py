@@ -59,6 +59,9 @@ class Series:
                 "last": iso(self.last_ms), "bars": self.bars, "missing": self.missing}
 
 
+_ATTEMPTS = 3
+
+
 @dataclass(slots=True)
 class _Span:
     """One file's rows of one symbol: open-time range and count."""
@@ -83,9 +86,20 @@ def inventory(
     """Every stored (symbol, interval) of ``market``, optionally one symbol or interval, sorted."""
     data_dir = require_data_dir(data_dir)
     wanted = check_symbol(symbol) if symbol else None
+    iv_filter = check_interval(interval) if interval else None
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _inventory(data_dir, market, wanted, iv_filter)
+        except FileNotFoundError as exc:  # compacted away after its grace period while we read: list again
+            if attempt == _ATTEMPTS - 1:
+                raise QueryError(f"files keep vanishing under {data_dir} (a compaction?): {exc}") from None
+    return []
+
+
+def _inventory(data_dir: Path, market: str, wanted: str | None, interval: str | None) -> list[Series]:
     retired = retired_files(data_dir)  # compacted away, still readable for a grace period: not counted twice
     totals: dict[tuple[str, str], list[int]] = {}
-    for iv, _, partition in list_partitions(dataset_root(data_dir, market), check_interval(interval) if interval else None):
+    for iv, _, partition in list_partitions(dataset_root(data_dir, market), interval):
         files = [p for _, p in data_files(partition) if p not in retired]
         for sym, (low, high, rows) in _partition_counts(files, wanted).items():
             seen = totals.setdefault((sym, iv), [low, high, 0])
@@ -100,6 +114,8 @@ def _partition_counts(files: list[Path], wanted: str | None) -> dict[str, tuple[
     for path in files:
         try:
             found = _file_spans(path, wanted)
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
             raise QueryError(f"cannot read {path}: {exc}") from None
         for sym, span in found.items():
@@ -188,6 +204,8 @@ def _distinct(files: list[Path], symbols: list[str]) -> dict[str, tuple[int, int
             pl.col("open_time").min().dt.epoch("ms").alias("low"), pl.col("open_time").max().dt.epoch("ms").alias("high"),
             pl.col("open_time").n_unique().alias("rows"),
         ).collect()
+    except FileNotFoundError:
+        raise
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise QueryError(f"cannot read {len(files)} files under {files[0].parent}: {exc}") from None
     return {sym: (int(low), int(high), int(rows)) for sym, low, high, rows in frame.iter_rows()}

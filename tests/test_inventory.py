@@ -105,3 +105,17 @@ def test_spot_archives_are_listed_under_their_market(shared_data: Path, tmp_path
     assert rows["1m"] == {"symbol": "BTCUSDT", "interval": "1m", "first": "2023-01-01T00:00:00Z",
                           "last": "2023-01-07T23:59:00Z", "bars": 10_080, "missing": 0}
     assert rows["4h"]["bars"] == 42 and inventory(data_dir) == []
+
+
+def test_a_file_compacted_away_while_listing_is_listed_again(flushed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = inv._file_spans, []
+
+    def vanishing_once(path: Path, wanted: str | None) -> object:
+        calls.append(path)
+        if len(calls) == 1:
+            raise FileNotFoundError(path)
+        return real(path, wanted)
+
+    monkeypatch.setattr(inv, "_file_spans", vanishing_once)
+    assert [s.row() for s in inventory(flushed)] == [s.row() for s in inventory(flushed)]
+    assert len(inventory(flushed, symbol="BTCUSDT", interval="1m")) == 1
