@@ -100,7 +100,7 @@ async def _fetch(client: httpx.AsyncClient, base: str, dest: Path, ref: ArchiveR
                 handle.flush()
                 os.fsync(handle.fileno())
     except httpx.HTTPError as exc:
-        raise ArchiveError(f"{url}: {type(exc).__name__}: {exc}") from None
+        raise ArchiveError(f"{url}: {type(exc).__name__}: {exc} (check the network, a proxy, or --archive-url)") from None
     actual = digest.hexdigest()
     if actual != expected:
         tmp.unlink(missing_ok=True)

@@ -104,7 +104,9 @@ def test_an_interrupted_download_resumes_from_the_verified_archives(sim: dict[st
 def test_mistakes_are_one_line(tmp_path: Path) -> None:
     for args, words in ((("--start", "2024-01-03", "--end", "2024-01-01"), "is not after --start"),
                         (("--start", "2024-01-01", "--end", "2024-01-02", "--data", "fundingRate"), "not stored"),
-                        (("--start", "01/01/2024", "--end", "2024-01-02"), "expected a date")):
+                        (("--start", "01/01/2024", "--end", "2024-01-02"), "expected a date"),
+                        (("--start", "2024-01-01", "--end", "2024-01-02", "--archive-url", "http://127.0.0.1:9"),
+                         "check the network, a proxy, or --archive-url")):
         result = subprocess.run(klinestore_command("download", "--symbols", "BTCUSDT", "--data-dir", str(tmp_path),
                                                    *args), env=subprocess_env(), capture_output=True, text=True,
                                 timeout=60)
