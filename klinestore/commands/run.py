@@ -130,7 +130,12 @@ async def _main(config: Config, args: argparse.Namespace) -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         if service.store is not None:
-            print(run_summary(service, progress.watch, time.monotonic() - started), flush=True)
+            try:
+                summary = run_summary(service, progress.watch, time.monotonic() - started)
+            except Exception as exc:  # noqa: BLE001 - the service stopped cleanly; a summary must not change that
+                log.warning("no run summary: %s", exc)
+            else:
+                print(summary, flush=True)
 
 
 @contextlib.asynccontextmanager
