@@ -138,3 +138,18 @@ def test_sql_refuses_every_statement_that_is_not_a_read(store: Path, statement: 
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stdout == ""
     assert "is not allowed" in one_error_line(result.stderr, "sql")
+
+
+def test_chart_market_spot_draws_what_import_market_spot_stored(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert main(["import", str(shared_data / SPOT_1M), "--market", "spot", "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "chart", "--market", "spot", "--symbol", "BTCUSDT", "--interval", "1m",
+                           "--start", "2023-01-02", "--end", "2023-01-03", "--out", str(tmp_path / "s.png"),
+                           "--data-dir", str(data))
+    assert code == 0 and "1,440 candles of BTCUSDT 1m [2023-01-02 00:00, 2023-01-03 00:00)" in out
+    code, _, err = run_cli(capsys, "chart", "--symbol", "BTCUSDT", "--interval", "1m", "--out",
+                           str(tmp_path / "u.png"), "--data-dir", str(data))
+    assert code == 1 and "BTCUSDT is in the spot dataset (add --market spot)" in one_error_line(err, "chart")
