@@ -190,7 +190,8 @@ class Progress:
         self.sample, self.watch = sample, Watch(url)
         self.every, self.tick = every, tick
         self.stream = stream if stream is not None else sys.stderr
-        self.live = LiveLine(self.stream) if self.stream.isatty() else None
+        quiet = not logging.getLogger().isEnabledFor(logging.INFO)  # klinestore -q: no live line either
+        self.live = LiveLine(self.stream) if self.stream.isatty() and not quiet else None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:

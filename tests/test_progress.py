@@ -81,6 +81,8 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_a_log_record_clears_it_f
         handler = logging.StreamHandler(terminal)
         root = logging.getLogger()
         root.addHandler(handler)
+        level = root.level
+        root.setLevel(logging.INFO)
         try:
             progress = Progress(sampler, URL, tick=0.01, stream=terminal)
             progress.start()
@@ -89,6 +91,7 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_a_log_record_clears_it_f
             await progress.stop()
         finally:
             root.removeHandler(handler)
+            root.setLevel(level)
 
     asyncio.run(asyncio.wait_for(main(), 30))
     text = terminal.getvalue()
