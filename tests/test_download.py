@@ -56,6 +56,7 @@ def test_the_archive_layout_paths_checksums_and_plan() -> None:
     assert [(r.label, r.monthly) for r in refs] == [
         ("2023-12-30", False), ("2023-12-31", False), ("2024-01", True), ("2024-02", True),
         ("2024-03-01", False), ("2024-03-02", False)]  # 03-03 is today: not published yet
+    assert len(plan(["BTCUSDT", "btcusdt"], ["1m", "1m"], ["klines"], DAY, date(2024, 1, 3), date(2024, 2, 1))) == 2
 
 
 def test_download_verifies_imports_and_matches_the_exchange(sim: dict[str, str], tmp_path: Path) -> None:

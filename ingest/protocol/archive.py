@@ -113,7 +113,7 @@ def plan(
         for symbol in (check_symbol(s) for s in symbols):
             for interval in ([check_interval(i) for i in intervals] if kind in KLINE_KINDS else [None]):
                 out.extend(_covering(kind, symbol, interval, start, end))
-    return out
+    return list(dict.fromkeys(out))  # a symbol or interval named twice is fetched once
 
 
 def _covering(kind: str, symbol: str, interval: str | None, start: date, end: date) -> list[ArchiveRef]:
