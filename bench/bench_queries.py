@@ -21,6 +21,7 @@ import polars as pl
 from bench.bench_storage import MINUTE, minutes_frame
 from bench.harness import Figure, interleaved, measure
 from klinestore.queries.export import export
+from klinestore.queries.inventory import inventory
 from klinestore.queries.sql import connect, execute
 from klinestore.storage.frames import version_expr
 from klinestore.storage.layout import IMPORT_WRITER, Stamper, dataset_root
@@ -130,6 +131,17 @@ def run(quick: bool) -> list[Figure]:
     figures.append(Figure(AREA, f"SQL: all {symbols} symbols at one day of 1m bars ({rows:,} rows)", ours * 1000, "ms",
                           theirs * 1000, f"freqtrade feather: read {len(files)} files, its dedup, filter",
                           better="lower", notes=notes))
+
+    # the inventory (klinestore list) beside the SQL that gives the same rows; tries interleaved
+    inventory_sql = ("SELECT symbol, interval, min(open_time), max(open_time), count(*) FROM bars GROUP BY ALL")
+    listed = inventory(data_dir)
+    ours_runs, sql_runs = [], []
+    for _ in range(5):
+        ours_runs.append(measure(lambda: inventory(data_dir))[0])
+        sql_runs.append(measure(lambda: execute(con, inventory_sql).read_all())[0])
+    figures.append(Figure(AREA, f"list: first/last/bars/missing of {len(listed)} series ({sum(s.bars for s in listed):,} "
+                                "bars)", min(ours_runs) * 1000, "ms", min(sql_runs) * 1000,
+                          "SQL: min/max/count over the deduplicated bars view (same rows)", better="lower", notes=notes))
 
     # first query of a fresh session (klinestore sql pays this once per command)
     cold, _ = measure(lambda: execute(connect(data_dir), one_symbol).read_all())

@@ -10,6 +10,7 @@ Tree::
         └── RestError          a REST call failed (``status`` is the HTTP status, 0 for transport)
             ├── RateLimited    429: back off for ``retry_after`` seconds
             └── Banned         418: the IP is banned; never retried automatically
+        └── ArchiveError       an archive-host download that cannot be used (checksum mismatch...)
 
 websockets' and the HTTP layer's exceptions are translated into these at the boundary.
 
@@ -20,6 +21,7 @@ simulator built on it) stands alone; this module is their public name.
 from __future__ import annotations
 
 from klinestore.ingest.protocol.errors import (
+    ArchiveError,
     Banned,
     ControlError,
     IngestError,
@@ -29,4 +31,4 @@ from klinestore.ingest.protocol.errors import (
     RestError,
 )
 
-__all__ = ["Banned", "ControlError", "IngestError", "PlanError", "ProtocolError", "RateLimited", "RestError"]
+__all__ = ["ArchiveError", "Banned", "ControlError", "IngestError", "PlanError", "ProtocolError", "RateLimited", "RestError"]

@@ -7,7 +7,8 @@ from typing import Protocol
 
 from klinestore.core.options import between, non_negative, opt, positive
 from klinestore.ingest.config import ModesConfig, WebsocketConfig
-from klinestore.storage.config import ShardingConfig
+from klinestore.ingest.protocol.archive import DEFAULT_ARCHIVE_URL
+from klinestore.storage.config import ShardingConfig, StorageConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +28,13 @@ class JobsConfig:
     stale_after: float = opt(
         30.0, "DataQual: a symbol is stale once its next 1m bar is this late (exchange seconds).", positive
     )
+    archive_fill: bool = opt(
+        False, "WebSocket-only: fetch the exchange's daily 1m archives of the days with open gaps (checksums "
+        "verified, 0 REST weight) and import them, every archive_fill_interval.",
+    )
+    archive_fill_interval: float = opt(86400.0, "archive_fill period (the first run is a minute after start).", positive)
+    archive_url: str = opt(DEFAULT_ARCHIVE_URL, "The archive host archive_fill downloads from (data.binance.vision's "
+                                                "layout; klinestore run --sim uses the simulator's).")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,3 +63,5 @@ class JobSettings(Protocol):
     def alerts(self) -> AlertsConfig: ...
     @property
     def sharding(self) -> ShardingConfig: ...
+    @property
+    def storage(self) -> StorageConfig: ...

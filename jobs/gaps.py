@@ -114,6 +114,10 @@ class GapBook:
     def count(self) -> int:
         return sum(len(runs) for runs in self._open.values())
 
+    def open_runs(self) -> list[tuple[str, str, int, int]]:
+        """Every open record as (symbol, interval, first missing open, last missing open)."""
+        return [(s, iv, start, end) for (s, iv), runs in self._open.items() for start, end in runs.items()]
+
     def bars(self, interval: str = "1m") -> int:
         return sum(bars_in(s, e, interval) for (_, iv), runs in self._open.items() if iv == interval
                    for s, e in runs.items())

@@ -36,6 +36,7 @@ from klinestore.core.times import iso
 from klinestore.ingest.feed import Feed
 from klinestore.ingest.sink import BarSink
 from klinestore.jobs.alerts import AlertMonitor
+from klinestore.jobs.archive_fill import FIRST_RUN_AFTER_S, ArchiveFill
 from klinestore.jobs.config import JobSettings
 from klinestore.jobs.dataqual import DataQualModel
 from klinestore.jobs.depth import DepthChecker
@@ -71,6 +72,7 @@ class QualityJobs:
         self.monitor = QualityMonitor(feed, self.model, self.gaps.book, self.alerts, self.db,
                                       started_ms=lambda: self.started_ms)
         self.drain = TableDrain(self.db, feed.events, feed.ledger)
+        self.archive_fill = ArchiveFill(self.gaps.book, data_dir, config.storage, jobs.archive_url, feed.clock.now_ms)
         self._opened = False
         self.quarantined: list[str] = []  # files this run moved to quarantine/
 
@@ -104,6 +106,9 @@ class QualityJobs:
             scheduler.add("depth_check", self.depth.check, rec.depth_interval)
         scheduler.add("gap_check", self.gaps.check, jobs.gap_check_interval)
         scheduler.add("publish", self.drain.drain, jobs.publish_interval)
+        if jobs.archive_fill and not self.config.modes.rest_klines_allowed:
+            scheduler.add("archive_fill", self.archive_fill.run, jobs.archive_fill_interval,
+                          first_after_s=min(FIRST_RUN_AFTER_S, jobs.archive_fill_interval))
 
     async def on_quarantined(self, records: Sequence[dict]) -> None:
         """Damaged files were moved to ``quarantine/``: an alert, and gaps for the bars only they held."""
@@ -155,6 +160,7 @@ class QualityJobs:
             "alerts": self.alerts.to_list(),
             "reconciliation": {**self.reconciler.status(), "depth": self.depth.status()},
             "gaps": self.gaps.status(),
+            "archive_fill": self.archive_fill.status(),
             "tables": {"database": str(self.db.path), "published": str(self.db.data_dir / "tables"),
                        **{k: v for k, v in self.drain.status().items() if k != "last_publish_ms"},
                        "last_publish": iso(self.drain.last_publish_ms)},

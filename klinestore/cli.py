@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "sql": "sql",
     "export": "export",
     "status": "status",
+    "list": "list_",
+    "download": "download",
     "chart": "chart",
     "dataqual": "dataqual",
 }

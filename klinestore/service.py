@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -170,6 +172,7 @@ class Service:
     def status(self) -> dict[str, Any]:
         data = snapshot(self.feed)
         data["data_dir"] = str(self.data_dir)
+        data["pid"], data["host"] = os.getpid(), socket.gethostname()  # status tells a killed service from a live one
         storage: dict[str, Any] = {
             "sink": type(self.sink).__name__, "flushes": self.flushes, "flush_failures": self.flush_failures,
             "flushed_bars": self.flushed_bars, "last_flush": iso(self.last_flush_ms),

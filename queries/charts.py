@@ -25,11 +25,17 @@ from klinestore.queries.api import default_data_dir
 from klinestore.queries.errors import QueryError
 from klinestore.queries.files import atomic_output
 from klinestore.queries.gaps import expected_end, missing_count, missing_runs
+from klinestore.queries.inventory import Series, require_data_dir, require_series
 from klinestore.queries.sql import connect, execute
-from klinestore.queries.times import optional_ms, short, to_ms
+from klinestore.queries.times import check_range, optional_ms, short
 from klinestore.storage import Dataset
 
 MAX_CANDLES = 20_000
+DEFAULT_BARS = 120  # bars drawn at least when no range is given (a day of 1d bars is one candle)
+DAY_MS = 86_400_000
+_LINE_STYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+_LINE_WIDTH, _LINE_STEP = 1.2, 2.4
+_PLOT_POINTS = 14 * 72 * 0.9  # width of the plot area in points (figure 14 in, axes ~90 % of it)
 DPI = 110
 _UP, _DOWN, _GAP, _INCOMPLETE = "#26a69a", "#ef5350", "#d62728", "#ff7f0e"
 _UTC = timezone.utc
@@ -37,22 +43,33 @@ _UTC = timezone.utc
 
 def candles_chart(
     symbol: str, interval: str, start: Any, end: Any, out: Path | str, *, data_dir: Path | str | None = None,
-    now_ms: int | None = None,
+    now_ms: int | None = None, market: str = "um",
 ) -> dict[str, Any]:
-    """Candles with volume of ``[start, end)`` to ``out`` (PNG); returns what was drawn."""
+    """Candles with volume of ``[start, end)`` to ``out`` (PNG); returns what was drawn.
+
+    Without ``start`` and ``end`` it draws the last stored day (at least :data:`DEFAULT_BARS`
+    bars of a long interval); a range without a bar is an error, not an empty picture.
+    """
     symbol, interval = check_symbol(symbol), check_interval(interval)
-    start_ms = to_ms(start, name="start")
-    end_ms = expected_end(interval, optional_ms(end, name="end"), now_ms)
+    data_dir = require_data_dir(default_data_dir(data_dir))
+    start_ms, end_ms = optional_ms(start, name="start"), optional_ms(end, name="end")
+    check_range(start_ms, end_ms)
+    series = require_series(data_dir, symbol, interval, market=market)
+    start_ms, end_ms = default_range(series, start_ms, end_ms)
+    end_ms = expected_end(interval, end_ms, now_ms)
     if end_ms <= start_ms:
         raise QueryError(f"nothing to draw: no closed {interval} bar in [{short(start_ms)}, {short(end_ms)})")
-    frame = Dataset(default_data_dir(data_dir)).read(symbol, interval, start_ms, end_ms)
+    frame = Dataset(data_dir, market).read(symbol, interval, start_ms, end_ms)
+    if frame.is_empty():
+        raise QueryError(f"no {symbol} {interval} bar in [{short(start_ms)}, {short(end_ms)}): its stored bars "
+                         f"open from {short(series.first_ms)} to {short(series.last_ms)}")
     if frame.height > MAX_CANDLES:
         raise QueryError(f"{frame.height:,} bars are too many candles to see; use a longer interval or a shorter range")
     missing = missing_runs(frame, interval, start_ms, end_ms, count_incomplete=False)
     incomplete = frame.filter(~pl.col("is_complete")).get_column("open_time").dt.epoch("ms").to_list()
     figure = Figure(figsize=(14, 7), dpi=DPI, layout="constrained")
     price, volume = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    _draw_candles(price, volume, frame, interval)
+    _draw_candles(price, volume, frame, interval, end_ms - start_ms)
     for first, last in missing:
         for ax in (price, volume):
             ax.axvspan(_num(first), _num(next_open(last, interval)), color=_GAP, alpha=0.25, lw=0)
@@ -75,7 +92,21 @@ def candles_chart(
     price.grid(alpha=0.25)
     _utc_axis(volume)
     _save(figure, out)
-    return {"bars": frame.height, "missing": count, "gaps": len(missing), "incomplete": len(incomplete)}
+    return {"bars": frame.height, "missing": count, "gaps": len(missing), "incomplete": len(incomplete),
+            "start": short(start_ms), "end": short(end_ms)}
+
+
+def default_range(series: Series, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """The range to draw when ``--start``/``--end`` are left out: the day (UTC) of the last stored bar,
+    widened to :data:`DEFAULT_BARS` bars for long intervals; one bound given: a day from it."""
+    after_last = next_open(series.last_ms, series.interval)
+    if start_ms is not None:
+        return start_ms, end_ms if end_ms is not None else max(after_last, start_ms + DAY_MS)
+    if end_ms is not None:
+        return end_ms - DAY_MS, end_ms
+    day = series.last_ms - series.last_ms % DAY_MS
+    step = after_last - series.last_ms
+    return max(min(day, after_last - DEFAULT_BARS * step), series.first_ms), after_last
 
 
 def dataqual_chart(out: Path | str, *, symbol: str | None = None, data_dir: Path | str | None = None) -> dict[str, Any]:
@@ -96,8 +127,13 @@ def dataqual_chart(out: Path | str, *, symbol: str | None = None, data_dir: Path
                          + " (the service publishes them every jobs.publish_interval seconds)")
     figure = Figure(figsize=(14, 5), dpi=DPI, layout="constrained")
     ax = figure.subplots()
-    for (name,), part in scores.partition_by("symbol", as_dict=True, maintain_order=True).items():
-        ax.step(_nums(part, "ts"), part.get_column("score").to_numpy(), where="post", label=str(name), lw=1.4)
+    parts = scores.partition_by("symbol", as_dict=True, maintain_order=True)
+    for i, ((name,), part) in enumerate(parts.items()):
+        # Scores of several symbols are often equal (1.0): later lines are thinner and dashed, so
+        # a line drawn over another leaves the one below visible at its sides and in the gaps.
+        width = _LINE_WIDTH + _LINE_STEP * (len(parts) - 1 - i) / max(len(parts) - 1, 1)
+        ax.step(_nums(part, "ts"), part.get_column("score").to_numpy(), where="post", label=str(name), lw=width,
+                ls=_LINE_STYLES[i % len(_LINE_STYLES)], color=f"C{i % 10}")
     for row in gaps.iter_rows(named=True):  # end_time is the last missing open time: shade through its bar
         first = int(row["start_time"].timestamp() * 1000)
         last = int(row["end_time"].timestamp() * 1000)
@@ -118,11 +154,12 @@ def dataqual_chart(out: Path | str, *, symbol: str | None = None, data_dir: Path
     return {"scores": scores.height, "gaps": gaps.height, "reconnects": reconnects.height}
 
 
-def _draw_candles(price: Any, volume: Any, frame: pl.DataFrame, interval: str) -> None:
+def _draw_candles(price: Any, volume: Any, frame: pl.DataFrame, interval: str, span_ms: int) -> None:
     if frame.is_empty():
         return
     x = _nums(frame, "open_time")
-    step = (next_open(0, interval) if interval != "1M" else 30 * 86_400_000) / 86_400_000
+    step_ms = next_open(0, interval) if interval != "1M" else 30 * 86_400_000
+    step = step_ms / 86_400_000
     o, h, lo, c = (frame.get_column(k).to_numpy() for k in ("open", "high", "low", "close"))
     up = c >= o
     colors = np.where(up, _UP, _DOWN)
@@ -130,7 +167,12 @@ def _draw_candles(price: Any, volume: Any, frame: pl.DataFrame, interval: str) -
     price.vlines(centre, lo, h, colors=colors, lw=0.6)
     body = np.maximum(np.abs(c - o), (h.max() - lo.min()) * 1e-4)
     price.bar(centre, body, bottom=np.minimum(o, c), width=step * 0.7, color=colors, lw=0)
-    volume.bar(centre, frame.get_column("volume").to_numpy(), width=step * 0.7, color=colors, lw=0)
+    # Volume as lines at least a pixel wide: bars narrower than a pixel (1 440 one-minute bars
+    # across the panel) fall between pixel centres and leave blank bands where volume exists.
+    bar_points = _PLOT_POINTS * step_ms / max(span_ms, step_ms)
+    volume.vlines(centre, 0, frame.get_column("volume").to_numpy(), colors=colors,
+                  lw=max(0.7 * bar_points, 72 / DPI), capstyle="butt")
+    volume.set_ylim(bottom=0)
 
 
 def _bar_end(open_ms: int, interval: str) -> int:

@@ -39,8 +39,9 @@ from klinestore.queries.api import default_data_dir
 from klinestore.queries.errors import ExportError, GapError
 from klinestore.queries.files import atomic_output
 from klinestore.queries.gaps import describe_runs, expected_end, missing_count, missing_runs
+from klinestore.queries.inventory import require_data_dir, require_series
 from klinestore.queries.output import presentable
-from klinestore.queries.times import optional_ms, short, to_ms
+from klinestore.queries.times import check_range, optional_ms, short, to_ms
 from klinestore.storage import TIME, Dataset, expected_opens, parquet_writer
 
 Format = Literal["parquet", "csv", "binance", "freqtrade", "backtesting"]
@@ -115,8 +116,10 @@ def export(
         raise ExportError(f"unknown gap policy {on_gap!r}; expected one of {', '.join(ON_GAP)}")
     if market not in Dataset.MARKETS:
         raise ExportError(f"unknown market {market!r}; expected one of {', '.join(Dataset.MARKETS)}")
-    data_dir = default_data_dir(data_dir)
+    data_dir = require_data_dir(default_data_dir(data_dir))
     start_ms = to_ms(start, name="start")
+    check_range(start_ms, optional_ms(end, name="end"))
+    require_series(data_dir, symbol, interval, market=market)
     end_ms = expected_end(interval, optional_ms(end, name="end"), now_ms)
     first = start_ms if bar_open(start_ms, interval) == start_ms else next_open(bar_open(start_ms, interval), interval)
     if end_ms <= first:

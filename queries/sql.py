@@ -11,9 +11,10 @@ never write" for a directory:
 2. **The statements.** DuckDB would still let ``COPY ... TO``, ``EXPORT DATABASE`` or
    ``ATTACH`` write *inside* an allowed directory, so every statement of a query is checked
    against an allow-list before it runs: queries, ``EXPLAIN`` of a query, ``PRAGMA``,
-   ``CALL``, and statements on the in-memory catalogue (``CREATE``/``INSERT``/``DROP``
-   touch only this session). ``COPY``, ``ATTACH``, ``EXPORT``/``IMPORT``, ``INSTALL``/``LOAD``,
-   ``PREPARE``/``EXECUTE`` and anything unknown are refused with one line.
+   reporting ``PRAGMA``s, ``CALL`` of table functions. Everything else is refused with one
+   line: ``COPY``, ``ATTACH``, ``EXPORT``/``IMPORT``, ``INSTALL``/``LOAD``, ``PREPARE``, and
+   also ``CREATE``/``INSERT``/``UPDATE``/``DELETE``/``DROP``/``ALTER``/``SET``, which would
+   only touch this in-memory session but are not reads.
 
 Results leave through Python (:mod:`klinestore.queries.output`), never through DuckDB's writers.
 """
@@ -37,13 +38,20 @@ from klinestore.queries.errors import SqlError
 from klinestore.queries.views import MARKET_PREFIX, create_views, readable_dirs
 from klinestore.storage import Dataset, find_damaged, skipped
 
+#: Reads only: queries (SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, UNPIVOT), EXPLAIN of
+#: a query, PRAGMAs that report (:data:`_READ_PRAGMAS`), CALL of a table function and PIVOT
+#: (DuckDB files it as MULTI). CREATE, INSERT, UPDATE, DELETE, DROP, ALTER, SET, BEGIN... are
+#: refused even though they would only touch this in-memory session: ``klinestore sql`` is a
+#: read-only tool, and a "Success" for a DROP VIEW tells a user their data was changed.
 _ALLOWED = {
     duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA,
-    duckdb.StatementType.CALL, duckdb.StatementType.CREATE, duckdb.StatementType.INSERT,
-    duckdb.StatementType.UPDATE, duckdb.StatementType.DELETE, duckdb.StatementType.DROP,
-    duckdb.StatementType.ALTER, duckdb.StatementType.TRANSACTION, duckdb.StatementType.SET,
-    duckdb.StatementType.VARIABLE_SET, duckdb.StatementType.MULTI, duckdb.StatementType.ANALYZE,
+    duckdb.StatementType.CALL, duckdb.StatementType.MULTI,
 }
+_READ_PRAGMAS = re.compile(
+    r"^\s*PRAGMA\s+(table_info|show|show_tables|show_tables_expanded|show_databases|database_list|database_size|"
+    r"storage_info|version|platform|functions|collations|user_agent|metadata_info)\b", re.IGNORECASE,
+)
+_FIRST_WORD = {duckdb.StatementType.CALL: "CALL", duckdb.StatementType.MULTI: ("PIVOT", "UNPIVOT")}
 #: Statements DuckDB files under an allowed type that still reach the file system.
 _HIDDEN_WRITERS = re.compile(r"^\s*(IMPORT\s+DATABASE|COPY\b)", re.IGNORECASE)
 _EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+|ANALYSE\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
@@ -52,7 +60,7 @@ T = TypeVar("T")
 #: Errors a damaged Parquet file raises without naming it (a flipped byte in a page).
 _FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException,
                 duckdb.SerializationException)
-_WHY = "klinestore sql is read-only; write results with --out, or use the Python API"
+_WHY = "klinestore sql runs reads only (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN); write results with --out"
 
 
 def connect(data_dir: Path | str) -> duckdb.DuckDBPyConnection:
@@ -197,7 +205,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def _check_one(con: duckdb.DuckDBPyConnection, kind: duckdb.StatementType, text: str) -> None:
-    if kind not in _ALLOWED or _HIDDEN_WRITERS.match(text):
+    first = text.split(None, 1)[0].upper() if text.strip() else ""
+    if (kind not in _ALLOWED or _HIDDEN_WRITERS.match(text)
+            or (kind == duckdb.StatementType.PRAGMA and not _READ_PRAGMAS.match(text))
+            or (kind in _FIRST_WORD and not first.startswith(_FIRST_WORD[kind]))):
         raise SqlError(f"{_verb(text)} is not allowed: {_WHY}")
     if kind == duckdb.StatementType.EXPLAIN:
         inner = _EXPLAIN_PREFIX.sub("", text, count=1)

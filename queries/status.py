@@ -18,6 +18,8 @@ command's exit status.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,7 +61,8 @@ def status_files(data_dir: Path | str) -> dict[int | None, Path]:
 
 
 def read_status(
-    data_dir: Path | str, *, now_ms: int | None = None, dataqual_min: float = 0.9, shard: int | None = None
+    data_dir: Path | str, *, now_ms: int | None = None, dataqual_min: float = 0.9, shard: int | None = None,
+    market: str = "um",
 ) -> dict[str, Any]:
     """The status report of ``data_dir`` as plain JSON-able data (what ``--json`` prints).
 
@@ -87,7 +90,8 @@ def read_status(
         "ledger": as_dict(raw.get("ledger")),
         "rest": as_dict(raw.get("rest")),
         "jobs": as_dict(raw.get("jobs")),
-        "dataset": dataset_summary(data_dir, int(as_number(raw.get("exchange_time_ms")) or now)),
+        "market": market,
+        "dataset": dataset_summary(data_dir, int(as_number(raw.get("exchange_time_ms")) or now), market),
     }
     report["alerts"] = alerts(report, raw, dataqual_min=dataqual_min)
     report["status_json"] = raw or None
@@ -132,10 +136,37 @@ def _service(path: Path, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
     limit = max(STALE_INTERVALS * interval, MIN_STALE_S)
     if raw.get("running") is False:
         service.update(state="stopped", message=f"the service stopped (status written {_ago(age)})")
+    elif _dead(raw):
+        service.update(state="stopped", message=f"the service (pid {raw['pid']}) is not running: it was killed or "
+                                                f"crashed; its last snapshot was written at {raw.get('written_at')} "
+                                                f"({_ago(age)})")
     elif age is None or age > limit:
         service.update(state="stale", message=f"{path.name} was written {_ago(age)} (every {interval:g} s expected): "
                                               "service not running?")
     return raw, service
+
+
+def _dead(raw: Mapping[str, Any]) -> bool:
+    """Whether status.json names a process of this host that no longer exists (``kill -9``, a crash)."""
+    pid = raw.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or raw.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, under another user
+        return False
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed child its parent has not reaped yet still answers ``kill(pid, 0)``; Linux says it is a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _streams(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,14 +228,14 @@ def wal_on_disk(data_dir: Path) -> dict[str, int]:
 # -- the dataset ---------------------------------------------------------------------------------
 
 
-def dataset_summary(data_dir: Path, now: int) -> list[dict[str, Any]]:
+def dataset_summary(data_dir: Path, now: int, market: str = "um") -> list[dict[str, Any]]:
     """Per stored interval: months, files (total and most in one partition), bytes, newest bar.
 
     ``now`` is exchange time when the service reported it (a simulator's clock runs fast),
     so ``newest_age_s`` is how far the newest bar lags the market.
     """
     by_interval: dict[str, list[Partition]] = {}
-    for partition in Dataset(data_dir).partitions():
+    for partition in Dataset(data_dir, market).partitions():
         by_interval.setdefault(partition.interval, []).append(partition)
     out = []
     for interval, partitions in by_interval.items():

@@ -150,7 +150,8 @@ def _storage(report: Mapping[str, Any]) -> RenderableType:
     line += f"   WAL {wal.get('segments', 0)} segment(s), {_bytes(wal.get('bytes', 0))}"
     if "pending_bars" in storage:
         line += f", {storage['pending_bars']} bars pending"
-    table = Table(title="storage", title_justify="left")
+    market = report.get("market", "um")
+    table = Table(title="storage" if market == "um" else f"storage ({market} dataset)", title_justify="left")
     for col in ("interval", "months", "files", "max/partition", "size", "symbols", "newest bar", "age"):
         table.add_column(col, justify="left" if col in ("interval", "newest bar") else "right")
     for r in report["dataset"]:

@@ -50,6 +50,14 @@ def optional_ms(value: Any, *, name: str) -> int | None:
     return None if value is None else to_ms(value, name=name)
 
 
+def check_range(start_ms: int | None, end_ms: int | None) -> None:
+    """A :class:`QueryError` for a range that ends where or before it starts (a typo, not an empty result)."""
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        word = "empty" if end_ms == start_ms else "reversed"
+        raise QueryError(f"{word} range: --start {short(start_ms)} is not before --end {short(end_ms)} "
+                         "(--end is exclusive)")
+
+
 def iso(ms: int) -> str:
     """``2024-01-01T00:00:00Z`` (milliseconds shown only when there are some)."""
     dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

@@ -41,6 +41,7 @@ FAULT_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rest_error": ((), ("code", "count")),
     "kline_mismatch": (("symbol",), ("interval", "open_time")),
     "depth_gap": (("symbol",), ("count",)),
+    "archive_corrupt": ((), ("count",)),
 }
 FAULT_KINDS = tuple(FAULT_KEYS)
 
@@ -81,7 +82,7 @@ def parse_fault(body: object) -> Fault:
     for key in (*required, *optional):
         if key in body:
             values[key] = _CHECKS[key](kind, body[key])
-    if kind in ("malformed", "duplicate", "out_of_order", "rest_error", "depth_gap"):
+    if kind in ("malformed", "duplicate", "out_of_order", "rest_error", "depth_gap", "archive_corrupt"):
         values.setdefault("count", 1)
     if kind == "rest_error":
         values.setdefault("code", 500)
@@ -161,6 +162,7 @@ class FaultState:
         self.stalled_streams: dict[str, float] = {}  # name -> real deadline
         self.mismatches: list[Fault] = []
         self.depth_gaps: dict[str, tuple[int, int]] = {}  # symbol -> (epoch, count)
+        self.archive_corrupt = 0  # archives still to serve with bytes that do not match their .CHECKSUM
         self.injected: deque[dict[str, Any]] = deque(maxlen=1000)
         self.applied: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
 
@@ -237,6 +239,7 @@ class FaultState:
             "stall_stream": {k: round(v - now, 3) for k, v in self.stalled_streams.items() if v > now},
             "kline_mismatch": [f.to_dict() for f in self.mismatches],
             "depth_gap": {s: n for s, (_, n) in self.depth_gaps.items()},
+            "archive_corrupt": self.archive_corrupt,
         }
 
 

@@ -17,6 +17,8 @@ from klinestore.core.errors import InvalidInterval, InvalidSymbol
 from klinestore.core.intervals import MINUTE_MS, check_interval, next_open
 from klinestore.core.symbols import check_symbol
 from klinestore.sim.admin import AdminApi
+from klinestore.sim.archive import PREFIX as ARCHIVE_PREFIX
+from klinestore.sim.archive import ArchiveHost
 from klinestore.sim.bars import rest_row
 from klinestore.sim.book import STEP_MS, Books
 from klinestore.sim.channels import Context
@@ -86,6 +88,7 @@ class Simulator:
         self.limiter = WeightLimiter(self.clock, config.weight_limit, ban_after=config.ban_after_429s,
                                      ban_ms=int(config.ban_duration * 1000))
         self.rest = BinanceRest(self.market, self.books, self.clock, self.faults, self.limiter, self.prices, self.tickers)
+        self.archive = ArchiveHost(self.market, self.clock, self.faults)
         self.admin = AdminApi(self)
         self.http = HttpServer(self._route, config.host, config.rest_port)
         self._tasks: list[asyncio.Task[None]] = []
@@ -142,12 +145,19 @@ class Simulator:
     def rest_url(self) -> str:
         return f"http://{_host(self.config.host)}:{self.http.port}"
 
+    @property
+    def archive_url(self) -> str:
+        """Base URL of the archive host (data.binance.vision's layout); the REST server serves it."""
+        return self.rest_url
+
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
     async def _route(self, request: Request) -> Response:
         if request.path == "/sim" or request.path.startswith("/sim/"):
             return await self.admin.handle(request)
+        if request.path.startswith(ARCHIVE_PREFIX):
+            return self.archive.handle(request)
         return await self.rest.handle(request)
 
     # --- ground truth and control --------------------------------------------------------------
@@ -197,6 +207,8 @@ class Simulator:
             self.faults.mismatches.append(fault)
         elif kind == "depth_gap":
             self.faults.add_depth_gap(self._symbol(fault.symbol or ""), fault.count or 1)
+        elif kind == "archive_corrupt":
+            self.faults.archive_corrupt += fault.count or 1
         self.faults.record(fault, self.now_ms())
         log.info("fault injected: %s", fault.to_dict())
         return result

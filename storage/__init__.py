@@ -33,7 +33,7 @@ from klinestore.storage.reader import (
 from klinestore.storage.resample import resample, resample_many, resample_touched, resample_touched_many
 from klinestore.storage.store import BarStore, FlushReport, RestartState
 from klinestore.storage.trades import bars_from_trades
-from klinestore.storage.txn import fsync_dir, fsync_file
+from klinestore.storage.txn import fsync_dir, fsync_file, retired_files
 from klinestore.storage.writer import parquet_writer
 
 __all__ = [
@@ -43,5 +43,5 @@ __all__ = [
     "import_archives", "last_open_times", "last_stored_open_time", "load_recent", "missing_after", "read_bars",
     "resample", "resample_many", "resample_touched", "resample_touched_many", "shard_file", "shard_writer", "to_bars",
     "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer", "prepare_dirs", "wal_dir",
-    "quarantine_records", "find_damaged", "skipped",
+    "quarantine_records", "find_damaged", "skipped", "retired_files",
 ]

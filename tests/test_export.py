@@ -13,7 +13,7 @@ import pytest
 
 from klinestore import queries
 from klinestore.config import StorageConfig
-from klinestore.queries.errors import ExportError, GapError
+from klinestore.queries.errors import ExportError, GapError, QueryError
 from klinestore.queries.export import BINANCE_HEADER, export, freqtrade_pair, freqtrade_path
 from klinestore.storage import import_archives
 from klinestore.storage.reader import read_bars
@@ -204,8 +204,10 @@ def test_range_is_half_open_and_clamped_to_the_last_closed_bar(dataset: Path, tm
     report = export("BTCUSDT", "1h", "2024-01-02", "2030-01-01", "parquet", tmp_path / "y.parquet",
                     data_dir=dataset, now_ms=now)
     assert report.rows == 24 and report.end_ms == T0 + 2 * DAY
-    with pytest.raises(ExportError, match="nothing to export"):
+    with pytest.raises(QueryError, match="empty range"):
         export("BTCUSDT", "1h", "2024-01-01", "2024-01-01", "csv", tmp_path / "z.csv", data_dir=dataset)
+    with pytest.raises(ExportError, match="nothing to export"):
+        export("BTCUSDT", "1h", "2024-01-03", "2024-01-04", "csv", tmp_path / "z.csv", data_dir=dataset, now_ms=now)
 
 
 def test_cli(holey: Path, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -160,3 +162,37 @@ def test_sharded_data_directory_reports_every_shard_and_one_on_request(tmp_path:
     table = subprocess.run(klinestore_command("status", "--data-dir", str(data)), env=subprocess_env(),
                            capture_output=True, text=True, timeout=60)
     assert "shard 0" in table.stdout and "shard 1" in table.stdout and "RUNNING" in table.stdout
+
+
+def test_a_dead_pid_on_this_host_means_stopped(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    write(tmp_path, snapshot(now_ms(), pid=gone.pid, host=host))
+    report = read_status(tmp_path)
+    assert report["service"]["state"] == "stopped" and exit_code(report) == EXIT_NOT_RUNNING
+    assert f"pid {gone.pid}" in report["service"]["message"] and "last snapshot was written at" in report["service"]["message"]
+    write(tmp_path, snapshot(now_ms(), pid=os.getpid(), host=host))
+    assert read_status(tmp_path)["service"]["state"] == "running"
+    write(tmp_path, snapshot(now_ms(), pid=gone.pid, host=host + "-elsewhere"))  # another machine's pid: cannot tell
+    assert read_status(tmp_path)["service"]["state"] == "running"
+
+
+def test_market_spot_shows_the_spot_dataset(shared_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    subprocess.run(klinestore_command("import", str(shared_data / "spot/klines/BTCUSDT/1m"), "--market", "spot",
+                                      "--data-dir", str(data)), env=subprocess_env(), check=True, capture_output=True,
+                   timeout=120)
+
+    def dataset_of(*market: str) -> list[dict[str, Any]]:
+        shown = subprocess.run(klinestore_command("status", "--data-dir", str(data), "--json", *market),
+                               env=subprocess_env(), capture_output=True, text=True, timeout=60)
+        assert shown.returncode == EXIT_NOT_RUNNING, shown.stderr
+        return json.loads(shown.stdout)["dataset"]
+
+    assert dataset_of() == []
+    spot = {r["interval"]: r for r in dataset_of("--market", "spot")}
+    assert set(spot) == {"1m", "5m", "15m", "1h", "4h"} and spot["1m"]["newest_open_time"] == "2023-01-07T23:59:00Z"
+    table = subprocess.run(klinestore_command("status", "--data-dir", str(data), "--market", "spot"),
+                           env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert "storage (spot dataset)" in table.stdout and "2023-01-07 23:59" in table.stdout

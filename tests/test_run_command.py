@@ -75,3 +75,114 @@ def test_sigterm_stops_cleanly_with_a_final_status(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     final = json.loads(status_file.read_text())
     assert final["running"] is False and all(c["state"] == "DISCONNECTED" for c in final["connections"])
+
+
+def test_status_after_kill_9_reports_the_service_stopped_with_its_last_snapshot(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        klinestore_command("run", "--sim", "--data-dir", str(data), "--config", str(write_config(tmp_path))),
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    status_file = data / "status.json"
+    try:
+        deadline = time.monotonic() + 30
+        while not status_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status_file.exists(), "no status.json within 30 s"
+        running = subprocess.run(klinestore_command("status", "--data-dir", str(data), "--json"),
+                                 env=subprocess_env(), capture_output=True, text=True, timeout=60)
+        assert json.loads(running.stdout)["service"]["state"] == "running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    last = json.loads(status_file.read_text())
+    assert last["running"] is True and last["pid"] == proc.pid  # killed: no final snapshot was written
+    after = subprocess.run(klinestore_command("status", "--data-dir", str(data)), env=subprocess_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert after.returncode == 3, after.stdout[-2000:]
+    assert "STOPPED" in after.stdout.upper() and f"pid {proc.pid}" in after.stdout
+    assert last["written_at"] in after.stdout.replace("\n", "")
+
+
+def run_sim(tmp_path: Path, data: Path, *extra: str, seconds: str = "4") -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        klinestore_command("run", "--sim", "--for", seconds, "--data-dir", str(data), "--config",
+                           str(write_config(tmp_path)), "--symbols", "BTCUSDT", "--progress", "1", *extra),
+        env=subprocess_env(), capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc
+
+
+def stored_1m(data: Path) -> dict[str, object]:
+    listed = subprocess.run(klinestore_command("list", "--data-dir", str(data), "--interval", "1m", "--format", "json"),
+                            env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 1, listed
+    return rows[0]
+
+
+def test_a_second_demo_continues_after_the_stored_bars_with_progress_and_a_summary(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = run_sim(tmp_path, data)
+    assert "progress: connections 2/2 subscribed" in first.stderr and "bars stored" in first.stderr
+    assert first.stdout.startswith("klinestore run: ") and "closed bars stored" in first.stdout
+    before = stored_1m(data)
+    assert f"BTCUSDT      1m   {before['first'][:19]}" in first.stdout
+    second = run_sim(tmp_path, data)
+    assert "the simulator starts after them" in second.stderr
+    after = stored_1m(data)
+    assert after["first"] == before["first"] and after["last"] > before["last"] and after["missing"] == 0
+    assert "rejected as stale" not in second.stderr and "updates rejected" not in second.stdout
+    assert "missing: no bar between the first and the last stored ones" in second.stdout
+
+
+def test_stale_rejects_in_bulk_are_logged_once_with_count_and_cause(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_sim(tmp_path, data, "--sim-start", "2024-01-01T01:00Z")
+    behind = run_sim(tmp_path, data, "--sim-start", "2024-01-01T00:00Z")  # an hour behind the stored bars
+    warnings = [line for line in behind.stderr.splitlines() if "rejected as stale" in line and "WARNING" in line]
+    assert len(warnings) == 1, behind.stderr[-3000:]
+    assert "updates of bars older than the newest one already held" in warnings[0]
+    assert int(warnings[0].split("WARNING")[1].split()[1].replace(",", "")) >= 100
+    assert "updates rejected" in behind.stdout
+
+
+def test_no_route_to_the_exchange_logs_one_error_naming_the_url_and_what_to_check(tmp_path: Path) -> None:
+    config = tmp_path / "noroute.json"
+    config.write_text(json.dumps({"symbols": ["BTCUSDT"], "rest": {"max_retries": 0},
+                                  "websocket": {"reconnect": {"base_delay": 0.1, "max_delay": 0.5}}}))
+    proc = subprocess.run(
+        klinestore_command("run", "--for", "4", "--data-dir", str(tmp_path / "data"), "--config", str(config),
+                           "--ws-url", "ws://127.0.0.1:1", "--rest-url", "http://127.0.0.1:1"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "cannot reach the exchange at ws://127.0.0.1:1" in errors[0] and "Connect call failed" in errors[0]
+    assert "proxy" in errors[0] and "--sim" in errors[0] and "retrying with backoff" in errors[0]
+    retries = [line for line in proc.stderr.splitlines() if "CONNECTING -> RECONNECTING" in line]
+    assert len(retries) >= 3  # it kept retrying after the ERROR
+
+
+def test_archive_fill_closes_a_gap_from_the_simulators_archive_host(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_sim(tmp_path, data, "--sim-start", "2024-01-01T23:50Z", seconds="3")
+    config = tmp_path / "fill.json"
+    config.write_text(json.dumps({**FAST_CONFIG, "jobs": {"status_interval": 0.5, "archive_fill": True,
+                                                          "archive_fill_interval": 1, "gap_check_interval": 1}}))
+    proc = subprocess.run(
+        klinestore_command("run", "--sim", "--for", "6", "--data-dir", str(data), "--config", str(config),
+                           "--symbols", "BTCUSDT", "--sim-start", "2024-01-02T00:30Z"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "archive_fill: imported 1 daily archives" in proc.stderr
+    row = stored_1m(data)
+    assert row["first"] == "2024-01-01T00:00:00Z"  # the whole day of 2024-01-01 came from the archive
+    assert row["missing"] == 30  # 2024-01-02 00:00..00:29: that day is not over, its archive not published
+    status = json.loads((data / "status.json").read_text())
+    assert status["archive_fill"]["imported_files"] == 1 and "/fapi/v1/klines" not in status["ledger"]

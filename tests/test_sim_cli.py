@@ -28,7 +28,7 @@ def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
 def test_cli_prints_urls_serves_and_exits_0(sig: signal.Signals) -> None:
     proc, urls = start("--port", "0", "--symbols", "BTCUSDT,ETHUSDT", "--speed", "60", "--seed", "7")
     try:
-        assert set(urls) == {"ws", "rest"}
+        assert set(urls) == {"ws", "rest", "archive"}
         assert urls["ws"].startswith("ws://127.0.0.1:") and urls["rest"].startswith("http://127.0.0.1:")
         assert get(urls["rest"] + "/fapi/v1/ping")[:1] == (200,)
 

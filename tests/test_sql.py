@@ -112,9 +112,25 @@ def test_read_only(dataset: Path, tmp_path: Path, query: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
 
 
-def test_in_memory_scratch_tables_are_allowed(dataset: Path) -> None:
-    frame = sql(dataset, "CREATE TABLE t AS SELECT symbol, count(*) AS n FROM bars_1h GROUP BY 1; SELECT * FROM t ORDER BY 1")
-    assert frame.rows() == [("BTCUSDT", 24), ("ETHUSDT", 24)]
+@pytest.mark.parametrize("query", [
+    "CREATE TABLE t AS SELECT symbol, count(*) AS n FROM bars_1h GROUP BY 1; SELECT * FROM t ORDER BY 1",
+    "DROP VIEW bars", "INSERT INTO dataqual SELECT * FROM dataqual", "UPDATE gaps SET reason = 'x'",
+    "DELETE FROM gaps", "ALTER VIEW bars RENAME TO b", "SET threads = 1", "SET VARIABLE x = 1", "RESET threads",
+    "BEGIN", "CHECKPOINT", "PRAGMA enable_profiling", "CREATE MACRO m(a) AS a", "TRUNCATE gaps",
+])
+def test_statements_that_are_not_reads_are_refused(dataset: Path, query: str) -> None:
+    with pytest.raises(SqlError, match="is not allowed") as info:
+        sql(dataset, query)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("query", [
+    "DESCRIBE bars_1h", "SHOW TABLES", "PRAGMA table_info('bars_1h')", "CALL pragma_version()",
+    "WITH t AS (SELECT symbol FROM bars_1h) SELECT count(*) FROM t", "SUMMARIZE SELECT close FROM bars_1h",
+    "PIVOT (SELECT symbol, open_time FROM bars_1h) ON symbol USING count(*)",
+])
+def test_reads_run(dataset: Path, query: str) -> None:
+    assert sql(dataset, query).height >= 1
 
 
 def test_raw_connection_still_blocks_files_outside_the_dataset(dataset: Path, tmp_path: Path) -> None:

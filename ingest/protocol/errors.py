@@ -50,3 +50,7 @@ class RateLimited(RestError):
 
 class Banned(RestError):
     """HTTP 418: the IP is banned for ignoring 429s."""
+
+
+class ArchiveError(IngestError):
+    """An archive from the exchange's archive host cannot be used (checksum mismatch, bad answer)."""

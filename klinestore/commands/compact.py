@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from klinestore.config import load_config
+from klinestore.queries.inventory import require_data_dir
 from klinestore.storage.maintenance import compact_all
 
 HELP = "merge the dataset's small Parquet files (safe while the service runs)"
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config()
-    data_dir = args.data_dir or config.data_dir
+    data_dir = require_data_dir(args.data_dir or config.data_dir)
     report, skipped = compact_all(data_dir, config.storage)
     for line in report.details:
         print(line)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from klinestore.queries.api import default_data_dir
 from klinestore.queries.charts import dataqual_chart
+from klinestore.queries.inventory import require_data_dir
 from klinestore.queries.status import latest_dataqual
 from klinestore.storage.fsguard import check_output_path
 
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data_dir = default_data_dir(args.data_dir)
+    data_dir = require_data_dir(default_data_dir(args.data_dir))
     if args.plot is not None:
         check_output_path(args.plot, data_dir)
         drawn = dataqual_chart(args.plot, symbol=args.symbol, data_dir=data_dir)

@@ -9,11 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from klinestore.commands import add_bar_range
+from klinestore.commands import add_bar_range, add_market
 from klinestore.queries.api import default_data_dir
 from klinestore.queries.errors import GapError
 from klinestore.queries.export import FORMATS, ON_GAP, export
-from klinestore.storage import Dataset
 from klinestore.storage.fsguard import check_output_path
 
 HELP = "export one symbol's bars for a backtest (parquet, csv, binance, freqtrade, backtesting)"
@@ -40,7 +39,9 @@ writes each missing bar as an empty bar at the previous close (volume 0, trades 
 source 'fill'). Incomplete resampled bars (a bucket that lacked a minute) count as missing
 unless --allow-incomplete. The output is written to a temporary name and renamed.
 
-Exit codes: 0 written, 1 error (bad argument, unreadable data), 3 gaps with --on-gap fail."""
+Exit codes: 0 written, 1 error (bad argument, unreadable data, a data directory that does
+not exist, a symbol or interval with no stored bar at all, a reversed range), 3 gaps with
+--on-gap fail."""
 EXAMPLES = """\
   klinestore export --symbol BTCUSDT --interval 1h --start 2024-01-01 --end 2024-07-01 \\
       --format freqtrade --out user_data/data/binance
@@ -67,9 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export incomplete resampled bars as they are instead of treating them as missing",
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (default: storage.data_dir of the config)")
-    parser.add_argument("--market", choices=Dataset.MARKETS, default="um",
-                        help="um: USD-M futures (default, what the service stores); spot: spot archives imported "
-                             "with --market spot")
+    add_market(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from klinestore.config import load_config
+from klinestore.core.errors import KlinestoreError
 from klinestore.storage import find_archives, import_archives
 
 HELP = "import Binance archive files (klines or aggTrades; zip or csv) into the dataset"
@@ -23,7 +24,13 @@ configured intervals (storage.resample_intervals).
 
 Every file is validated before anything is published: a bad file stops the import with one
 error naming the file and the line, and nothing is written. Importing the same file again
-changes nothing. --market spot imports into a separate dataset (bars_spot/)."""
+changes nothing. --market spot imports into a separate dataset (bars_spot/).
+
+An archive whose path names its market the way the exchange's archive host does
+(.../spot/daily/klines/..., .../futures/um/monthly/...) must match --market: spot bars never
+go into the futures dataset by mistake, nor the reverse (COIN-M, futures/cm, is refused).
+Exit 1 with one line when a path does not exist, no archive is found, or a market does not
+match."""
 EXAMPLES = """\
   klinestore import ~/binance/BTCUSDT-1m-2024-01-01.zip
   klinestore import ~/binance/futures/um/monthly/klines/ --data-dir /srv/klinestore
@@ -44,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config()
     data_dir = args.data_dir or config.data_dir
     files = find_archives(list(args.paths))
+    if not files:
+        raise KlinestoreError(f"no archive found in {', '.join(map(str, args.paths))}: expected .zip or .csv files "
+                              "named <SYMBOL>-<interval>-<YYYY-MM[-DD]> or <SYMBOL>-aggTrades-<YYYY-MM[-DD]>")
+    check_markets(files, args.market)
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]import[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -60,3 +71,29 @@ def run(args: argparse.Namespace) -> int:
         f"({report.seconds:.2f} s, {report.rows_per_second:,.0f} bars/s)"
     )
     return 0
+
+
+#: Path segments after which the exchange's archive host names a market: ``data/spot/daily/...``.
+_SPOT_NEXT = {"daily", "monthly", "klines", "aggTrades"}
+_NAMES = {"um": "USD-M futures", "spot": "spot", "cm": "COIN-M futures"}
+
+
+def archive_market(path: Path) -> str | None:
+    """The market a path names as the archive host lays it out (``spot``, ``um``, ``cm``), or None."""
+    parts = path.absolute().parts
+    for here, after in zip(parts, parts[1:]):
+        if here == "spot" and after in _SPOT_NEXT:
+            return "spot"
+        if here == "futures" and after in ("um", "cm"):
+            return after
+    return None
+
+
+def check_markets(files: list[Path], market: str) -> None:
+    """Refuse an archive whose path names another market than ``--market``."""
+    for path in files:
+        named = archive_market(path)
+        if named is not None and named != market:
+            fix = f"; import it with --market {named}" if named in ("um", "spot") else " (not supported)"
+            raise KlinestoreError(f"{path} is a {_NAMES[named]} archive (its path says so), not "
+                                  f"{_NAMES[market]} (--market {market}){fix}")

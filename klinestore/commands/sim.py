@@ -21,8 +21,12 @@ exchangeInfo with request weights, ground truth at /sim/truth and fault injectio
 POST /sim/faults. The market is generated from --seed (deterministic at any --speed) or
 replayed from Binance kline archives (--replay DIR).
 
-The first line on stdout is {"ws": "ws://127.0.0.1:PORT", "rest": "http://127.0.0.1:PORT"};
-logs go to stderr. SIGINT or SIGTERM stops it (exit 0). Exchange-time options are in
+The first line on stdout is {"ws": "ws://127.0.0.1:PORT", "rest": "http://127.0.0.1:PORT",
+"archive": "http://127.0.0.1:PORT"}; logs go to stderr. The archive URL serves the layout of
+the exchange's archive host for every complete past day and month of the market
+(/data/futures/um/daily/klines/<SYMBOL>/<iv>/<SYMBOL>-<iv>-<DATE>.zip and .CHECKSUM), for
+`klinestore download --archive-url`; POST /sim/faults {"kind": "archive_corrupt"} makes the
+next archive served mismatch its checksum. SIGINT or SIGTERM stops it (exit 0). Exchange-time options are in
 seconds of exchange time (at --speed 60, --max-connection-age 600 closes each connection
 after 10 real seconds).
 """
@@ -112,7 +116,7 @@ async def _serve(config: SimConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        print(json.dumps({"ws": sim.ws_url, "rest": sim.rest_url}), flush=True)
+        print(json.dumps({"ws": sim.ws_url, "rest": sim.rest_url, "archive": sim.archive_url}), flush=True)
         await stop.wait()
     finally:
         await sim.stop()

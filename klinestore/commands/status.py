@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from klinestore.commands import add_market
 from klinestore.config import load_config
 from klinestore.queries.status import read_status, status_files, worst_exit_code
 from klinestore.queries.status_view import render
@@ -20,7 +21,10 @@ reconnects), ready/warming_up per symbol and timeframe, DataQual per symbol, las
 WAL depth, bars stored per interval (months, files, newest bar), the REST API ledger, and
 alerts. Sources: <data-dir>/status.json (rewritten by the service every
 jobs.status_interval seconds), the published DataQual tables and the files themselves.
-A status.json older than 3 status intervals is reported as stale (service not running?).
+A status.json older than 3 status intervals is reported as stale (service not running?);
+one whose process (pid, on this host) no longer exists is reported as stopped, with the time
+of its last snapshot (a service killed with kill -9 or crashed). --market spot shows the
+spot dataset that `klinestore import --market spot` stored in the storage table.
 
 --json prints the whole report as one JSON object (the service's own status.json is under
 "status_json"), for scripts.
@@ -31,12 +35,14 @@ a data directory with shard files and no status.json reports on every shard (JSO
 report per shard under "shards"; the exit code is the worst of them).
 
 Exit codes: 0 the service is running and nothing is wrong; 3 no running service (no
-status.json, stale, or stopped); 4 running with alerts; 1 error."""
+status.json, stale, stopped, or its process is gone); 4 running with alerts; 1 error (a
+data directory that does not exist)."""
 EXAMPLES = """\
   klinestore status
   klinestore status --data-dir /srv/klinestore --json | jq '.alerts'
   klinestore status --json > /dev/null || echo "klinestore needs attention"
   klinestore status --shard 1                       # one shard of a sharded ingest
+  klinestore status --market spot                   # the spot dataset in the storage table
 """
 WIDE = 140
 
@@ -44,6 +50,7 @@ WIDE = 140
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (default: storage.data_dir of the config)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_market(parser)
     parser.add_argument("--shard", type=int, metavar="N", help="report on ingest shard N (status-sNNNN.json)")
 
 
@@ -55,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         found = status_files(data_dir) if Path(data_dir).is_dir() else {}
         if None not in found and found:
             shards = sorted(n for n in found if n is not None)
-    reports = [read_status(data_dir, dataqual_min=config.alerts.dataqual_min, shard=n) for n in shards]
+    reports = [read_status(data_dir, dataqual_min=config.alerts.dataqual_min, shard=n, market=args.market)
+               for n in shards]
     if args.json:
         whole = reports[0] if shards == [args.shard] else {"shards": {str(r["shard"]): r for r in reports}}
         print(json.dumps(whole, indent=2, default=str))
