@@ -41,6 +41,10 @@ class ReconnectConfig:
         2, "Connection attempts in flight across the pool (no reconnect storms).", between(1, 64)
     )
     open_timeout: float = opt(10.0, "Timeout of the opening handshake.", positive)
+    reset_after: float = opt(
+        30.0, "The retry episode ends (the next loss retries at base_delay) only after a session has "
+        "delivered data this long: a server that acknowledges and then drops backs off to max_delay.", positive,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

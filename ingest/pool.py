@@ -221,14 +221,15 @@ class Pool:
         gone = [s for s in new.streams if s not in old.streams]
         self.connections[self.connections.index(old)] = new
         self._limit[new.id] = self._limit.pop(old.id, self.config.connection_pool.max_streams_per_connection)
-        for s in new.streams:
-            self._owner[s] = new
-        if extra:
-            for s in extra:
-                self._owner[s] = new
-            await new.add(extra)
+        # The old connection's streams are the pool's truth: a stream removed while the
+        # replacement came up (a delisting) is dropped from it, never re-owned.
         if gone:
             await new.remove(gone)
+        for s in old.streams:
+            if self._owner.get(s) is old:
+                self._owner[s] = new
+        if extra:
+            await new.add(extra)
         self.rotations += 1
         self.retired_reconnects += old.reconnects
         await old.stop(f"rotated: replaced by {new.id}")
