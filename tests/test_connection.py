@@ -266,3 +266,29 @@ def test_backoff_grows_while_sessions_drop_after_subscribing_and_resets_after_su
             return [e.reason.split(" in ")[0] for e in events.since() if e.to_state == "RECONNECTING"][:5]
 
     assert asyncio.run(main()) == ["retry 1/6", "retry 2/6", "retry 3/6", "retry 1/6", "retry 2/6"]
+
+
+def test_later_streams_open_connections_as_needed_and_exceed_the_preference_only_at_the_bound() -> None:
+    async def exchange(ws: ServerConnection) -> None:
+        async for raw in ws:
+            await ws.send(json.dumps({"result": None, "id": json.loads(raw)["id"]}))
+
+    async def placed(bound: int | None) -> list[int]:
+        async with serve(exchange, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            pool, _ = pool_for(config(**{"websocket.base_url": f"ws://127.0.0.1:{port}",
+                                         "websocket.connection_pool.max_streams_per_connection": 2,
+                                         "websocket.connection_pool.max_connections": bound}))
+            try:
+                await pool.start([f"s{i}usdt@kline_1m" for i in range(4)])
+                await _until(lambda: all(c.state == ConnState.SUBSCRIBED for c in pool.connections), "up")
+                later = [f"n{i}usdt@kline_1m" for i in range(3)]
+                assert sorted(await pool.add(later)) == later and pool.unplaced == []
+                await _until(lambda: all(c.state == ConnState.SUBSCRIBED for c in pool.connections)
+                             and sum(len(c.subscribed) for c in pool.connections) == 7, "all subscribed")
+                return sorted(len(c.streams) for c in pool.connections)
+            finally:
+                await pool.stop()
+
+    assert asyncio.run(placed(None)) == [1, 2, 2, 2]  # the pool opens what the streams need
+    assert asyncio.run(placed(2)) == [3, 4]  # bounded: past the preference, never unplaced
