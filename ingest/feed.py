@@ -85,7 +85,8 @@ class Feed:
         self.gap_filled = Hook("on_gap_filled")
         self.recent_gaps: deque[Gap] = deque(maxlen=RECENT_GAPS)
         self.gaps_reported = 0
-        self.state = MarketState(config.websocket.cache, self.clock, on_gap=self._on_gap)
+        self.state = MarketState(config.websocket.cache, self.clock, on_gap=self._on_gap,
+                                 book_levels=config.websocket.streams.depth_snapshot_limit)
         self.rest = RestClient(config.websocket.rest_url, config.rest, self.clock, ledger=self.ledger,
                                allow_klines=config.modes.rest_klines_allowed, transport=transport)
         self.depth_sync = DepthSync(self.state, self.rest, config.websocket.streams.depth_snapshot_limit)
