@@ -49,6 +49,7 @@ from klinestore.ingest.protocol.streams import (
     mark_price_stream,
     parse_stream,
 )
+from klinestore.ingest.protocol.urls import plan_connections
 from klinestore.ingest.rest import RestClient
 from klinestore.ingest.sink import BarSink
 from klinestore.ingest.state import MarketState
@@ -108,6 +109,8 @@ class Feed:
             symbols = [s for s in config.symbols if shard_of(s, shard.num_shards) == shard.shard_id]
         for symbol in symbols:
             self._add_state(symbol, config.websocket.streams.kline_intervals)
+        pool = config.websocket.connection_pool  # a bound the streams cannot fit fails here, before any I/O
+        plan_connections(self.streams(), pool.max_streams_per_connection, pool.max_connections)
 
     # --- hooks -------------------------------------------------------------------------------------
 

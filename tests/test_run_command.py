@@ -75,3 +75,18 @@ def test_sigterm_stops_cleanly_with_a_final_status(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     final = json.loads(status_file.read_text())
     assert final["running"] is False and all(c["state"] == "DISCONNECTED" for c in final["connections"])
+
+
+def test_a_max_connections_the_streams_cannot_fit_is_a_one_line_error_before_any_io(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"websocket": {"connection_pool": {"max_connections": 2}}}))
+    symbols = ",".join(f"S{i:03d}USDT" for i in range(200))  # 1600 streams: at least 3 connections
+    proc = subprocess.run(
+        klinestore_command("run", "--config", str(config), "--symbols", symbols, "--data-dir", str(tmp_path / "data"),
+                           "--ws-url", "ws://127.0.0.1:1", "--rest-url", "http://127.0.0.1:1", "--for", "5"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "websocket.connection_pool.max_connections is 2" in errors[0]
+    assert "server time unavailable" not in proc.stderr  # refused before any request
