@@ -228,6 +228,8 @@ def type_name(tp: Any) -> str:
         return " | ".join(json.dumps(c) for c in typing.get_args(tp))
     if origin is tuple:
         return f"list of {type_name(typing.get_args(tp)[0])}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if o is type(None) else type_name(o) for o in typing.get_args(tp))
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))
 
 

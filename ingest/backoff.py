@@ -2,8 +2,10 @@
 
 The seed's schedule is ``base · 2^n`` capped at ``max_delay``, each delay spread by
 ``±jitter_ratio`` (1 s, 2 s, 4 s, ... 32 s, 60 s, 60 s ...), at most ``max_retries`` per
-episode. An episode ends with a successful SUBSCRIBE (``reset``) or with exhaustion, after
-which the connection is FAILED and retried on the slow ``failed_retry_interval`` cadence.
+episode. An episode ends once a session has delivered data for ``reconnect.reset_after``
+seconds (``reset``; a SUBSCRIBE acknowledgement alone is not enough, or a server that accepts
+and then drops is hammered at the base delay) or with exhaustion, after which the connection
+is FAILED and retried on the slow ``failed_retry_interval`` cadence.
 
 Jitter matters more than it looks: after an exchange-wide disconnect every connection of
 every client retries at once, and identical delays keep them in lock step. The delay
@@ -76,6 +78,6 @@ class Backoff:
         return next(self._delays)
 
     def reset(self) -> None:
-        """Start a new episode (after a successful subscribe, or after a FAILED pause)."""
+        """Start a new episode (after sustained delivery, or after a FAILED pause)."""
         self.attempts = 0
         self._delays = self._factory(self.policy, self._rng)

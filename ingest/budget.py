@@ -5,12 +5,26 @@ minute (exchange time); past it come 429s, and ignoring those brings a 418 IP ba
 keeps ``weight_margin`` of the limit unused, reserves a request's weight *before* sending it
 (so concurrent requests cannot overshoot together), trusts the exchange's own count
 (``X-MBX-USED-WEIGHT-1M``) when it is higher, and tells the caller to wait for the next
-exchange minute rather than exceed it.
+exchange minute rather than exceed it. The REST client serves waiters by :class:`Priority`.
 """
 
 from __future__ import annotations
 
+import enum
+
 MINUTE_MS = 60_000
+
+
+class Priority(enum.IntEnum):
+    """Who is served first when the budget is short: a request waits while a more urgent one does.
+
+    A book out of sync (start-up and resync snapshots) is blind until served; a back-fill or a
+    listing is work the service owes; a periodic check only confirms what is probably right.
+    """
+
+    SYNC = 0
+    NORMAL = 1
+    CHECK = 2
 
 
 class WeightBudget:

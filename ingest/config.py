@@ -22,9 +22,14 @@ class RoutesConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolConfig:
-    max_connections: int = opt(5, "Most WebSocket connections the pool opens.", between(1, 64))
+    max_connections: int | None = opt(
+        None, "Most WebSocket connections the pool opens; null: as many as the streams need at "
+        "max_streams_per_connection. A bound the streams cannot fit even at 1024 each is a config error.",
+        lambda v: None if v is None else between(1, 1000)(v),
+    )
     max_streams_per_connection: int = opt(
-        200, "Most streams on one connection (the exchange allows 1024).", between(1, EXCHANGE_MAX_STREAMS)
+        200, "Preferred streams per connection; exceeded (up to the exchange's 1024) only when "
+        "max_connections binds.", between(1, EXCHANGE_MAX_STREAMS)
     )
 
 
@@ -41,6 +46,10 @@ class ReconnectConfig:
         2, "Connection attempts in flight across the pool (no reconnect storms).", between(1, 64)
     )
     open_timeout: float = opt(10.0, "Timeout of the opening handshake.", positive)
+    reset_after: float = opt(
+        30.0, "The retry episode ends (the next loss retries at base_delay) only after a session has "
+        "delivered data this long: a server that acknowledges and then drops backs off to max_delay.", positive,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

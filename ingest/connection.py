@@ -44,7 +44,7 @@ from klinestore.ingest.config import WebsocketConfig
 from klinestore.ingest.dispatcher import Dispatcher
 from klinestore.ingest.errors import ControlError
 from klinestore.ingest.eventlog import EventLog
-from klinestore.ingest.protocol.control import ControlReply, subscribe, unsubscribe
+from klinestore.ingest.protocol.control import ControlReply, ErrorCode, subscribe, unsubscribe
 from klinestore.ingest.protocol.events import Frame
 from klinestore.ingest.protocol.streams import Route
 from klinestore.ingest.throttle import LogThrottle, TokenBucket
@@ -116,6 +116,8 @@ class Connection:
         self._gate = gate
         self._rng = rng or random.Random()
         self._policy = BackoffPolicy.from_config(config.reconnect)
+        self._backoff = Backoff(self._policy, rng=self._rng)
+        self._reset_at: float | None = None  # monotonic time sustained delivery ends the retry episode
         self._on_refused = on_refused or (lambda conn, streams, error: None)
         self._on_lost = on_lost or (lambda conn: None)
         self._connect = connect_fn
@@ -133,7 +135,7 @@ class Connection:
 
     async def run(self) -> None:
         """Connect, subscribe, receive; on loss retry with backoff; FAILED waits and starts over."""
-        backoff = Backoff(self._policy, rng=self._rng)
+        backoff = self._backoff
         reason = "start"
         lost_before = False
         while not self._stopping:
@@ -157,7 +159,7 @@ class Connection:
                     break
                 self._set(ConnState.CONNECTED, "handshake done")
                 try:
-                    await self._session(ws, backoff, lost_before)
+                    await self._session(ws, lost_before)
                     reason = "closed"
                 except Lost as lost:
                     reason = self._drop_reason or str(lost)
@@ -267,7 +269,7 @@ class Connection:
         )
         return ws
 
-    async def _session(self, ws: FrameConnection, backoff: Backoff, lost_before: bool) -> None:
+    async def _session(self, ws: FrameConnection, lost_before: bool) -> None:
         self._ws = ws
         self._drop_reason = None
         self.opened_ms = self._clock.now_ms()
@@ -284,8 +286,9 @@ class Connection:
                 raise Lost(f"subscribe failed: {describe(exc)}")
             self.subscribed_at = time.monotonic()
             self._set(ConnState.SUBSCRIBED, f"{len(self.subscribed)} streams")
-            backoff.reset()
-            self.retries = 0
+            # No backoff reset here: an exchange that acknowledges and then drops would be hammered
+            # at the base delay for ever. The episode ends after reset_after seconds of data.
+            self._reset_at = self.subscribed_at + self.config.reconnect.reset_after
             if lost_before:
                 self.reconnects += 1
             self.subscribed_event.set()
@@ -303,6 +306,7 @@ class Connection:
             self.subscribed_event.clear()
             self.delivering.clear()
             self._awaiting_delivery = False
+            self._reset_at = None
 
     async def _receive(self, ws: FrameConnection) -> None:
         """Frames are handled by ``_on_frame`` as they arrive; this waits for the end and raises why."""
@@ -328,6 +332,10 @@ class Connection:
             self._on_reply(frame)
             return
         self.last_seen[stream] = now
+        if self._reset_at is not None and now >= self._reset_at:
+            self._reset_at = None
+            self._backoff.reset()
+            self.retries = 0
         if self._awaiting_delivery:
             self._awaiting_delivery = False
             self.delivering.set()
@@ -340,16 +348,23 @@ class Connection:
             await self._subscribe(todo)
 
     async def _subscribe(self, streams: list[str]) -> None:
-        for i, chunk in enumerate(_chunks(streams)):
+        chunks = _chunks(streams)
+        for i, chunk in enumerate(chunks):
             try:
                 await self._request(subscribe, chunk)
             except ControlError as exc:
                 self.control_errors += 1
-                refused = [s for c in _chunks(streams)[i:] for s in c]
+                # "Too many subscriptions" (code 4) refuses the rest too (the exchange closes the
+                # connection); any other error refuses only the chunk it answered: the later
+                # chunks were never sent and are asked for still.
+                too_many = exc.code == ErrorCode.TOO_MANY_SUBSCRIPTIONS
+                refused = [s for c in chunks[i:] for s in c] if too_many else chunk
                 for s in refused:
                     self.streams.pop(s, None)
                 self._on_refused(self, refused, exc)
-                return
+                if too_many:
+                    return
+                continue
             self.subscribed.update(chunk)
 
     async def _request(self, build: Callable[[list[str], int], bytes], streams: list[str]) -> Any:

@@ -2,7 +2,9 @@
 
 A book asks once its stream has delivered an event (so the snapshot is newer than the first
 buffered event, as Binance's algorithm wants). Snapshots are weighty (20 at 1000 levels), so
-at most ``WORKERS`` are in flight, each goes through the REST client's weight budget, and a
+at most ``WORKERS`` are in flight, each goes through the REST client's weight budget ahead of
+periodic checks (``Priority.SYNC``: a book out of sync is blind), the book keeps only its
+newest few events until the request actually goes (``OrderBook.fetching``), and a
 symbol whose sync failed waits with its own backoff before the next try: a depth stream
 with a persistent problem cannot eat the weight budget.
 """
@@ -14,6 +16,7 @@ import logging
 import time
 
 from klinestore.ingest.backoff import Backoff, BackoffPolicy
+from klinestore.ingest.budget import Priority
 from klinestore.ingest.errors import IngestError
 from klinestore.ingest.rest import RestClient
 from klinestore.ingest.state import MarketState
@@ -63,10 +66,11 @@ class DepthSync:
             if book is None or not book.needs_snapshot:
                 continue
             try:
-                snapshot = await self.rest.depth(symbol, self.limit)
+                snapshot = await self.rest.depth(symbol, self.limit, priority=Priority.SYNC, on_turn=book.fetching)
                 ok = book.on_snapshot(snapshot)
             except IngestError as exc:
                 ok = False
+                book.fetching(False)
                 self._log.warning(f"depth:{symbol}", "%s depth snapshot failed: %s", symbol, exc)
             if ok:
                 self.fetched += 1

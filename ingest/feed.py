@@ -50,6 +50,7 @@ from klinestore.ingest.protocol.streams import (
     mark_price_stream,
     parse_stream,
 )
+from klinestore.ingest.protocol.urls import plan_connections
 from klinestore.ingest.rest import RestClient
 from klinestore.ingest.sink import BarSink
 from klinestore.ingest.state import MarketState
@@ -86,7 +87,8 @@ class Feed:
         self.gap_filled = Hook("on_gap_filled")
         self.recent_gaps: deque[Gap] = deque(maxlen=RECENT_GAPS)
         self.gaps_reported = 0
-        self.state = MarketState(config.websocket.cache, self.clock, on_gap=self._on_gap)
+        self.state = MarketState(config.websocket.cache, self.clock, on_gap=self._on_gap,
+                                 book_levels=config.websocket.streams.depth_snapshot_limit)
         self.rest = RestClient(config.websocket.rest_url, config.rest, self.clock, ledger=self.ledger,
                                allow_klines=config.modes.rest_klines_allowed, transport=transport)
         self.depth_sync = DepthSync(self.state, self.rest, config.websocket.streams.depth_snapshot_limit)
@@ -112,6 +114,8 @@ class Feed:
             symbols = [s for s in config.symbols if shard_of(s, shard.num_shards) == shard.shard_id]
         for symbol in symbols:
             self._add_state(symbol, config.websocket.streams.kline_intervals)
+        pool = config.websocket.connection_pool  # a bound the streams cannot fit fails here, before any I/O
+        plan_connections(self.streams(), pool.max_streams_per_connection, pool.max_connections)
 
     # --- hooks -------------------------------------------------------------------------------------
 

@@ -8,6 +8,11 @@ on a break, start again from a new snapshot. Quantities are absolute; 0 removes 
 No sockets and no clocks here: the caller feeds events and snapshots and asks
 ``needs_snapshot``; the asyncio side (``klinestore.ingest.depthsync``) fetches snapshots.
 
+Memory is bounded: until ``fetching()`` says the snapshot request is about to go, only the
+newest ``QUEUED_BUFFERED`` events are kept (older ones would fall below the snapshot's
+``lastUpdateId`` and be dropped anyway); each side keeps the ``max_levels`` best prices (the
+snapshot's depth: past it the book never knew every level), trimmed with some slack.
+
 States: ``buffering`` (waiting for a snapshot), ``bridging`` (snapshot applied, waiting for
 the event that spans it), ``synced``. Events already applied (``u`` not beyond the book's)
 are duplicates, harmless during a connection's rotation overlap, and skipped.
@@ -25,8 +30,13 @@ BUFFERING = "buffering"
 BRIDGING = "bridging"
 SYNCED = "synced"
 
-#: Events buffered while waiting for a snapshot (at 100 ms updates: 100 s of them).
+#: Events buffered while a snapshot request is out (at 100 ms updates: 100 s of them).
 MAX_BUFFERED = 1000
+#: Events kept while a book only waits for its turn at the weight budget (maybe a minute):
+#: the snapshot, taken later, makes every older one useless, so only the newest few are kept.
+QUEUED_BUFFERED = 8
+#: A side may hold this share of levels past its bound before the worst are trimmed.
+TRIM_SLACK = 0.25
 #: Resyncs remembered with their details (``OrderBook.recent_resyncs``).
 RECENT_RESYNCS = 16
 
@@ -51,12 +61,14 @@ class Resync:
 class _Side:
     """One side of the book: price → quantity, with the best price cached."""
 
-    __slots__ = ("levels", "_best", "_high")
+    __slots__ = ("levels", "_best", "_high", "_keep", "_trim_at")
 
-    def __init__(self, high: bool) -> None:
+    def __init__(self, high: bool, keep: int | None = None) -> None:
         self.levels: dict[float, float] = {}
         self._best: float | None = None
         self._high = high  # bids: the best is the highest price
+        self._keep = keep
+        self._trim_at = None if keep is None else keep + max(1, int(keep * TRIM_SLACK))
 
     def apply(self, updates: list[Level]) -> None:
         levels = self.levels
@@ -71,6 +83,8 @@ class _Side:
                 if best is not None and (price > best if high else price < best):
                     best = price
         self._best = best
+        if self._trim_at is not None and len(levels) > self._trim_at:
+            self.levels = dict(self.top(self._keep or 0))
 
     def reset(self, levels: list[Level]) -> None:
         self.levels = {p: q for p, q in levels if q != 0.0}
@@ -94,10 +108,10 @@ class OrderBook:
     __slots__ = (
         "symbol", "state", "last_update_id", "event_time", "resyncs", "snapshots", "duplicates",
         "dropped", "stale_snapshots", "overflows", "bids", "asks", "_buffer", "_snapshot_wanted",
-        "recent_resyncs",
+        "recent_resyncs", "_fetching",
     )
 
-    def __init__(self, symbol: str, max_buffered: int = MAX_BUFFERED) -> None:
+    def __init__(self, symbol: str, max_buffered: int = MAX_BUFFERED, max_levels: int | None = None) -> None:
         self.symbol = symbol
         self.state = BUFFERING
         self.last_update_id = 0
@@ -108,10 +122,11 @@ class OrderBook:
         self.dropped = 0  # buffered events older than the snapshot
         self.stale_snapshots = 0  # snapshots older than the first buffered event
         self.overflows = 0  # buffered events lost to the buffer's bound
-        self.bids = _Side(high=True)
-        self.asks = _Side(high=False)
+        self.bids = _Side(high=True, keep=max_levels)
+        self.asks = _Side(high=False, keep=max_levels)
         self._buffer: deque[DepthUpdateEvent] = deque(maxlen=max_buffered)
         self._snapshot_wanted = True
+        self._fetching = False  # a snapshot request is out: buffer up to max_buffered
         self.recent_resyncs: deque[Resync] = deque(maxlen=RECENT_RESYNCS)
 
     # --- input --------------------------------------------------------------------------------
@@ -128,9 +143,15 @@ class OrderBook:
         if self.state == BRIDGING:
             self._bridge(ev)
             return
-        if len(self._buffer) == self._buffer.maxlen:
+        if not self._fetching and len(self._buffer) >= QUEUED_BUFFERED:
+            self._buffer.popleft()  # older than any snapshot still to be taken: useless
+        elif len(self._buffer) == self._buffer.maxlen:
             self.overflows += 1
         self._buffer.append(ev)
+
+    def fetching(self, out: bool = True) -> None:
+        """The snapshot request goes now (``out``): keep every event until it is applied; or it failed."""
+        self._fetching = out and self.state == BUFFERING
 
     def on_snapshot(self, snap: DepthSnapshot) -> bool:
         """Apply a REST snapshot; False (and still wanting one) if it cannot bridge the buffer."""
@@ -138,6 +159,7 @@ class OrderBook:
             return False
         buffered = list(self._buffer)
         self._buffer.clear()
+        self._fetching = False
         self.bids.reset(snap.bids)
         self.asks.reset(snap.asks)
         self.last_update_id = snap.lastUpdateId
@@ -178,7 +200,7 @@ class OrderBook:
         return {
             "state": self.state, "last_update_id": self.last_update_id, "resyncs": self.resyncs,
             "snapshots": self.snapshots, "stale_snapshots": self.stale_snapshots, "duplicates": self.duplicates,
-            "overflows": self.overflows,
+            "overflows": self.overflows, "buffered": len(self._buffer),
             "best_bid": bid[0] if bid else None, "best_ask": ask[0] if ask else None,
             "levels": [len(self.bids.levels), len(self.asks.levels)],
         }
@@ -209,6 +231,7 @@ class OrderBook:
 
     def _restart(self, ev: DepthUpdateEvent) -> None:
         self.state = BUFFERING
+        self._fetching = False
         self.bids.reset([])
         self.asks.reset([])
         self._buffer.clear()
@@ -224,4 +247,5 @@ class OrderBook:
             self.bids.reset([])
             self.asks.reset([])
             self._buffer.clear()
+        self._fetching = False
         self._snapshot_wanted = True

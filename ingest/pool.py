@@ -1,9 +1,11 @@
 """The connection pool: which stream rides which connection, liveness, and 24 h rotation.
 
-* **Placement**: the start-up streams are planned with ``plan_connections`` (split by route,
-  balanced, at most ``max_streams_per_connection`` each, at most ``max_connections``); later
-  streams go to the least-loaded connection of their route with room, or to a new connection
-  while the pool has room. Streams that fit nowhere are ``unplaced`` and shown in status.
+* **Placement**: the pool sizes itself. The start-up streams are planned with
+  ``plan_connections`` (split by route, balanced, about ``max_streams_per_connection`` each,
+  more, up to the exchange's 1024, only if ``max_connections`` is set and binds); later
+  streams go to the least-loaded connection of their route under the preferred size, or to a
+  new connection while ``max_connections`` (None: no bound) allows, or past the preference.
+  Streams that fit nowhere are ``unplaced`` and shown in status.
 * **Refusals**: the exchange's "too many subscriptions" (code 4) lowers that connection's
   limit to what it holds and the refused streams are placed elsewhere; other refusals are
   recorded per stream (status ``refused``), never retried in a loop.
@@ -42,13 +44,13 @@ from klinestore.ingest.eventlog import EventLog
 from klinestore.ingest.liveness import Liveness
 from klinestore.ingest.protocol.control import ErrorCode
 from klinestore.ingest.protocol.streams import Route, parse_stream
-from klinestore.ingest.protocol.urls import plan_connections, stream_url
+from klinestore.ingest.protocol.urls import EXCHANGE_MAX_STREAMS, plan_connections, stream_url
 
 log = logging.getLogger(__name__)
 
 
 class Pool:
-    """Up to ``max_connections`` connections and the streams they carry."""
+    """The connections the streams need (at most ``max_connections`` if set) and the streams they carry."""
 
     def __init__(
         self,
@@ -118,19 +120,39 @@ class Pool:
         return self._owner.get(stream)
 
     async def add(self, streams: Iterable[str]) -> list[str]:
-        """Subscribe more streams live, on the least-loaded connections; return those placed."""
+        """Subscribe more streams live; return those placed.
+
+        A stream goes to the least-loaded connection of its route under the preferred size,
+        else to a new connection while ``max_connections`` allows, else to the least-loaded
+        one under the exchange's limit; only then is it ``unplaced``.
+        """
         groups: dict[str, list[str]] = {}
         fresh: dict[Route, list[str]] = {}
+        prefer = self.config.connection_pool.max_streams_per_connection
         for s in dict.fromkeys(streams):
             if s in self._owner:
                 continue
             route = parse_stream(s).route
-            conn = self._least_loaded(route)
+            conn = self._least_loaded(route, prefer, groups)
             if conn is not None:
                 self._owner[s] = conn
                 groups.setdefault(conn.id, []).append(s)
             else:
                 fresh.setdefault(route, []).append(s)
+        spawn: list[tuple[Route, list[str]]] = []
+        for route, names in fresh.items():
+            while names and self._may_open(len(spawn)):
+                spawn.append((route, names[:prefer]))
+                names = names[prefer:]
+            for i, s in enumerate(names):
+                conn = self._least_loaded(route, EXCHANGE_MAX_STREAMS, groups)
+                if conn is None:
+                    self.unplaced.extend(n for n in names[i:] if n not in self.unplaced)
+                    log.warning("%d streams fit no connection (websocket.connection_pool.max_connections): %s",
+                                len(names) - i, ", ".join(names[i : i + 5]))
+                    break
+                self._owner[s] = conn
+                groups.setdefault(conn.id, []).append(s)
         placed: list[str] = []
         for names in groups.values():
             conn = self._owner[names[0]]
@@ -138,18 +160,11 @@ class Pool:
                 self.dispatcher.route(s)
             await conn.add(names)
             placed.extend(names)
-        per = self.config.connection_pool.max_streams_per_connection
-        for route, names in fresh.items():
-            while names and len(self.connections) < self.config.connection_pool.max_connections:
-                batch, names = names[:per], names[per:]
-                for s in batch:
-                    self.dispatcher.route(s)
-                self._spawn(route, batch)
-                placed.extend(batch)
-            if names:
-                self.unplaced.extend(n for n in names if n not in self.unplaced)
-                log.warning("%d streams fit no connection (websocket.connection_pool limits): %s",
-                            len(names), ", ".join(names[:5]))
+        for route, batch in spawn:
+            for s in batch:
+                self.dispatcher.route(s)
+            self._spawn(route, batch)
+            placed.extend(batch)
         return placed
 
     async def remove(self, streams: Iterable[str]) -> None:
@@ -246,15 +261,16 @@ class Pool:
         extra = [s for s in old.streams if s not in new.streams]
         gone = [s for s in new.streams if s not in old.streams]
         self.connections[self.connections.index(old)] = new
-        self._limit[new.id] = self._limit.pop(old.id, self.config.connection_pool.max_streams_per_connection)
-        for s in new.streams:
-            self._owner[s] = new
-        if extra:
-            for s in extra:
-                self._owner[s] = new
-            await new.add(extra)
+        self._limit[new.id] = self._limit.pop(old.id, EXCHANGE_MAX_STREAMS)
+        # The old connection's streams are the pool's truth: a stream removed while the
+        # replacement came up (a delisting) is dropped from it, never re-owned.
         if gone:
             await new.remove(gone)
+        for s in old.streams:
+            if self._owner.get(s) is old:
+                self._owner[s] = new
+        if extra:
+            await new.add(extra)
         self.rotations += 1
         self.retired_reconnects += old.reconnects
         await old.stop(f"rotated: replaced by {new.id}")
@@ -277,15 +293,23 @@ class Pool:
     def _spawn(self, route: Route, streams: Iterable[str]) -> Connection:
         conn = self._make(route, list(streams))
         self.connections.append(conn)
-        self._limit[conn.id] = self.config.connection_pool.max_streams_per_connection
+        self._limit[conn.id] = EXCHANGE_MAX_STREAMS  # lowered if the exchange says less (code 4)
         for s in conn.streams:
             self._owner[s] = conn
         self._tasks[conn.id] = asyncio.create_task(conn.run(), name=f"{conn.id}:run")
         return conn
 
-    def _least_loaded(self, route: Route) -> Connection | None:
-        candidates = [c for c in self.connections if c.route == route and len(c.streams) < self._limit[c.id]]
-        return min(candidates, key=lambda c: len(c.streams), default=None)
+    def _least_loaded(self, route: Route, cap: int, pending: dict[str, list[str]] | None = None) -> Connection | None:
+        """The route's emptiest connection holding fewer than ``cap`` streams and under its own limit
+        (counting ``pending``, streams assigned and not yet added)."""
+        pending = pending or {}
+        candidates = [(len(c.streams) + len(pending.get(c.id, ())), c) for c in self.connections if c.route == route]
+        fits = [(n, c) for n, c in candidates if n < min(cap, self._limit[c.id])]
+        return min(fits, key=lambda nc: nc[0], default=(0, None))[1]
+
+    def _may_open(self, planned: int) -> bool:
+        bound = self.config.connection_pool.max_connections
+        return bound is None or len(self.connections) + planned < bound
 
     async def _retire(self, conn: Connection, reason: str) -> None:
         self.connections.remove(conn)

@@ -4,7 +4,9 @@ httpx (async HTTP/1.1 with TLS and timeouts) does the transport; its ``transport
 is the seam tests use to replace the network. Everything else is ours:
 
 * each request's weight is reserved in the :class:`~klinestore.ingest.budget.WeightBudget` before it is
-  sent, and waits for the next exchange minute rather than exceed the budget;
+  sent, and waits for the next exchange minute rather than exceed the budget; while a request
+  of a more urgent :class:`~klinestore.ingest.budget.Priority` waits, less urgent ones wait
+  behind it (a book out of sync is served before a periodic check);
 * a 429 pauses *all* requests for ``Retry-After`` seconds, then the request is retried;
 * a 418 (banned) pauses all requests too and raises :class:`~klinestore.ingest.errors.Banned`, never retried;
 * 5xx, 408 and transport errors are retried with backoff, up to ``rest.max_retries``;
@@ -21,12 +23,14 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from klinestore.ingest.backoff import Backoff, BackoffPolicy
-from klinestore.ingest.budget import MINUTE_MS, WeightBudget
+from klinestore.ingest.budget import MINUTE_MS, Priority, WeightBudget
 from klinestore.ingest.clock import ExchangeClock
 from klinestore.ingest.config import RestConfig
 from klinestore.ingest.errors import Banned, RateLimited, RestError
@@ -88,6 +92,8 @@ class RestClient:
         self._policy = BackoffPolicy(base=config.retry_base_delay, cap=config.retry_max_delay, jitter=0.1,
                                      max_retries=config.max_retries)
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._waiting: Counter[int] = Counter()  # priority -> requests waiting for their turn
+        self._turn_changed = asyncio.Event()  # replaced each time a waiter leaves
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), transport=transport, timeout=config.timeout,
             headers={"User-Agent": "klinestore"}, follow_redirects=False,
@@ -109,12 +115,17 @@ class RestClient:
     async def exchange_info(self) -> ExchangeInfo:
         return decode_exchange_info(await self.get(EXCHANGE_INFO_PATH))
 
-    async def depth(self, symbol: str, limit: int = 1000) -> DepthSnapshot:
-        return decode_depth_snapshot(await self.get(DEPTH_PATH, {"symbol": symbol, "limit": limit}))
+    async def depth(
+        self, symbol: str, limit: int = 1000, *, priority: Priority = Priority.NORMAL,
+        on_turn: Callable[[], None] | None = None,
+    ) -> DepthSnapshot:
+        """A depth snapshot; ``on_turn`` runs when the request has its weight and is about to go."""
+        params = {"symbol": symbol, "limit": limit}
+        return decode_depth_snapshot(await self.get(DEPTH_PATH, params, priority=priority, on_turn=on_turn))
 
     async def klines(
         self, symbol: str, interval: str, *, start_ms: int | None = None, end_ms: int | None = None,
-        limit: int = KLINES_MAX_LIMIT,
+        limit: int = KLINES_MAX_LIMIT, priority: Priority = Priority.NORMAL,
     ) -> list[RestKline]:
         """REST klines (fallback mode only): refused with :class:`RestError` in WebSocket-only mode."""
         if not self.allow_klines:
@@ -127,17 +138,20 @@ class RestClient:
             params["startTime"] = start_ms
         if end_ms is not None:
             params["endTime"] = end_ms
-        return decode_klines(await self.get(KLINES_PATH, params))
+        return decode_klines(await self.get(KLINES_PATH, params, priority=priority))
 
     # --- the core -------------------------------------------------------------------------------
 
-    async def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
-        """GET ``path``: budgeted, retried, recorded; the body of a 200, else :class:`RestError`."""
+    async def get(
+        self, path: str, params: dict[str, Any] | None = None, *, priority: Priority = Priority.NORMAL,
+        on_turn: Callable[[], None] | None = None,
+    ) -> bytes:
+        """GET ``path``: budgeted by priority, retried, recorded; the body of a 200, else :class:`RestError`."""
         weight = path_weight(path, {k: str(v) for k, v in (params or {}).items()})
         backoff = Backoff(self._policy)
         while True:
             try:
-                return await self._attempt(path, params, weight)
+                return await self._attempt(path, params, weight, priority, on_turn)
             except Banned:
                 raise
             except RateLimited:
@@ -155,8 +169,13 @@ class RestClient:
                 log.info("GET %s failed (%s); retry %d in %.2fs", path, exc, backoff.attempts, delay)
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, path: str, params: dict[str, Any] | None, weight: int) -> bytes:
-        await self._wait_for_turn(weight)
+    async def _attempt(
+        self, path: str, params: dict[str, Any] | None, weight: int, priority: Priority,
+        on_turn: Callable[[], None] | None,
+    ) -> bytes:
+        await self._wait_for_turn(weight, priority)
+        if on_turn is not None:
+            on_turn()
         async with self._in_flight:
             now = self.clock.now_ms() or 0
             minute = now - now % MINUTE_MS
@@ -191,21 +210,30 @@ class RestClient:
         detail = f" {api.code}: {api.msg}" if api else ""
         raise RestError(f"GET {path}: HTTP {status}{detail}", status=status, endpoint=path)
 
-    async def _wait_for_turn(self, weight: int) -> None:
-        while True:
-            pause = self.paused_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-                continue
-            now = self.clock.now_ms()
-            if now is None:
-                return  # the first call (server time) runs before the clock knows the minute
-            wait_ms = self.budget.reserve(weight, now)
-            if wait_ms == 0:
-                return
-            wait_s = max(0.001, self.clock.seconds_until(now + wait_ms + 1))
-            self.budget_wait_s += wait_s
-            await asyncio.sleep(wait_s)
+    async def _wait_for_turn(self, weight: int, priority: Priority = Priority.NORMAL) -> None:
+        self._waiting[priority] += 1
+        try:
+            while True:
+                pause = self.paused_until - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                    continue
+                if any(self._waiting[p] for p in range(priority)):
+                    await self._turn_changed.wait()  # a more urgent request is waiting: after it
+                    continue
+                now = self.clock.now_ms()
+                if now is None:
+                    return  # the first call (server time) runs before the clock knows the minute
+                wait_ms = self.budget.reserve(weight, now)
+                if wait_ms == 0:
+                    return
+                wait_s = max(0.001, self.clock.seconds_until(now + wait_ms + 1))
+                self.budget_wait_s += wait_s
+                await asyncio.sleep(wait_s)
+        finally:
+            self._waiting[priority] -= 1
+            changed, self._turn_changed = self._turn_changed, asyncio.Event()
+            changed.set()
 
     def _pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)

@@ -32,8 +32,12 @@ class UnknownSeries(IngestError, KeyError):
 class MarketState:
     """Everything ingest knows about the market right now."""
 
-    def __init__(self, cache: CacheConfig, clock: ExchangeClock, *, on_gap: Callable[[Gap], None] | None = None) -> None:
+    def __init__(
+        self, cache: CacheConfig, clock: ExchangeClock, *, on_gap: Callable[[Gap], None] | None = None,
+        book_levels: int | None = None,
+    ) -> None:
         self.cache = cache
+        self.book_levels = book_levels  # levels per side a book keeps (the snapshot's depth)
         self.clock = clock
         self.klines: dict[tuple[str, str], KlineSeries] = {}
         self.trades: dict[str, TradeWindow] = {}
@@ -64,7 +68,7 @@ class MarketState:
     def add_book(self, symbol: str) -> OrderBook:
         book = self.books.get(symbol)
         if book is None:
-            book = self.books[symbol] = OrderBook(symbol)
+            book = self.books[symbol] = OrderBook(symbol, max_levels=self.book_levels)
         return book
 
     def remove_symbol(self, symbol: str) -> None:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from klinestore.ingest.budget import Priority
 from klinestore.ingest.errors import IngestError
 from klinestore.ingest.orderbook import OrderBook, Resync
 from klinestore.ingest.protocol.rest import DepthSnapshot
@@ -150,7 +151,7 @@ class DepthChecker:
 
         async def snap(symbol: str, book: OrderBook) -> tuple[DepthSnapshot, int]:
             async with gate:
-                snapshot = await self.rest.depth(symbol, CHECK_LIMIT)
+                snapshot = await self.rest.depth(symbol, CHECK_LIMIT, priority=Priority.CHECK)
                 return snapshot, book.last_update_id
 
         books = [(s, b) for s, b in self.books().items() if b.synced]

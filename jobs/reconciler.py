@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from klinestore.core.intervals import bar_open, interval_ms
 from klinestore.core.schema import Bar
 from klinestore.ingest.backfill import rest_bar
+from klinestore.ingest.budget import Priority
 from klinestore.ingest.config import ToleranceConfig
 from klinestore.ingest.errors import IngestError
 from klinestore.ingest.feed import Feed
@@ -148,7 +149,7 @@ class KlineReconciler:
         if now is None:
             return
         limit = rest_limit(self._rest_checked.get((symbol, interval)), now, interval)
-        rows = await self.feed.rest.klines(symbol, interval, limit=limit)
+        rows = await self.feed.rest.klines(symbol, interval, limit=limit, priority=Priority.CHECK)
         now = self.feed.clock.now_ms() or now
         series = self.feed.state.klines.get((symbol, interval))
         refs = closed_rows(rows, now)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_are_the_seeds() -> None:
     c = Config()
     ws = c.websocket
-    assert (ws.connection_pool.max_connections, ws.connection_pool.max_streams_per_connection) == (5, 200)
+    assert (ws.connection_pool.max_connections, ws.connection_pool.max_streams_per_connection) == (None, 200)
     assert (ws.reconnect.base_delay, ws.reconnect.max_delay, ws.reconnect.jitter_ratio, ws.reconnect.max_retries) == (1.0, 60.0, 0.1, 10)
     assert (ws.heartbeat.check_interval, ws.heartbeat.timeout) == (30.0, 60.0)
     assert (ws.reconciliation.kline_interval, ws.reconciliation.depth_interval) == (300.0, 60.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from frames import depth, event
-from klinestore.ingest.orderbook import BRIDGING, BUFFERING, SYNCED, OrderBook
+from klinestore.ingest.orderbook import BRIDGING, BUFFERING, QUEUED_BUFFERED, SYNCED, OrderBook
 from klinestore.ingest.protocol import BookTickerEvent, DepthUpdateEvent, decode_depth_snapshot, decode_frame
 from klinestore.ingest.protocol.rest import DepthSnapshot
 
@@ -143,6 +143,33 @@ def test_removing_the_best_level_finds_the_next_best() -> None:
 
 def test_the_buffer_is_bounded_and_overflow_counted() -> None:
     book = OrderBook("BTCUSDT", max_buffered=10)
+    book.fetching()  # the snapshot request is out: every event counts from here
     for i in range(25):
         book.on_event(ev(i * 2 + 1, i * 2 + 2, i * 2))
     assert book.overflows == 15 and book.status()["overflows"] == 15
+
+
+def test_a_book_waiting_for_its_turn_keeps_only_its_newest_events_and_still_syncs() -> None:
+    """A book queued behind the weight budget for a minute must not hold a minute of events (issue 12)."""
+    book = OrderBook("BTCUSDT")
+    for i in range(500):  # queued: the snapshot, taken later, makes all but the newest useless
+        book.on_event(ev(i * 2 + 1, i * 2 + 2, i * 2))
+    assert book.status()["buffered"] == QUEUED_BUFFERED and book.overflows == 0
+    book.fetching()  # the request goes: from here on nothing is dropped
+    for i in range(500, 600):
+        book.on_event(ev(i * 2 + 1, i * 2 + 2, i * 2))
+    assert book.status()["buffered"] == QUEUED_BUFFERED + 100
+    assert book.on_snapshot(snapshot(1050)) and book.synced and book.last_update_id == 1200
+
+
+def test_each_side_keeps_its_best_levels_only() -> None:
+    book = OrderBook("BTCUSDT", max_levels=100)
+    book.on_event(ev(1, 1, 0))
+    book.on_snapshot(snapshot(1, bids=[(1000.0 - i, 1.0) for i in range(100)],
+                              asks=[(1001.0 + i, 1.0) for i in range(100)]))
+    for u in range(2, 200):  # levels spread away from the touch, both sides
+        book.on_event(ev(u, u, u - 1, bids=[(900.0 - u, 2.0)], asks=[(1101.0 + u, 2.0)]))
+    bids, asks = book.depth(1000)
+    assert 100 <= len(bids) <= 125 and 100 <= len(asks) <= 125
+    assert bids[:100] == [(1000.0 - i, 1.0) for i in range(100)]  # the best are never trimmed
+    assert asks[:100] == [(1001.0 + i, 1.0) for i in range(100)]

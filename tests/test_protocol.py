@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from klinestore.config import Config
 from klinestore.ingest.errors import PlanError, ProtocolError
 from klinestore.ingest.protocol import (
     ControlReply,
@@ -112,10 +113,28 @@ def test_plan_never_exceeds_the_exchange_limit() -> None:
     assert len(plans) == 3 and max(len(p.streams) for p in plans) <= 1024
 
 
-def test_plan_that_does_not_fit_names_the_keys() -> None:
+def test_the_per_connection_size_is_a_preference_when_max_connections_binds() -> None:
     streams = [kline_stream(f"S{i:03d}USDT", iv) for i in range(200) for iv in ("1m", "5m", "15m", "1h", "4h", "1d")]
-    with pytest.raises(PlanError, match="max_connections is 5"):
-        plan_connections(streams, max_per_connection=200, max_connections=5)
+    streams += [depth_stream(f"S{i:03d}USDT") for i in range(200)]
+    plans = plan_connections(streams, max_per_connection=200, max_connections=5)
+    assert len(plans) == 5 and sorted(s for p in plans for s in p.streams) == sorted(streams)
+    assert [len(p.streams) for p in plans] == [300, 300, 300, 300, 200]  # market grows, depth keeps its one
+    assert len(plan_connections(streams, max_per_connection=200)) == 7  # unbounded: the preferred size
+
+
+def test_the_default_pool_fits_1000_symbols_with_every_stream() -> None:
+    streams = [kline_stream(f"S{i:04d}USDT", iv) for i in range(1000) for iv in ("1m", "5m", "15m", "1h", "4h")]
+    streams += [f"s{i:04d}usdt@aggTrade" for i in range(1000)] + [f"s{i:04d}usdt@markPrice@1s" for i in range(1000)]
+    streams += [depth_stream(f"S{i:04d}USDT") for i in range(1000)]
+    pool = Config().websocket.connection_pool
+    plans = plan_connections(streams, pool.max_streams_per_connection, pool.max_connections)
+    assert len(plans) == 40 and max(len(p.streams) for p in plans) == 200
+
+
+def test_a_max_connections_that_cannot_fit_names_the_key() -> None:
+    streams = [kline_stream(f"S{i:04d}USDT", iv) for i in range(1000) for iv in ("1m", "5m", "15m")]
+    with pytest.raises(PlanError, match="at least 3 connections .*max_connections is 2"):
+        plan_connections(streams, max_per_connection=200, max_connections=2)
 
 
 def test_plan_dedupes_streams() -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from klinestore.config import Config
-from klinestore.ingest.budget import WeightBudget
+from klinestore.ingest.budget import Priority, WeightBudget
 from klinestore.ingest.clock import ExchangeClock
 from klinestore.ingest.errors import Banned, RestError
 from klinestore.ingest.ledger import ApiLedger
@@ -170,3 +170,26 @@ def test_ledger_keeps_a_bounded_number_of_minutes() -> None:
 async def _later(coro):  # noqa: ANN001, ANN202
     await asyncio.sleep(0.05)
     return await coro
+
+
+def test_a_book_out_of_sync_is_served_before_a_periodic_check_when_the_budget_is_short() -> None:
+    """Issue 12: snapshots queue through the budget by priority; a check never delays a resync."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.params["symbol"])
+        return httpx.Response(200, json=DEPTH)
+
+    async def main() -> None:
+        clock = ExchangeClock()
+        clock.sync(1_700_000_040_000 - 1_700_000_040_000 % 60_000 + 59_800)  # 0.2 s before a minute ends
+        rest = client(handler, rest=Config().rest.__class__(weight_limit=40, weight_margin=0.0), clock=clock)
+        await asyncio.gather(rest.depth("A"), rest.depth("B"))  # 40 of 40: the minute is spent
+        check = asyncio.create_task(rest.depth("CHECK", 5, priority=Priority.CHECK))
+        await asyncio.sleep(0.02)  # the check waits first ...
+        await rest.depth("SYNC", 1000, priority=Priority.SYNC)  # ... the resync still goes first
+        await check
+        await rest.aclose()
+
+    asyncio.run(main())
+    assert sent == ["A", "B", "SYNC", "CHECK"]

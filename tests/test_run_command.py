@@ -186,3 +186,18 @@ def test_archive_fill_closes_a_gap_from_the_simulators_archive_host(tmp_path: Pa
     assert row["missing"] == 30  # 2024-01-02 00:00..00:29: that day is not over, its archive not published
     status = json.loads((data / "status.json").read_text())
     assert status["archive_fill"]["imported_files"] == 1 and "/fapi/v1/klines" not in status["ledger"]
+
+
+def test_a_max_connections_the_streams_cannot_fit_is_a_one_line_error_before_any_io(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"websocket": {"connection_pool": {"max_connections": 2}}}))
+    symbols = ",".join(f"S{i:03d}USDT" for i in range(200))  # 1600 streams: at least 3 connections
+    proc = subprocess.run(
+        klinestore_command("run", "--config", str(config), "--symbols", symbols, "--data-dir", str(tmp_path / "data"),
+                           "--ws-url", "ws://127.0.0.1:1", "--rest-url", "http://127.0.0.1:1", "--for", "5"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "websocket.connection_pool.max_connections is 2" in errors[0]
+    assert "server time unavailable" not in proc.stderr  # refused before any request

@@ -83,3 +83,24 @@ def test_shards_own_their_database_and_publish_side_by_side(tmp_path: Path) -> N
         "day=2023-11-14-s0001.parquet", "day=2023-11-14.parquet"]
     assert read(published_glob(tmp_path, "dataqual")).select("symbol", "score").rows() == [("BTCUSDT", 1.0), ("ETHUSDT", 0.9)]
     assert read(published_glob(tmp_path, "gaps"))["symbol"].to_list() == ["ETHUSDT"]
+
+
+def test_the_service_side_of_the_tables_never_loads_pandas(tmp_path: Path) -> None:
+    """pyarrow imports pandas (if installed) on its first list conversion: ~50 MB of RSS in
+    the ingest process for nothing (issue 12). The service's writes go through polars."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+import klinestore.commands.run, klinestore.service
+from klinestore.storage.tables import QualityDB
+with QualityDB({str(tmp_path)!r}) as db:
+    db.insert_dataqual([({DAY} + 1000, "BTCUSDT", 0.9, 1, 0, 0, "1 stream missing")])
+    db.insert_connection_events([({DAY}, "market-0", "CONNECTED", "SUBSCRIBED", "ack")])
+    db.add_api_calls([({DAY}, "/fapi/v1/depth", 1, 20)])
+    db.publish()
+print(sorted(m for m in ("pandas", "matplotlib") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

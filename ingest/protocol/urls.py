@@ -47,34 +47,42 @@ def plan_connections(
     max_per_connection: int,
     max_connections: int | None = None,
 ) -> list[ConnectionPlan]:
-    """Split streams by route, then into balanced groups of at most ``max_per_connection``.
+    """Split streams by route, then into balanced groups of about ``max_per_connection``.
 
-    Groups of one route are filled evenly (not 200 + 200 + 3) so that the least-loaded rule
-    keeps working as streams are added. Raises :class:`PlanError` when the streams cannot
-    fit ``max_connections``.
+    ``max_per_connection`` is a preference: when ``max_connections`` (None: no bound) cannot
+    hold the streams at that size, connections carry more, up to the exchange's 1024, taking
+    from the route whose connections grow least. Groups of one route are filled evenly (not
+    200 + 200 + 3) so that the least-loaded rule keeps working as streams are added. Raises
+    :class:`PlanError` only when even 1024 per connection cannot fit ``max_connections``.
     """
-    limit = min(max_per_connection, EXCHANGE_MAX_STREAMS)
-    if limit < 1:
+    prefer = min(max_per_connection, EXCHANGE_MAX_STREAMS)
+    if prefer < 1:
         raise PlanError("max_per_connection must be >= 1")
     by_route: dict[Route, list[str]] = {}
-    seen: set[str] = set()
-    for name in streams:
-        if name in seen:
-            continue
-        seen.add(name)
+    for name in dict.fromkeys(streams):
         by_route.setdefault(parse_stream(name).route, []).append(name)
+    counts = {route: -(-len(names) // prefer) for route, names in by_route.items()}
+    if max_connections is not None:
+        floors = {route: -(-len(names) // EXCHANGE_MAX_STREAMS) for route, names in by_route.items()}
+        if sum(floors.values()) > max_connections:
+            total = sum(len(names) for names in by_route.values())
+            raise PlanError(
+                f"{total} streams need at least {sum(floors.values())} connections even at the exchange's "
+                f"{EXCHANGE_MAX_STREAMS} streams per connection (split by route), but "
+                f"websocket.connection_pool.max_connections is {max_connections}; raise it, or leave it "
+                f"unset (null) and the pool opens the connections the streams need"
+            )
+        while sum(counts.values()) > max_connections:
+            shrinkable = [r for r in counts if counts[r] > floors[r]]
+            route = min(shrinkable, key=lambda r: (len(by_route[r]) / (counts[r] - 1), r))
+            counts[route] -= 1
     plans: list[ConnectionPlan] = []
     for route in sorted(by_route):
         names = by_route[route]
-        count = -(-len(names) // limit)
-        size = -(-len(names) // count)
-        plans.extend(ConnectionPlan(route, tuple(names[i : i + size])) for i in range(0, len(names), size))
-    if max_connections is not None and len(plans) > max_connections:
-        total = sum(len(p.streams) for p in plans)
-        raise PlanError(
-            f"{total} streams need {len(plans)} connections at {limit} streams per connection "
-            f"(split by route), but websocket.connection_pool.max_connections is {max_connections}; "
-            f"raise max_connections or max_streams_per_connection (the exchange allows "
-            f"{EXCHANGE_MAX_STREAMS})"
-        )
+        size, extra = divmod(len(names), counts[route])
+        start = 0
+        for i in range(counts[route]):
+            end = start + size + (1 if i < extra else 0)
+            plans.append(ConnectionPlan(route, tuple(names[start:end])))
+            start = end
     return plans

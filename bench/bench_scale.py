@@ -1,0 +1,175 @@
+"""``klinestore run`` at the seeds' scale: 200 and 1000 symbols, every default stream, at real speed.
+
+For each size one simulator subprocess (``--speed 1``: klines every 250 ms, depth at 500 ms,
+aggTrade by activity, markPrice every second) feeds, in turn, interleaved and the same number
+of tries:
+
+* ``klinestore run`` as a process with the default config (run from an empty directory, so no
+  config file is read) and only ``--symbols``, the URLs, ``--data-dir`` and ``--for``;
+* the baseline: a bare websockets receiver of the same streams, over the same number of
+  connections (SUBSCRIBE in chunks of 100, 200 streams a connection), that counts frames and
+  decodes nothing: the floor any Python ingest pays for the bytes.
+
+CPU time and peak RSS come from ``wait4`` (the whole process life, start-up included, for
+both); messages from the final ``status.json`` (klinestore) or the receiver's own count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+KLINES = ("1m", "5m", "15m", "1h", "4h")
+PER_CONNECTION = 200
+CHUNK = 100
+
+
+def streams(symbols: list[str]) -> list[str]:
+    """The default config's streams: 5 klines, aggTrade, markPrice@1s, depth@500ms (8 a symbol)."""
+    out = []
+    for s in symbols:
+        low = s.lower()
+        out += [f"{low}@kline_{i}" for i in KLINES] + [f"{low}@aggTrade", f"{low}@markPrice@1s", f"{low}@depth@500ms"]
+    return out
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _reap(proc: subprocess.Popen[str]) -> tuple[float, float]:
+    """Wait for ``proc``; (CPU seconds, peak RSS in MB) of its whole life."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def run_klinestore(urls: dict[str, str], symbols: list[str], seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", "klinestore", "run", "--symbols", ",".join(symbols), "--ws-url", urls["ws"],
+                "--rest-url", urls["rest"], "--data-dir", f"{tmp}/data", "--for", str(seconds)]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp)
+        cpu, rss = _reap(proc)
+        status = json.loads(Path(f"{tmp}/data/status.json").read_text())
+    counters = status["counters"]
+    return {"cpu": cpu, "rss": rss, "messages": counters["messages"], "connections": len(status["connections"]),
+            "reconnects": counters["reconnects"], "books_in_sync": status["books_in_sync"],
+            "rate_limited": status["rest"]["rate_limited"], "banned": status["rest"]["banned"], "exit": proc.returncode}
+
+
+def run_bare(urls: dict[str, str], symbols: list[str], seconds: float) -> dict[str, Any]:
+    argv = [sys.executable, "-c", "from bench.bench_scale import bare_receiver; bare_receiver()", urls["ws"],
+            str(seconds), ",".join(symbols)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=ROOT)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    cpu, rss = _reap(proc)
+    got = json.loads(out)
+    return {"cpu": cpu, "rss": rss, "messages": got["messages"], "connections": got["connections"]}
+
+
+def bare_receiver() -> None:
+    """The baseline process: subscribe the streams, count frames for ``seconds``, print the count."""
+    from websockets.asyncio.client import connect
+
+    base, seconds, names = sys.argv[1], float(sys.argv[2]), streams(sys.argv[3].split(","))
+    market = [s for s in names if "@depth" not in s]
+    public = [s for s in names if "@depth" in s]
+    groups = [("market", market[i : i + PER_CONNECTION]) for i in range(0, len(market), PER_CONNECTION)]
+    groups += [("public", public[i : i + PER_CONNECTION]) for i in range(0, len(public), PER_CONNECTION)]
+    count = 0
+    stop = time.monotonic() + seconds
+
+    async def one(route: str, group: list[str]) -> None:
+        nonlocal count
+        async with connect(f"{base}/{route}/stream", max_size=None, compression=None) as ws:
+            for n, i in enumerate(range(0, len(group), CHUNK)):
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": group[i : i + CHUNK], "id": n + 1}))
+                await asyncio.sleep(0.2)  # 5 control messages a second, like klinestore
+            while (left := stop - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(ws.recv(), left)
+                except TimeoutError:
+                    return
+                count += 1
+
+    async def main() -> None:
+        await asyncio.gather(*(one(r, g) for r, g in groups))
+
+    asyncio.run(main())
+    print(json.dumps({"messages": count, "connections": len(groups)}), flush=True)
+
+
+def _simulator(symbols: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    argv = [sys.executable, "-m", "klinestore", "-q", "sim", "--port", "0", "--seed", "7", "--speed", "1",
+            "--history-minutes", "60", "--symbols", ",".join(symbols)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=ROOT)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(n: int, seconds: float, tries: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    symbols = [f"S{i:04d}USDT" for i in range(n)]
+    sim, urls = _simulator(symbols)
+    ours: list[dict[str, Any]] = []
+    bare: list[dict[str, Any]] = []
+    try:
+        for _ in range(tries):  # interleaved: the machine's load hits both alike
+            ours.append(run_klinestore(urls, symbols, seconds))
+            bare.append(run_bare(urls, symbols, seconds))
+    finally:
+        _stop(sim)
+    return ours, bare
+
+
+def _best(runs: list[dict[str, Any]], key: str) -> float:
+    return min(r[key] for r in runs)
+
+
+def figures(n: int, seconds: float, ours: list[dict[str, Any]], bare: list[dict[str, Any]]) -> list[Figure]:
+    def us_per_msg(r: dict[str, Any]) -> float:
+        return 1e6 * r["cpu"] / max(1, r["messages"])
+
+    notes = {"seconds": seconds, "tries": len(ours), "connections": ours[0]["connections"],
+             "reconnects": [r["reconnects"] for r in ours], "books_in_sync": [r["books_in_sync"] for r in ours],
+             "rate_limited": sum(r["rate_limited"] for r in ours), "banned": sum(r["banned"] for r in ours),
+             "exit": [r["exit"] for r in ours], "bare_connections": bare[0]["connections"]}
+    label = f"klinestore run, {n} symbols ({8 * n} streams), default config"
+    return [
+        Figure("scale", f"{label}: CPU per message", min(map(us_per_msg, ours)), "us/msg",
+               min(map(us_per_msg, bare)), "bare websockets receiver", better="lower", notes=notes),
+        Figure("scale", f"{label}: peak RSS", _best(ours, "rss"), "MB", _best(bare, "rss"),
+               "bare websockets receiver", better="lower", goal="<= 300 MB at 200 symbols"),
+        Figure("scale", f"{label}: messages/s", max(r["messages"] for r in ours) / seconds, "msg/s",
+               max(r["messages"] for r in bare) / seconds, "bare websockets receiver"),
+    ]
+
+
+def run(quick: bool) -> list[Figure]:
+    sizes, seconds, tries = ((50,), 20.0, 1) if quick else ((200, 1000), 150.0, 2)
+    out: list[Figure] = []
+    for n in sizes:
+        ours, bare = measure(n, seconds, tries)
+        out += figures(n, seconds, ours, bare)
+    return out
