@@ -127,7 +127,8 @@ class WebsocketConfig:
     ping: PingConfig = sub(PingConfig, "Keepalive pings.")
     streams: StreamsConfig = sub(StreamsConfig, "What is subscribed.")
     rotate_after: float = opt(
-        23.5 * 3600, "Replace a connection this long after it opened (the exchange closes at 24 h).", positive
+        23.5 * 3600, "Replace a connection this long after it opened (the exchange closes at 24 h; exchange "
+        "seconds, so a fast simulator's tests may set far more).", between(1.0, 1e10),
     )
     control_messages_per_second: float = opt(
         5.0, "Control messages (SUBSCRIBE...) per second per connection (the exchange closes at 10).",

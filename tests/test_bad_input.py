@@ -20,6 +20,7 @@ from support import klinestore_command, subprocess_env
 #: command -> argument lists, each bad in one way ("{data}": a store with a zero-byte Parquet
 #: file; "{file}": a regular file; "{cfg}": a config holding Infinity; "{zip}": a zip bomb).
 _LOCAL = ["--ws-url", "ws://127.0.0.1:9", "--rest-url", "http://127.0.0.1:9"]  # never the real exchange
+_ARCHIVE = ["--archive-url", "http://127.0.0.1:9"]  # nor its archive host
 CASES: dict[str, list[list[str]]] = {
     "run": [[*_LOCAL, "--for", "-1", "--data-dir", "{data}"], [*_LOCAL, "--for", "nan", "--data-dir", "{data}"],
             [*_LOCAL, "--data-dir", "{file}", "--for", "1"], [*_LOCAL, "--data-dir", "/proc/self", "--for", "1"],
@@ -55,6 +56,20 @@ CASES: dict[str, list[list[str]]] = {
               ["--symbol", "NOPEUSDT", "--interval", "1m", "--out", "{tmp}/c.png", "--data-dir", "{data}"]],
     "dataqual": [["--symbol", "bad symbol", "--data-dir", "{data}"], ["--plot", "/proc/self/x.png", "--data-dir", "{data}"],
                  ["--data-dir", "{file}"], ["--data-dir", "{garbage}"]],
+    "list": [["--data-dir", "{file}"], ["--data-dir", "/nonexistent"], ["--symbol", "bad symbol", "--data-dir", "{data}"],
+             ["--interval", "7m", "--data-dir", "{data}"], ["--data-dir", "{garbage}"]],
+    "download": [[*_ARCHIVE, "--symbols", "bad symbol", "--intervals", "1m", "--start", "2024-01-01", "--end", "2024-01-02",
+                  "--data-dir", "{data}"],
+                 [*_ARCHIVE, "--symbols", "BTCUSDT", "--intervals", "7m", "--start", "2024-01-01", "--end", "2024-01-02",
+                  "--data-dir", "{data}"],
+                 [*_ARCHIVE, "--symbols", "BTCUSDT", "--intervals", "1m", "--start", "2024-02-01", "--end", "2024-01-01",
+                  "--data-dir", "{data}"],
+                 [*_ARCHIVE, "--symbols", "BTCUSDT", "--intervals", "1m", "--start", "soon", "--end", "2024-01-02",
+                  "--data-dir", "{data}"],
+                 [*_ARCHIVE, "--symbols", "BTCUSDT", "--intervals", "1m", "--start", "2024-01-01", "--end", "2024-01-02",
+                  "--data-dir", "{file}"],
+                 ["--archive-url", "ftp://example.invalid", "--symbols", "BTCUSDT", "--intervals", "1m", "--start",
+                  "2024-01-01", "--end", "2024-01-02", "--data-dir", "{data}"]],
 }
 
 
@@ -88,7 +103,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def _id(command: str, args: list[str]) -> str:
-    return f"{command}:{' '.join(a for a in args if a not in _LOCAL)[:70]}"
+    return f"{command}:{' '.join(a for a in args if a not in _LOCAL + _ARCHIVE)[:70]}"
 
 
 @pytest.mark.parametrize(("command", "args"), [pytest.param(c, a, id=_id(c, a)) for c, cases in CASES.items()

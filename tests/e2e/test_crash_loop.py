@@ -100,7 +100,15 @@ def test_sigkill_loop_loses_nothing_received(tmp_path: Path, shared_data: Path, 
     rng = random.Random(seed)
     plan = kill_plan(rng, 50 if long_run else 20)
     replay = shared_data / "spot" / "klines" / SYMBOL / "1m"
-    archives = [replay / f"{SYMBOL}-1m-{day}.zip" for day in IMPORT_DAYS]
+    # The simulator replays these spot archives as its futures market, so the same days are imported
+    # into the futures dataset: linked from a path that does not name the spot market (``import``
+    # refuses a path under .../spot/ without --market spot).
+    (tmp_path / "archives").mkdir()
+    archives = []
+    for day in IMPORT_DAYS:
+        link = tmp_path / "archives" / f"{SYMBOL}-1m-{day}.zip"
+        link.symlink_to(replay / link.name)
+        archives.append(link)
     data, config = tmp_path / "data", tmp_path / "config.json"
     config.write_text(json.dumps(CONFIG))
     log = open(tmp_path / "service.log", "a")  # noqa: SIM115
