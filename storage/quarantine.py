@@ -149,6 +149,21 @@ def skipped(files: Iterable[Path]) -> list[Path]:
     return out
 
 
+def verified(path: Path) -> str | None:
+    """Why ``path`` fails its page checksums (a flipped bit Polars and DuckDB would read as a
+    value), or None. Compaction verifies its inputs so it never rewrites a damaged value into
+    a file with fresh checksums."""
+    try:
+        source = pq.ParquetFile(path, page_checksum_verification=True)
+        for _ in source.iter_batches(batch_size=1 << 16):
+            pass
+    except FileNotFoundError:
+        return None
+    except READ_ERRORS as exc:
+        return one_line(exc)
+    return None
+
+
 def find_damaged(files: Iterable[Path]) -> list[Path]:
     """Deep-check ``files`` (after a read failed); note and return the damaged ones."""
     found = []
