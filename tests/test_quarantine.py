@@ -169,8 +169,8 @@ def test_the_service_records_gaps_for_the_bars_only_a_quarantined_file_held(tmp_
     async def record() -> list[tuple]:
         with QualityDB(tmp_path / "q") as db:
             keeper = GapKeeper(db, tmp_path, ExchangeClock())
-            assert await keeper.record_lost(restart.quarantined, ["BTCUSDT", "ETHUSDT", "XRPUSDT"],
-                                             FEB + 120 * MINUTE, "quarantine") == 4
+            assert len(await keeper.record_lost(restart.quarantined, ["BTCUSDT", "ETHUSDT", "XRPUSDT"],
+                                                 FEB + 120 * MINUTE, "quarantine")) == 4
             return db.open_gaps()
 
     gaps = asyncio.run(record())
