@@ -206,3 +206,25 @@ def test_compaction_never_launders_a_flipped_bit_into_a_fresh_file(tmp_path: Pat
     assert [r["file"] for r in report.quarantined] == [str(bad.relative_to(tmp_path))]
     (merged,) = [p for _, p in data_files(closed)]
     assert damage(merged, deep=True) is None
+
+
+def test_a_users_error_never_makes_the_session_decode_every_file(tmp_path: Path, monkeypatch) -> None:
+    """The deep check runs only for errors that look like a damaged page: a user's bad query
+    on a large store must not decode every file before saying what is wrong with it."""
+    import importlib
+
+    from klinestore.queries.errors import SqlError
+
+    sql = importlib.import_module("klinestore.queries.sql")  # the package exports a function of that name
+
+    build(tmp_path)
+    checked: list[object] = []
+    monkeypatch.setattr(sql, "find_damaged", lambda files: checked.append(files) or [])
+    con = connect(tmp_path)
+    try:
+        for query in ("SELECT strptime(symbol, '%Y') FROM bars_1m", "SELECT error('boom')"):
+            with pytest.raises(SqlError):
+                execute(con, query).read_all()
+    finally:
+        con.close()
+    assert checked == []
