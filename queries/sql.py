@@ -119,8 +119,9 @@ def _recover(con: duckdb.DuckDBPyConnection, session: _Session, exc: duckdb.Erro
     vanished = any(not p.exists() for p in named)
     if not vanished:
         suspects = named or None
-        if suspects is None and not (isinstance(exc, _FILE_ERRORS) or type(exc) is duckdb.Error) \
-                or suspects is None and not _LOOKS_DAMAGED.search(str(exc)):
+        # a bare duckdb.Error comes from a reader (Thrift: "don't know what type"), never a user
+        looks_damaged = type(exc) is duckdb.Error or isinstance(exc, _FILE_ERRORS) and _LOOKS_DAMAGED.search(str(exc))
+        if suspects is None and not looks_damaged:
             return False  # a user's error: never worth decoding every file to find out
         found = _damaged(session.data_dir, deep=True, among=suspects)
         if not found:

@@ -228,3 +228,31 @@ def test_a_users_error_never_makes_the_session_decode_every_file(tmp_path: Path,
     finally:
         con.close()
     assert checked == []
+
+
+@pytest.mark.parametrize("how", ["zero", "truncated", "flipped"])
+def test_a_damaged_import_file_in_the_spot_dataset(tmp_path: Path, how: str) -> None:
+    """The other partition kinds: spot (``bars_spot/``) written by the importer (writer ``imp``).
+    Readers skip it; ``klinestore compact`` (holding the importer's lock) quarantines it."""
+    from klinestore.storage.importer import import_archives
+    from storage_support import kline_csv, write_zip
+
+    archives = [write_zip(tmp_path / f"BTCUSDT-1m-2024-01-0{day}.zip", kline_csv(T0 + (day - 1) * 1440 * MINUTE))
+                for day in (1, 2)]
+    for archive in archives:  # two imports: two files per partition
+        import_archives([archive], tmp_path / "data", StorageConfig(), market="spot")
+    data = tmp_path / "data"
+    spot = partition_dir(dataset_root(data, "spot"), "1m", "2024-01")
+    bad = [p for _, p in data_files(spot)][0]
+    damage_file(bad, how)
+    every_column = ("SELECT count(*) FROM spot_bars_1m WHERE hash(close_time, open, high, low, close, volume, "
+                    "quote_volume, trades, taker_buy_volume, taker_buy_quote_volume, is_complete, source) > 0")
+    assert sql_rows(data, every_column).item() == 1440
+    assert read_bars(data, "BTCUSDT", "1m", market="spot").height == 1440
+    config = tmp_path / "config.json"  # two files are enough to merge: a flipped page is found by merging
+    config.write_text('{"storage": {"compaction_min_files": 2}}')
+    done = subprocess.run(klinestore_command("compact", "--data-dir", str(data)),
+                          env=subprocess_env(KLINESTORE_CONFIG=str(config)), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert [r["file"] for r in records(data)] == [str(bad.relative_to(data))]
+    assert not bad.exists()
