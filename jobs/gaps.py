@@ -173,15 +173,17 @@ class GapKeeper:
                 opened += 1
         return opened
 
-    async def record_lost(self, records: Iterable[dict], symbols: Iterable[str], now_ms: int, reason: str) -> int:
+    async def record_lost(
+        self, records: Iterable[dict], symbols: Iterable[str], now_ms: int, reason: str
+    ) -> list[tuple[str, str, int, int]]:
         """Gaps for bars lost with a damaged file or WAL span, that storage does not hold otherwise.
 
         A record names the file (``bars/...`` for a quarantined Parquet file, ``wal/...`` for a
         corrupt WAL span), an interval, an open-time range ``[start_ms, end_ms)`` and perhaps
         the first and last symbol (else: every symbol stored in that interval); only this
-        service's symbols count.
+        service's symbols count. Returns the holes recorded ``(symbol, interval, first, last)``.
         """
-        opened = 0
+        opened: list[tuple[str, str, int, int]] = []
         wanted = sorted(set(symbols))
         for record in records:
             interval, start, end = record.get("interval"), record.get("start_ms"), record.get("end_ms")
@@ -201,7 +203,7 @@ class GapKeeper:
             for symbol, holes in sorted(found.items()):
                 for low, high in holes:
                     await self.on_gap(symbol, interval, low, high, reason)
-                    opened += 1
+                    opened.append((symbol, interval, low, high))
         return opened
 
     async def check(self) -> int:

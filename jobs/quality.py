@@ -34,6 +34,7 @@ from typing import Any
 
 from klinestore.core.times import iso
 from klinestore.ingest.feed import Feed
+from klinestore.ingest.klines import Gap
 from klinestore.ingest.sink import BarSink
 from klinestore.jobs.alerts import AlertMonitor
 from klinestore.jobs.archive_fill import FIRST_RUN_AFTER_S, ArchiveFill
@@ -122,7 +123,8 @@ class QualityJobs:
                                 now)
         opened = await self.gaps.record_lost(records, self.feed.symbols, now, "quarantine")
         log.warning("%d damaged file(s) quarantined; %d gap(s) recorded for the bars only they held",
-                    len(records), opened)
+                    len(records), len(opened))
+        self._refill(opened, "quarantine")
 
     async def on_wal_corrupt(self, records: Sequence[dict]) -> None:
         """Corrupt WAL spans were set aside (call after the replayed bars were flushed): gaps for
@@ -132,7 +134,17 @@ class QualityJobs:
         now = self.feed.clock.now_ms() or int(time.time() * 1000)
         opened = await self.gaps.record_lost(records, self.feed.symbols, now, "wal_corrupt")
         log.warning("corrupt WAL records set aside in %s; %d gap(s) recorded for the bars lost",
-                    ", ".join(sorted({str(r["file"]) for r in records})), opened)
+                    ", ".join(sorted({str(r["file"]) for r in records})), len(opened))
+        self._refill(opened, "wal_corrupt")
+
+    def _refill(self, holes: Sequence[tuple[str, str, int, int]], reason: str) -> None:
+        """Fallback mode: the REST back-fill fetches lost bars like any other gap's (those
+        inside the rings' span; older ones wait for an import). WebSocket-only: the records
+        stay open until an archive import or a later gap check finds the bars stored."""
+        if self.feed.backfill is None:
+            return
+        for symbol, interval, first, last in holes:
+            self.feed.backfill.request(Gap(symbol, interval, first, last, reason))
 
     async def heartbeat(self) -> None:
         """Resyncs since the last look become events, then every symbol is scored and the alerts evaluated."""

@@ -60,6 +60,9 @@ T = TypeVar("T")
 #: Errors a damaged Parquet file raises without naming it (a flipped byte in a page).
 _FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException,
                 duckdb.SerializationException)
+#: What DuckDB says when a page it reads is damaged but does not name the file.
+_LOOKS_DAMAGED = re.compile(r"parquet|thrift|TProtocol|zstd|snappy|decompress|out of buffer|corrupt|magic|"
+                            r"checksum|encoding|dictionary|page", re.IGNORECASE)
 _WHY = "klinestore sql runs reads only (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN); write results with --out"
 
 
@@ -123,8 +126,10 @@ def _recover(con: duckdb.DuckDBPyConnection, session: _Session, exc: duckdb.Erro
     vanished = any(not p.exists() for p in named)
     if not vanished:
         suspects = named or None
-        if suspects is None and not (isinstance(exc, _FILE_ERRORS) or type(exc) is duckdb.Error):
-            return False
+        # a bare duckdb.Error comes from a reader (Thrift: "don't know what type"), never a user
+        looks_damaged = type(exc) is duckdb.Error or isinstance(exc, _FILE_ERRORS) and _LOOKS_DAMAGED.search(str(exc))
+        if suspects is None and not looks_damaged:
+            return False  # a user's error: never worth decoding every file to find out
         found = _damaged(session.data_dir, deep=True, among=suspects)
         if not found:
             return False

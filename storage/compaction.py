@@ -31,7 +31,15 @@ import polars as pl
 from klinestore.storage.errors import DatasetError
 from klinestore.storage.frames import PARTITION_KEY, latest
 from klinestore.storage.layout import MARKETS, FileName, Stamper, data_files, dataset_root, list_partitions
-from klinestore.storage.quarantine import READ_ERRORS, find_damaged, noted, one_line, quarantine, quarantine_writer
+from klinestore.storage.quarantine import (
+    READ_ERRORS,
+    find_damaged,
+    noted,
+    one_line,
+    quarantine,
+    quarantine_writer,
+    verified,
+)
 from klinestore.storage.txn import Publish, collect, pending_obsolete
 from klinestore.storage.writer import write_file
 
@@ -95,6 +103,13 @@ def _compact_partition(
     files = [(name, p) for name, p in data_files(path, writer) if p not in retired]
     stamper.observe(max((name.stamp for name, _ in files), default=0))
     while (group := _next_group(files, closed, fan_in)):
+        damaged = {p: error for _, p in group if (error := verified(p)) is not None}
+        if damaged:  # set aside, never merged: a flipped bit would get fresh checksums
+            for bad, error in damaged.items():
+                record = quarantine(data_dir, bad, error)
+                report.quarantined.extend([record] if record else [])
+            files = [f for f in files if f[1] not in damaged]
+            continue
         generation = max(name.generation for name, _ in group) + 1
         final = path / FileName(stamper.next(), writer, min(generation, 999)).name
         publish = Publish(data_dir, writer, stamper, grace=grace)

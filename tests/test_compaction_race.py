@@ -73,3 +73,54 @@ def test_queries_never_fail_under_flush_and_compaction(tmp_path: Path) -> None:
     assert not errors, errors
     assert queries >= 30
     assert failures == [], f"{len(failures)} of {queries} queries failed: {failures[:3]}"
+
+
+def test_queries_against_a_running_service_that_flushes_and_compacts(tmp_path: Path, sim_factory) -> None:
+    """The issue's stress test: a service flushing every 0.5 s and compacting every second
+    (no grace at all, two files enough to merge); SQL sessions and Python readers in a loop."""
+    import asyncio
+
+    from klinestore.service import Service
+    from simfixtures import START_MS
+    from test_service import service_config
+
+    sim = sim_factory(symbols=("BTCUSDT", "ETHUSDT"), speed=600, seed=7, start_ms=START_MS)
+    config = service_config(sim, tmp_path / "data", **{
+        "storage.flush_interval": 0.5, "storage.compaction_interval": 1.0, "storage.compaction_grace": 0.0,
+        "storage.compaction_min_files": 2})
+    service = Service(config)
+    failures: list[str] = []
+    counts: list[int] = []
+
+    def query_loop(stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                con = connect(tmp_path / "data")
+                try:
+                    frame = pl.from_arrow(execute(con, "SELECT count(*) AS n, count(DISTINCT (symbol, open_time)) "
+                                                       "AS d FROM bars_1m").read_all())
+                finally:
+                    con.close()
+                n, d = frame.row(0)
+                assert n == d, (n, d)
+                counts.append(n)
+                read_bars(tmp_path / "data", "BTCUSDT", "1m")
+            except Exception as exc:  # noqa: BLE001 - counted: the test is that there are none
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    async def main() -> None:
+        await service.start()
+        stop = threading.Event()
+        reader = threading.Thread(target=query_loop, args=(stop,))
+        reader.start()
+        try:
+            await asyncio.sleep(RUN_S)
+        finally:
+            stop.set()
+            await asyncio.to_thread(reader.join, 60)
+            await service.stop()
+
+    asyncio.run(main())
+    assert service.compactions >= 2 and len(counts) >= 5
+    assert counts == sorted(counts)  # bars only ever appear
+    assert failures == [], f"{len(failures)} of {len(counts) + len(failures)} queries failed: {failures[:3]}"

@@ -121,7 +121,7 @@ def test_bars_lost_in_a_corrupt_wal_record_become_a_gap_that_lowers_dataqual(tmp
         with QualityDB(tmp_path / "q") as db:
             keeper = GapKeeper(db, tmp_path, ExchangeClock())
             opened = await keeper.record_lost(restart.wal_corrupt, ["BTCUSDT", "ETHUSDT"], JAN + 60 * M, "wal_corrupt")
-            return read_gaps(db), opened, keeper.book.missing_bars("BTCUSDT", "1m", JAN, JAN + 60 * M)
+            return read_gaps(db), len(opened), keeper.book.missing_bars("BTCUSDT", "1m", JAN, JAN + 60 * M)
 
     gaps, opened, missing = asyncio.run(record())
     assert opened == 2 and missing == 1

@@ -152,3 +152,45 @@ def test_a_restart_records_what_a_corrupt_wal_and_a_damaged_file_lost(tmp_path: 
     assert any(r == "quarantine" and a <= t0 and b == START_MS - MINUTE_MS for a, b, r in ours), ours
     assert (START_MS + 15 * MINUTE_MS, START_MS + 15 * MINUTE_MS, "wal_corrupt") in ours, ours
     assert not damaged.exists() and (data / "quarantine").is_dir()
+
+
+def test_fallback_mode_back_fills_the_bars_a_corrupt_wal_record_lost(tmp_path: Path, sim_factory: SimFactory) -> None:
+    """Issue 14 case 7, refilled: in fallback mode the lost bar is fetched from REST like any
+    gap's, stored, and its gap record closes."""
+    from klinestore.storage.layout import wal_dir
+    from klinestore.storage.wal import Wal, segment_paths
+    from storage_support import bar
+
+    data = tmp_path / "data"
+    sim = sim_factory(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=START_MS + 30 * MINUTE_MS)
+    truth = {row[0]: row for row in sim.truth("BTCUSDT", "1m")}
+    wal = Wal(wal_dir(data, "s0000"), fsync_window=0)  # the exchange's own bars, then a crash
+    wal.open()
+    for minute in range(10, 20):
+        t = START_MS + minute * MINUTE_MS
+        assert t in truth, "the simulator's history covers these minutes"
+        wal.append(minute, [bar(minute=minute, t0=START_MS, price=float(truth[t][1]))])
+    wal.close()
+    segment = segment_paths(wal_dir(data, "s0000"))[-1]
+    raw = bytearray(segment.read_bytes())
+    raw[5 * (len(raw) // 10) + len(raw) // 20] ^= 0xFF  # minute 15
+    segment.write_bytes(bytes(raw))
+    lost = START_MS + 15 * MINUTE_MS
+
+    config = service_config(sim, data, **{"symbols": ["BTCUSDT"], "modes.websocket_only_klines": False,
+                                          "modes.disable_rest_fallback": False})
+    service = Service(config)
+
+    async def main() -> None:
+        await service.start()
+        try:
+            await until(lambda: not any(g[1] == "1m" and g[2] <= lost <= g[3]
+                                        for g in service.quality.db.open_gaps("BTCUSDT")),
+                        timeout=60, what="the lost bar back-filled and its gap record filled")
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+    stored = read_bars(data, "BTCUSDT", "1m")
+    row = stored.filter(stored["open_time"].dt.epoch("ms") == lost)
+    assert row.height == 1 and row["source"][0] == "rest" and row["close"][0] == float(truth[lost][4])

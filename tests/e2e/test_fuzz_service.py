@@ -37,6 +37,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from klinestore.config import Config
 from klinestore.core.intervals import MINUTE_MS
+from klinestore.core.options import MAX_SECONDS
 from klinestore.ingest.errors import IngestError
 from klinestore.service import Service
 from klinestore.storage import read_bars
@@ -124,7 +125,7 @@ def service_config(data: Path, ws_url: str, **changes: Any) -> Config:
         "websocket.heartbeat.resubscribe_after": 3600.0,
         # Valid bars a minute apart, sent milliseconds apart: the exchange clock learns a rate of
         # thousands, and a day of its time (rotation) would pass in seconds.
-        "websocket.rotate_after": 10**9,
+        "websocket.rotate_after": MAX_SECONDS,  # the most a duration may be: 30 days, far beyond any example
         "websocket.reconnect.base_delay": 0.05, "websocket.reconnect.max_delay": 0.2,
         "storage.data_dir": str(data), "storage.flush_interval": 0.2, "storage.wal_fsync_window": 0.05,
         "jobs.status_interval": 0.1, "rest.retry_base_delay": 0.01, "rest.retry_max_delay": 0.02, **changes,
