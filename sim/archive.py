@@ -6,8 +6,9 @@ klines, corrections included: the archive is the exchange's final word) and its
 ``.CHECKSUM``. A day not yet over, or before the market's history, is a 404 as on the real
 host. Zips are built deterministically (fixed member time), so an archive and its checksum
 agree whenever they are fetched. The ``archive_corrupt`` fault makes the next zip served
-differ from its checksum. aggTrades, fundingRate and markPriceKlines archives are not served
-(404).
+differ from its checksum. aggTrades archives hold the market's aggregated trades
+(``agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker``);
+fundingRate and markPriceKlines archives are not served (404).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from klinestore.sim.market import Market
 
 PREFIX = "/data/"
 HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+AGG_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 class ArchiveHost:
-    """``GET /data/futures/um/{daily,monthly}/klines/...`` for the simulated market."""
+    """``GET /data/futures/um/{daily,monthly}/{klines,aggTrades}/...`` for the simulated market."""
 
     def __init__(self, market: Market, clock: ExchangeClock, faults: FaultState) -> None:
         self.market, self.clock, self.faults = market, clock, faults
@@ -56,15 +58,27 @@ class ArchiveHost:
 
     def archive(self, ref: ArchiveRef) -> bytes | None:
         """The zip of ``ref``, or None when the host would not have it (yet)."""
-        if ref.kind != "klines" or ref.interval is None:
+        if ref.kind not in ("klines", "aggTrades") or (ref.kind == "klines") != (ref.interval is not None):
             return None
         start, end = _ms(ref.day), _ms(ref.end)
         span = self.market.span(ref.symbol)
         if span is None or end > self.clock.now_ms() or start < span.first_ms or not span.holds(start):
             return None
         spec = self.market.spec(ref.symbol)
-        bars = self.market.bars(ref.symbol, ref.interval, start, end - 1, end)
-        lines = [HEADER] + [",".join(str(v) for v in rest_row(bar, spec)) for bar in bars]
+        if ref.interval is not None:
+            bars = self.market.bars(ref.symbol, ref.interval, start, end - 1, end)
+            lines = [HEADER] + [",".join(str(v) for v in rest_row(bar, spec)) for bar in bars]
+        else:
+            lines = [AGG_HEADER]
+            for chunk, lo, hi in self.market.trades(ref.symbol, start - 1, end - 1):
+                t = chunk.trades
+                for agg, price, qty, first, last, when, maker in zip(
+                    t.agg_id[lo:hi].tolist(), t.price[lo:hi].tolist(), t.qty[lo:hi].tolist(),
+                    t.first_tid[lo:hi].tolist(), t.last_tid[lo:hi].tolist(), t.time[lo:hi].tolist(),
+                    t.maker[lo:hi].tolist(),
+                ):
+                    lines.append(f"{agg},{spec.price(price)},{spec.qty(qty)},{first},{last},{when},"
+                                 f"{'true' if maker else 'false'}")
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(zipfile.ZipInfo(ref.name.removesuffix(".zip") + ".csv", _ZIP_TIME), "\n".join(lines) + "\n")

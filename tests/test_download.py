@@ -135,3 +135,17 @@ def test_a_whole_month_comes_as_one_monthly_archive(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_aggtrades_archives_build_the_same_1m_bars_as_the_exchange(sim: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    done = download(data, sim["archive"], "--symbols", "BTCUSDT", "--data", "aggTrades", "--start", "2024-01-01",
+                    "--end", "2024-01-02")
+    assert done.returncode == 0, done.stderr
+    assert list((data / "downloads").rglob("*.zip"))[0].name == "BTCUSDT-aggTrades-2024-01-01.zip"
+    truth = get(sim["rest"] + "/sim/truth?symbol=BTCUSDT&interval=1m")[2]
+    expected = [(r[0], float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), r[8]) for r in truth
+                if 1_704_067_200_000 <= r[0] < 1_704_153_600_000 and r[8] > 0]
+    stored = sql("SELECT epoch_ms(open_time), open, high, low, close, volume, trades FROM bars_1m "
+                 "WHERE trades > 0 ORDER BY 1", data_dir=data).rows()
+    assert len(stored) > 1000 and stored == expected
