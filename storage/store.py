@@ -94,7 +94,7 @@ class BarStore:
         self._tail = pl.DataFrame(schema=VERSIONED_SCHEMA)  # recent 1m bars, for resampling
         self._tail_minutes = max((interval_minutes(i) for i in config.resample_intervals), default=1)
         self._watch = MarkerWatch(self.data_dir, self.writer)
-        #: (stamp after publish, {symbol: (first, last) 1m open time}) of this shard's last flushes
+        #: (stamp after publish, {symbol: (first, last) minute of the buckets it resampled}) of the last flushes
         self._history: deque[tuple[int, dict[str, tuple[int, int]]]] = deque(maxlen=HISTORY)
         self._opened = 0  # stamp at open: what this shard wrote before is not in its history
         self._open = False
@@ -198,8 +198,9 @@ class BarStore:
                 raise
             self._watch.advance(poll)
             self._remember(pl.concat([learned, stale, minutes]))
-            if ranges:
-                self._history.append((self._stamper.next(), ranges))
+            written = _ranges(pl.concat([minutes, stale])) if stale.height else ranges
+            if written:  # the buckets this flush resampled: a writer that began reading before may race on them
+                self._history.append((self._stamper.next(), written))
         return FlushReport(
             bars=frame.height, resampled=resampled.height, files=len(publish.created), wal_segments=len(sealed),
             seconds=time.perf_counter() - started,

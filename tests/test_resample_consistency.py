@@ -137,3 +137,30 @@ def test_more_imports_than_a_marker_keeps_between_two_flushes_refresh_the_whole_
             import_archives([write_import(tmp_path / "ETHUSDT-1m-2024-01-01.csv", {i: 200.0})], data, CONFIG)
         run_service(store, list(range(40, 61)), {}, flush_every=21)
     assert inconsistent_buckets(data) == []
+
+
+def test_a_bucket_the_service_recomputed_while_an_import_read_is_recomputed_again(tmp_path: Path) -> None:
+    """Imports run a service flush from their progress callback: after they began, before they publish.
+
+    The second flush recomputes the hour for the first import and publishes it with a newer
+    version than the second import's, from minutes without the second import's correction;
+    the flush after that must recompute the hour once more.
+    """
+    data = tmp_path / "data"
+    with BarStore(data, CONFIG) as store:
+        run_service(store, list(range(62)), {}, flush_every=62)
+
+        def correct_minute_5(_: object) -> None:
+            store.append([bar(minute=5, price=300.0, source="rest")])
+            store.flush()
+
+        (tmp_path / "first").mkdir()
+        (tmp_path / "second").mkdir()
+        first = write_import(tmp_path / "first" / "BTCUSDT-1m-2024-01-01.csv", {10: 250.0})
+        import_archives([first], data, CONFIG, progress=correct_minute_5)
+        second = write_import(tmp_path / "second" / "BTCUSDT-1m-2024-01-01.csv", {12: 50.0})
+        import_archives([second], data, CONFIG, progress=lambda _: store.flush())
+        store.flush()
+    assert inconsistent_buckets(data) == []
+    hour = latest(read_versioned(data, "1h", symbols=["BTCUSDT"])).filter(pl.col("open_time") == T0)
+    assert hour.select("high", "low").row(0) == (301.0, 49.0)
