@@ -33,7 +33,13 @@ from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_r
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import MarkerWatch, Poll, announcement
 from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
-from klinestore.storage.resample import bucket_ends, bucket_opens, interval_minutes, resample_touched_many
+from klinestore.storage.resample import (
+    bucket_ends,
+    bucket_opens,
+    interval_minutes,
+    resample_closed,
+    resample_touched_many,
+)
 from klinestore.storage.txn import Publish, recover
 from klinestore.storage.wal import Wal
 from klinestore.storage.writer import write_partitions
@@ -198,8 +204,11 @@ class BarStore:
                 raise
             self._watch.advance(poll)
             self._remember(pl.concat([learned, stale, minutes]))
-            written = _ranges(pl.concat([minutes, stale])) if stale.height else ranges
-            if written:  # the buckets this flush resampled: a writer that began reading before may race on them
+            written = _ranges(pl.concat([
+                minutes.select("symbol", "open_time", hi="open_time"),
+                resampled.select("symbol", "open_time", hi="close_time"),  # every bucket it (re)computed
+            ]))
+            if written:  # a writer that began reading before this publish may race on these buckets
                 self._history.append((self._stamper.next(), written))
         return FlushReport(
             bars=frame.height, resampled=resampled.height, files=len(publish.created), wal_segments=len(sealed),
@@ -272,10 +281,16 @@ class BarStore:
                 symbols = minutes.get_column("symbol").unique().to_list()
                 stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
                 known = latest(pl.concat([stored, known]))
-        touched = pl.concat([minutes.select("symbol", "open_time"), stale.select("symbol", "open_time")])
-        stamp = self._stamper.next()
-        out = resample_touched_many(known.drop("version"), intervals, touched.unique())
-        return pl.concat(out.values()).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
+        parts = []
+        if minutes.height:
+            parts += resample_touched_many(known.drop("version"), intervals, minutes.select("symbol", "open_time")).values()
+        if stale.height:  # whole buckets read back from disk, plus this flush's minutes in them
+            redo = latest(pl.concat([stale, minutes.join(stale.select("symbol").unique(), on="symbol", how="semi")]))
+            clock = known.group_by("symbol").agg(now=pl.col("open_time").max() + MINUTE_MS)
+            hit = stale.select("symbol", "open_time")
+            parts += resample_closed(redo.drop("version"), intervals, hit, clock).values()
+        out = pl.concat(parts).unique(subset=["symbol", "interval", "open_time"], keep="any")
+        return out.with_columns(pl.lit(self._stamper.next(), pl.Int64).alias("version"))
 
     def _others(self, poll: Poll, minutes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Other writers' stored 1m bars this shard must take in: ``(learned, stale)``.
@@ -349,9 +364,10 @@ class BarStore:
         return out
 
 
-def _ranges(minutes: pl.DataFrame) -> dict[str, tuple[int, int]]:
-    """Per symbol, the first and last open time of some 1m bars."""
-    spans = minutes.group_by("symbol").agg(lo=pl.col("open_time").min(), hi=pl.col("open_time").max())
+def _ranges(bars: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per symbol, the first open time and the last ``hi`` (default: open time) of some bars."""
+    hi = pl.col("hi") if "hi" in bars.columns else pl.col("open_time")
+    spans = bars.group_by("symbol").agg(lo=pl.col("open_time").min(), hi=hi.max())
     return {symbol: (lo, hi) for symbol, lo, hi in spans.iter_rows()}
 
 
