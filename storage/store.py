@@ -102,7 +102,6 @@ class BarStore:
         self._watch = MarkerWatch(self.data_dir, self.writer)
         #: (stamp after publish, {symbol: (first, last) minute of the buckets it resampled}) of the last flushes
         self._history: deque[tuple[int, dict[str, tuple[int, int]]]] = deque(maxlen=HISTORY)
-        self._opened = 0  # stamp at open: what this shard wrote before is not in its history
         self._open = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -124,7 +123,6 @@ class BarStore:
             self._put(stamp, bars)
         self._open = True
         self._watch.prime()  # before the tail is read: a publish after this is seen by the next flush
-        self._opened = self._stamper.next()
         self._tail = self._load_tail()
         return RestartState(
             replayed_bars=replay.bars, wal_segments=replay.segments, torn_bytes=replay.torn_bytes,
@@ -331,10 +329,12 @@ class BarStore:
         reads: dict[tuple[int, int | None], list[str]] = {}
         for symbol, wanted in spans.items():
             for start, end in _merged(wanted):
-                if end >= _FOREVER:
-                    span: tuple[int, int | None] = (start, None)
-                else:
-                    span = _buckets(self.config.resample_intervals, start, end - 1) if whole_buckets else (start, end)
+                intervals = self.config.resample_intervals
+                if whole_buckets:  # from the first minute of the first bucket on
+                    start = _buckets(intervals, start, start)[0]
+                span: tuple[int, int | None] = (start, None if end >= _FOREVER else end)
+                if whole_buckets and end < _FOREVER:
+                    span = (start, _buckets(intervals, end - 1, end - 1)[1])
                 reads.setdefault(span, []).append(symbol)
         parts = [read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=start, end_ms=end)
                  for (start, end), symbols in reads.items()]

@@ -133,7 +133,7 @@ def test_more_imports_than_a_marker_keeps_between_two_flushes_refresh_the_whole_
 
     data = tmp_path / "data"
     with BarStore(data, CONFIG) as store:
-        run_service(store, list(range(40)), {}, flush_every=40)
+        run_service(store, list(range(3, 40)), {}, flush_every=37)  # the tail starts inside a bucket
         for minute in (0, 1):
             import_archives([write_import(tmp_path / "BTCUSDT-1m-2024-01-01.csv", {minute: 200.0})], data, CONFIG)
         for i in range(KEEP):
