@@ -126,6 +126,25 @@ def resample_touched_many(
     return out
 
 
+def resample_closed(
+    bars_1m: pl.DataFrame, intervals: Sequence[str], hit: pl.DataFrame, clock: pl.DataFrame
+) -> dict[str, pl.DataFrame]:
+    """Recompute the buckets holding a minute of ``hit`` (symbol, open_time) that are closed.
+
+    ``bars_1m`` (Int64 ms times) holds every minute of those buckets; ``clock`` (symbol,
+    now) is each symbol's exchange time: a bucket is closed once ``now`` reaches its end.
+    Unlike :func:`resample_touched_many` no bucket is emitted for being newly closed: these
+    buckets were written before and are being corrected.
+    """
+    out = {}
+    for interval, frame in resample_many(bars_1m, intervals).items():
+        hits = _with_bucket(hit, interval).select("symbol", pl.col("bucket").alias("open_time")).unique()
+        frame = frame.join(hits, on=["symbol", "open_time"], how="semi").join(clock, on="symbol")
+        ends = bucket_ends(frame.get_column("open_time").to_numpy(), interval)
+        out[interval] = frame.filter(pl.Series(ends) <= pl.col("now")).drop("now")
+    return out
+
+
 def _with_bucket(frame: pl.DataFrame, interval: str) -> pl.DataFrame:
     bucket = bucket_opens(frame.get_column("open_time").to_numpy(), interval)
     return frame.with_columns(pl.Series("bucket", bucket), pl.Series("end", bucket_ends(bucket, interval)))

@@ -35,7 +35,13 @@ from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import MarkerWatch, Poll, announcement
 from klinestore.storage.quarantine import quarantine_writer
 from klinestore.storage.reader import last_open_times, load_recent, missing_after, read_versioned
-from klinestore.storage.resample import bucket_ends, bucket_opens, interval_minutes, resample_touched_many
+from klinestore.storage.resample import (
+    bucket_ends,
+    bucket_opens,
+    interval_minutes,
+    resample_closed,
+    resample_touched_many,
+)
 from klinestore.storage.txn import Publish, recover
 from klinestore.storage.wal import Wal
 from klinestore.storage.writer import write_partitions
@@ -101,9 +107,8 @@ class BarStore:
         self._tail = pl.DataFrame(schema=VERSIONED_SCHEMA)  # recent 1m bars, for resampling
         self._tail_minutes = max((interval_minutes(i) for i in config.resample_intervals), default=1)
         self._watch = MarkerWatch(self.data_dir, self.writer)
-        #: (stamp after publish, {symbol: (first, last) 1m open time}) of this shard's last flushes
+        #: (stamp after publish, {symbol: (first, last) minute of the buckets it resampled}) of the last flushes
         self._history: deque[tuple[int, dict[str, tuple[int, int]]]] = deque(maxlen=HISTORY)
-        self._opened = 0  # stamp at open: what this shard wrote before is not in its history
         self._open = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -129,7 +134,6 @@ class BarStore:
             self._put(stamp, bars)
         self._open = True
         self._watch.prime()  # before the tail is read: a publish after this is seen by the next flush
-        self._opened = self._stamper.next()
         self._tail = self._load_tail()
         last = self._last_open_times()
         quarantined += quarantine_writer(self.data_dir, self.writer, roots)  # what reading found damaged
@@ -216,8 +220,12 @@ class BarStore:
                 raise
             self._watch.advance(poll)
             self._remember(pl.concat([learned, stale, minutes]))
-            if ranges:
-                self._history.append((self._stamper.next(), ranges))
+            written = _ranges(pl.concat([
+                minutes.select("symbol", "open_time", hi="open_time"),
+                resampled.select("symbol", "open_time", hi="close_time"),  # every bucket it (re)computed
+            ]))
+            if written:  # a writer that began reading before this publish may race on these buckets
+                self._history.append((self._stamper.next(), written))
         return FlushReport(
             bars=frame.height, resampled=resampled.height, files=len(publish.created), wal_segments=len(sealed),
             seconds=time.perf_counter() - started,
@@ -289,10 +297,16 @@ class BarStore:
                 symbols = minutes.get_column("symbol").unique().to_list()
                 stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
                 known = latest(pl.concat([stored, known]))
-        touched = pl.concat([minutes.select("symbol", "open_time"), stale.select("symbol", "open_time")])
-        stamp = self._stamper.next()
-        out = resample_touched_many(known.drop("version"), intervals, touched.unique())
-        return pl.concat(out.values()).with_columns(pl.lit(stamp, pl.Int64).alias("version"))
+        parts = []
+        if minutes.height:
+            parts += resample_touched_many(known.drop("version"), intervals, minutes.select("symbol", "open_time")).values()
+        if stale.height:  # whole buckets read back from disk, plus this flush's minutes in them
+            redo = latest(pl.concat([stale, minutes.join(stale.select("symbol").unique(), on="symbol", how="semi")]))
+            clock = known.group_by("symbol").agg(now=pl.col("open_time").max() + MINUTE_MS)
+            hit = stale.select("symbol", "open_time")
+            parts += resample_closed(redo.drop("version"), intervals, hit, clock).values()
+        out = pl.concat(parts).unique(subset=["symbol", "interval", "open_time"], keep="any")
+        return out.with_columns(pl.lit(self._stamper.next(), pl.Int64).alias("version"))
 
     def _others(self, poll: Poll, minutes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Other writers' stored 1m bars this shard must take in: ``(learned, stale)``.
@@ -333,10 +347,12 @@ class BarStore:
         reads: dict[tuple[int, int | None], list[str]] = {}
         for symbol, wanted in spans.items():
             for start, end in _merged(wanted):
-                if end >= _FOREVER:
-                    span: tuple[int, int | None] = (start, None)
-                else:
-                    span = _buckets(self.config.resample_intervals, start, end - 1) if whole_buckets else (start, end)
+                intervals = self.config.resample_intervals
+                if whole_buckets:  # from the first minute of the first bucket on
+                    start = _buckets(intervals, start, start)[0]
+                span: tuple[int, int | None] = (start, None if end >= _FOREVER else end)
+                if whole_buckets and end < _FOREVER:
+                    span = (start, _buckets(intervals, end - 1, end - 1)[1])
                 reads.setdefault(span, []).append(symbol)
         parts = [read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=start, end_ms=end)
                  for (start, end), symbols in reads.items()]
@@ -366,9 +382,10 @@ class BarStore:
         return out
 
 
-def _ranges(minutes: pl.DataFrame) -> dict[str, tuple[int, int]]:
-    """Per symbol, the first and last open time of some 1m bars."""
-    spans = minutes.group_by("symbol").agg(lo=pl.col("open_time").min(), hi=pl.col("open_time").max())
+def _ranges(bars: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per symbol, the first open time and the last ``hi`` (default: open time) of some bars."""
+    hi = pl.col("hi") if "hi" in bars.columns else pl.col("open_time")
+    spans = bars.group_by("symbol").agg(lo=pl.col("open_time").min(), hi=hi.max())
     return {symbol: (lo, hi) for symbol, lo, hi in spans.iter_rows()}
 
 
