@@ -181,3 +181,21 @@ def run(quick: bool) -> list[Figure]:
         ours, bare = measure(n, seconds, tries)
         out += figures(n, seconds, ours, bare)
     return out
+
+
+def main() -> None:
+    """One size alone: ``python -m bench.bench_scale --symbols 200 --seconds 150 --tries 1`` (JSON out)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_scale", description=main.__doc__)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=150.0)
+    parser.add_argument("--tries", type=int, default=1)
+    args = parser.parse_args()
+    ours, bare = measure(args.symbols, args.seconds, args.tries)
+    print(json.dumps({"ours": ours, "bare": bare,
+                      "figures": [f.to_dict() for f in figures(args.symbols, args.seconds, ours, bare)]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
