@@ -77,12 +77,14 @@ def run_bare(urls: dict[str, str], symbols: list[str], seconds: float) -> dict[s
     out = proc.stdout.read()
     cpu, rss = _reap(proc)
     got = json.loads(out)
-    return {"cpu": cpu, "rss": rss, "messages": got["messages"], "connections": got["connections"]}
+    return {"cpu": cpu, "rss": rss, "messages": got["messages"], "connections": got["connections"],
+            "closed": got["closed"]}
 
 
 def bare_receiver() -> None:
     """The baseline process: subscribe the streams, count frames for ``seconds``, print the count."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     base, seconds, names = sys.argv[1], float(sys.argv[2]), streams(sys.argv[3].split(","))
     market = [s for s in names if "@depth" not in s]
@@ -92,24 +94,29 @@ def bare_receiver() -> None:
     count = 0
     stop = time.monotonic() + seconds
 
+    closed = 0
+
     async def one(route: str, group: list[str]) -> None:
-        nonlocal count
-        async with connect(f"{base}/{route}/stream", max_size=None, compression=None) as ws:
-            for n, i in enumerate(range(0, len(group), CHUNK)):
-                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": group[i : i + CHUNK], "id": n + 1}))
-                await asyncio.sleep(0.2)  # 5 control messages a second, like klinestore
-            while (left := stop - time.monotonic()) > 0:
-                try:
-                    await asyncio.wait_for(ws.recv(), left)
-                except TimeoutError:
-                    return
-                count += 1
+        nonlocal count, closed
+        try:
+            async with connect(f"{base}/{route}/stream", max_size=None, compression=None) as ws:
+                for n, i in enumerate(range(0, len(group), CHUNK)):
+                    await ws.send(json.dumps({"method": "SUBSCRIBE", "params": group[i : i + CHUNK], "id": n + 1}))
+                    await asyncio.sleep(0.2)  # 5 control messages a second, like klinestore
+                while (left := stop - time.monotonic()) > 0:
+                    try:
+                        await asyncio.wait_for(ws.recv(), left)
+                    except TimeoutError:
+                        return
+                    count += 1
+        except ConnectionClosed:
+            closed += 1  # the baseline does not reconnect: it counts what it got
 
     async def main() -> None:
         await asyncio.gather(*(one(r, g) for r, g in groups))
 
     asyncio.run(main())
-    print(json.dumps({"messages": count, "connections": len(groups)}), flush=True)
+    print(json.dumps({"messages": count, "connections": len(groups), "closed": closed}), flush=True)
 
 
 def _simulator(symbols: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -154,7 +161,8 @@ def figures(n: int, seconds: float, ours: list[dict[str, Any]], bare: list[dict[
     notes = {"seconds": seconds, "tries": len(ours), "connections": ours[0]["connections"],
              "reconnects": [r["reconnects"] for r in ours], "books_in_sync": [r["books_in_sync"] for r in ours],
              "rate_limited": sum(r["rate_limited"] for r in ours), "banned": sum(r["banned"] for r in ours),
-             "exit": [r["exit"] for r in ours], "bare_connections": bare[0]["connections"]}
+             "exit": [r["exit"] for r in ours], "bare_connections": bare[0]["connections"],
+             "bare_closed": [r["closed"] for r in bare]}
     label = f"klinestore run, {n} symbols ({8 * n} streams), default config"
     return [
         Figure("scale", f"{label}: CPU per message", min(map(us_per_msg, ours)), "us/msg",
@@ -173,3 +181,21 @@ def run(quick: bool) -> list[Figure]:
         ours, bare = measure(n, seconds, tries)
         out += figures(n, seconds, ours, bare)
     return out
+
+
+def main() -> None:
+    """One size alone: ``python -m bench.bench_scale --symbols 200 --seconds 150 --tries 1`` (JSON out)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_scale", description=main.__doc__)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=150.0)
+    parser.add_argument("--tries", type=int, default=1)
+    args = parser.parse_args()
+    ours, bare = measure(args.symbols, args.seconds, args.tries)
+    print(json.dumps({"ours": ours, "bare": bare,
+                      "figures": [f.to_dict() for f in figures(args.symbols, args.seconds, ours, bare)]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

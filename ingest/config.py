@@ -107,7 +107,10 @@ class StreamsConfig:
     aggtrade: bool = opt(True, "Subscribe <symbol>@aggTrade.")
     depth: bool = opt(True, "Subscribe <symbol>@depth and keep a local order book.")
     depth_speed: Literal["100ms", "250ms", "500ms"] = opt("500ms", "Diff-depth update speed.")
-    depth_snapshot_limit: Literal[5, 10, 20, 50, 100, 500, 1000] = opt(1000, "Levels of REST depth snapshots.")
+    depth_snapshot_limit: Literal[5, 10, 20, 50, 100, 500, 1000] = opt(
+        100, "Levels per side an order book keeps, and of its REST snapshots (100 weigh 5, 1000 weigh 20: "
+        "at 1000, 200 books need over 2 minutes of the weight budget to sync, and 4x the memory).",
+    )
     mark_price: bool = opt(True, "Subscribe <symbol>@markPrice@1s.")
     new_listing_intervals: tuple[str, ...] = opt(
         ("1m", "5m", "15m"), "Kline intervals subscribed for new listings (seed §11).", intervals

@@ -150,8 +150,11 @@ class OrderBook:
         self._buffer.append(ev)
 
     def fetching(self, out: bool = True) -> None:
-        """The snapshot request goes now (``out``): keep every event until it is applied; or it failed."""
+        """The snapshot request goes now (``out``): keep every event until it is applied; or it failed,
+        and the book waits for its turn again with its newest few events."""
         self._fetching = out and self.state == BUFFERING
+        while not self._fetching and len(self._buffer) > QUEUED_BUFFERED:
+            self._buffer.popleft()
 
     def on_snapshot(self, snap: DepthSnapshot) -> bool:
         """Apply a REST snapshot; False (and still wanting one) if it cannot bridge the buffer."""

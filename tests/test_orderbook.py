@@ -162,6 +162,15 @@ def test_a_book_waiting_for_its_turn_keeps_only_its_newest_events_and_still_sync
     assert book.on_snapshot(snapshot(1050)) and book.synced and book.last_update_id == 1200
 
 
+def test_a_failed_snapshot_request_gives_back_what_it_buffered() -> None:
+    book = OrderBook("BTCUSDT")
+    book.fetching()
+    for i in range(300):
+        book.on_event(ev(i * 2 + 1, i * 2 + 2, i * 2))
+    book.fetching(False)  # the request failed: the book waits for its turn again
+    assert book.status()["buffered"] == QUEUED_BUFFERED
+
+
 def test_each_side_keeps_its_best_levels_only() -> None:
     book = OrderBook("BTCUSDT", max_levels=100)
     book.on_event(ev(1, 1, 0))
