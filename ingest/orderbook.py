@@ -59,9 +59,16 @@ class Resync:
 
 
 class _Side:
-    """One side of the book: price → quantity, with the best price cached."""
+    """One side of the book: price → quantity, with the best price cached.
 
-    __slots__ = ("levels", "_best", "_high", "_keep", "_trim_at")
+    A snapshot of ``keep`` levels (the REST ``limit``) shows the book only down to its worst
+    price, the ``edge``: a level past it that no update has touched may exist unseen. So the
+    side serves only levels inside the edge, counts them (``known``, kept up to date per
+    update), and is ``short`` once fewer than half of ``keep`` remain (the price walked toward
+    the edge): the book then asks for a new snapshot instead of serving a hole near the top.
+    """
+
+    __slots__ = ("levels", "_best", "_high", "_keep", "_trim_at", "edge", "known")
 
     def __init__(self, high: bool, keep: int | None = None) -> None:
         self.levels: dict[float, float] = {}
@@ -69,26 +76,52 @@ class _Side:
         self._high = high  # bids: the best is the highest price
         self._keep = keep
         self._trim_at = None if keep is None else keep + max(1, int(keep * TRIM_SLACK))
+        self.edge: float | None = None  # worst price the last snapshot showed, when it was cut at ``keep``
+        self.known = 0  # levels inside the edge
+
+    def inside(self, price: float) -> bool:
+        edge = self.edge
+        return edge is None or (price >= edge if self._high else price <= edge)
 
     def apply(self, updates: list[Level]) -> None:
         levels = self.levels
         best = self._best
         high = self._high
+        edge = self.edge
+        known = self.known
         for price, qty in updates:
+            inside = edge is None or (price >= edge if high else price <= edge)
             if qty == 0.0:
-                if levels.pop(price, None) is not None and price == best:
-                    best = None
+                if levels.pop(price, None) is not None:
+                    known -= inside
+                    if price == best:
+                        best = None
             else:
+                if inside and price not in levels:
+                    known += 1
                 levels[price] = qty
                 if best is not None and (price > best if high else price < best):
                     best = price
         self._best = best
+        self.known = known
         if self._trim_at is not None and len(levels) > self._trim_at:
-            self.levels = dict(self.top(self._keep or 0))
+            kept = self._sorted()[: self._keep or 0]
+            self.levels = {p: levels[p] for p in kept}
+            if kept:  # what lies past the worst kept price is forgotten: it is unknown from now on
+                self.edge = kept[-1] if edge is None else (max(edge, kept[-1]) if high else min(edge, kept[-1]))
+            self.known = sum(1 for p in self.levels if self.inside(p))
 
     def reset(self, levels: list[Level]) -> None:
         self.levels = {p: q for p, q in levels if q != 0.0}
         self._best = None
+        cut = self._keep is not None and len(self.levels) >= self._keep
+        self.edge = (min(self.levels) if self._high else max(self.levels)) if cut else None
+        self.known = len(self.levels)
+
+    @property
+    def short(self) -> bool:
+        """Fewer than half the snapshot's levels are still known: a new snapshot is due."""
+        return self.edge is not None and self._keep is not None and self.known < self._keep // 2
 
     def best(self) -> tuple[float, float] | None:
         if not self.levels:
@@ -98,8 +131,11 @@ class _Side:
         return self._best, self.levels[self._best]
 
     def top(self, n: int) -> list[tuple[float, float]]:
-        prices = sorted(self.levels, reverse=self._high)[:n]
-        return [(p, self.levels[p]) for p in prices]
+        """The best ``n`` levels inside the edge."""
+        return [(p, self.levels[p]) for p in self._sorted() if self.inside(p)][:n]
+
+    def _sorted(self) -> list[float]:
+        return sorted(self.levels, reverse=self._high)
 
 
 class OrderBook:
@@ -108,7 +144,7 @@ class OrderBook:
     __slots__ = (
         "symbol", "state", "last_update_id", "event_time", "resyncs", "snapshots", "duplicates",
         "dropped", "stale_snapshots", "overflows", "bids", "asks", "_buffer", "_snapshot_wanted",
-        "recent_resyncs", "_fetching",
+        "recent_resyncs", "_fetching", "refreshes",
     )
 
     def __init__(self, symbol: str, max_buffered: int = MAX_BUFFERED, max_levels: int | None = None) -> None:
@@ -127,6 +163,7 @@ class OrderBook:
         self._buffer: deque[DepthUpdateEvent] = deque(maxlen=max_buffered)
         self._snapshot_wanted = True
         self._fetching = False  # a snapshot request is out: buffer up to max_buffered
+        self.refreshes = 0  # new snapshots because the price walked to the last one's edge
         self.recent_resyncs: deque[Resync] = deque(maxlen=RECENT_RESYNCS)
 
     # --- input --------------------------------------------------------------------------------
@@ -206,6 +243,7 @@ class OrderBook:
             "overflows": self.overflows, "buffered": len(self._buffer),
             "best_bid": bid[0] if bid else None, "best_ask": ask[0] if ask else None,
             "levels": [len(self.bids.levels), len(self.asks.levels)],
+            "known_levels": [self.bids.known, self.asks.known], "refreshes": self.refreshes,
         }
 
     # --- internals ------------------------------------------------------------------------------
@@ -215,13 +253,15 @@ class OrderBook:
         self.asks.apply(ev.a)
         self.last_update_id = ev.u
         self.event_time = ev.E
+        if self.bids.short or self.asks.short:  # the price walked toward the snapshot's edge
+            self.request_snapshot("window")
 
     def _bridge(self, ev: DepthUpdateEvent) -> None:
         if ev.u < self.last_update_id:
             self.dropped += 1
         elif ev.U <= self.last_update_id <= ev.u or ev.pu == self.last_update_id:
-            self._apply(ev)
             self.state = SYNCED
+            self._apply(ev)
         else:  # the snapshot is older than the events we hold: the ones between are lost
             self.stale_snapshots += 1
             self._restart(ev)
@@ -241,11 +281,15 @@ class OrderBook:
         self._buffer.append(ev)
         self._snapshot_wanted = True
 
-    def request_snapshot(self) -> None:
-        """Ask for a new snapshot (a failed fetch, or a check that found the book drifted)."""
+    def request_snapshot(self, reason: str = "requested") -> None:
+        """Ask for a new snapshot (a failed fetch, a check that found the book drifted, or a
+        price that walked to the edge of what the last snapshot showed: ``reason`` "window")."""
         if self.state != BUFFERING:
-            self.resyncs += 1
-            self.recent_resyncs.append(Resync(self.resyncs, self.event_time, self.last_update_id, -1, "requested"))
+            if reason == "window":  # routine upkeep of a bounded book, not a fault: no resync counted
+                self.refreshes += 1
+            else:
+                self.resyncs += 1
+                self.recent_resyncs.append(Resync(self.resyncs, self.event_time, self.last_update_id, -1, reason))
             self.state = BUFFERING
             self.bids.reset([])
             self.asks.reset([])

@@ -42,6 +42,7 @@ def snapshot(feed: Feed) -> dict[str, Any]:
         "silent_drops": pool.silent_drops,
         "internal_errors": sum(c.internal_errors for c in pool.connections),
         "book_resyncs": sum(b.resyncs for b in state.books.values()),
+        "book_refreshes": sum(b.refreshes for b in state.books.values()),
         "depth_snapshots": feed.depth_sync.fetched,
         "depth_snapshot_failures": feed.depth_sync.failed,
         "callback_failures": sum(s["failures"] for h in hooks.values() for s in h.values()),

@@ -178,7 +178,38 @@ def test_each_side_keeps_its_best_levels_only() -> None:
                               asks=[(1001.0 + i, 1.0) for i in range(100)]))
     for u in range(2, 200):  # levels spread away from the touch, both sides
         book.on_event(ev(u, u, u - 1, bids=[(900.0 - u, 2.0)], asks=[(1101.0 + u, 2.0)]))
+    assert len(book.bids.levels) <= 125 and len(book.asks.levels) <= 125  # bounded memory
     bids, asks = book.depth(1000)
-    assert 100 <= len(bids) <= 125 and 100 <= len(asks) <= 125
-    assert bids[:100] == [(1000.0 - i, 1.0) for i in range(100)]  # the best are never trimmed
-    assert asks[:100] == [(1001.0 + i, 1.0) for i in range(100)]
+    assert bids == [(1000.0 - i, 1.0) for i in range(100)]  # the best are never trimmed
+    assert asks == [(1001.0 + i, 1.0) for i in range(100)]  # and nothing past the snapshot's edge is served
+
+
+def test_a_level_past_the_snapshots_edge_is_never_served() -> None:
+    """A 4-level snapshot shows asks down to 104: an update at 106 says nothing about 105."""
+    book = OrderBook("BTCUSDT", max_levels=4)
+    book.on_event(ev(1, 1, 0))
+    book.on_snapshot(snapshot(1, bids=[(100.0 - i, 1.0) for i in range(4)], asks=[(101.0 + i, 1.0) for i in range(4)]))
+    book.on_event(ev(2, 2, 1, asks=[(106.0, 3.0)]))
+    assert book.depth(10)[1] == [(101.0, 1.0), (102.0, 1.0), (103.0, 1.0), (104.0, 1.0)]
+    book.on_event(ev(3, 3, 2, asks=[(102.5, 2.0)]))  # 6 levels held: trimmed to 4, the edge moves in to 103
+    assert book.depth(10)[1] == [(101.0, 1.0), (102.0, 1.0), (102.5, 2.0), (103.0, 1.0)]
+    assert book.status()["known_levels"] == [4, 4]
+
+
+def test_a_price_walking_to_the_edge_takes_a_new_snapshot_not_a_resync() -> None:
+    """Asks taken one by one: once fewer than half of the snapshot's levels are known, the book
+    asks for a fresh snapshot instead of serving a top of book with unseen levels behind it."""
+    book = OrderBook("BTCUSDT", max_levels=4)
+    book.on_event(ev(1, 1, 0))
+    book.on_snapshot(snapshot(1, bids=[(100.0 - i, 1.0) for i in range(4)], asks=[(101.0 + i, 1.0) for i in range(4)]))
+    book.on_event(ev(2, 2, 1, asks=[(101.0, 0.0), (106.0, 1.0)]))  # 3 known asks (106 is past the edge)
+    assert book.synced
+    book.on_event(ev(3, 3, 2, asks=[(102.0, 0.0)]))  # 2 known: still half
+    assert book.synced and book.depth(10)[1] == [(103.0, 1.0), (104.0, 1.0)]
+    book.on_event(ev(4, 4, 3, asks=[(103.0, 0.0)]))  # 1 known: the window is spent
+    assert book.state == BUFFERING and book.refreshes == 1 and book.resyncs == 0
+    book.on_event(ev(5, 5, 4))
+    assert book.needs_snapshot
+    book.on_snapshot(snapshot(4, asks=[(104.0, 1.0), (105.0, 1.0), (106.0, 1.0), (107.0, 1.0)],
+                              bids=[(100.0 - i, 1.0) for i in range(4)]))
+    assert book.synced and book.depth(2)[1] == [(104.0, 1.0), (105.0, 1.0)]
