@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Figure
+from bench.harness import ROOT, Figure, start_json_process, stop_process, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 KLINES = ("1m", "5m", "15m", "1h", "4h")
 PER_CONNECTION = 200
 CHUNK = 100
@@ -43,24 +42,42 @@ def streams(symbols: list[str]) -> list[str]:
     return out
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """The process's own peak RSS (VmHWM), or None once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def _reap(proc: subprocess.Popen[str]) -> tuple[float, float]:
-    """Wait for ``proc``; (CPU seconds, peak RSS in MB) of its whole life."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    """Wait for ``proc``; (CPU seconds of its whole life, its peak RSS in MB).
+
+    The peak is VmHWM polled until the process exits (the last reading is within 0.1 s of its
+    end), not ``ru_maxrss``: Linux carries ru_maxrss across execve, so a child of a large bench
+    process would report the parent's peak.
+    """
+    peak = 0.0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime, peak
+        peak = max(peak, _peak_rss_mb(proc.pid) or 0.0)
+        time.sleep(0.1)
 
 
 def run_klinestore(urls: dict[str, str], symbols: list[str], seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", "klinestore", "run", "--symbols", ",".join(symbols), "--ws-url", urls["ws"],
                 "--rest-url", urls["rest"], "--data-dir", f"{tmp}/data", "--for", str(seconds)]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=tmp)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env(),
+                                cwd=tmp)
         cpu, rss = _reap(proc)
         status = json.loads(Path(f"{tmp}/data/status.json").read_text())
     counters = status["counters"]
@@ -72,7 +89,8 @@ def run_klinestore(urls: dict[str, str], symbols: list[str], seconds: float) -> 
 def run_bare(urls: dict[str, str], symbols: list[str], seconds: float) -> dict[str, Any]:
     argv = [sys.executable, "-c", "from bench.bench_scale import bare_receiver; bare_receiver()", urls["ws"],
             str(seconds), ",".join(symbols)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=subprocess_env(),
+                            cwd=ROOT)
     assert proc.stdout is not None
     out = proc.stdout.read()
     cpu, rss = _reap(proc)
@@ -122,18 +140,8 @@ def bare_receiver() -> None:
 def _simulator(symbols: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
     argv = [sys.executable, "-m", "klinestore", "-q", "sim", "--port", "0", "--seed", "7", "--speed", "1",
             "--history-minutes", "60", "--symbols", ",".join(symbols)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=ROOT)
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
+    return start_json_process(argv)
 
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def measure(n: int, seconds: float, tries: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -146,7 +154,7 @@ def measure(n: int, seconds: float, tries: int) -> tuple[list[dict[str, Any]], l
             ours.append(run_klinestore(urls, symbols, seconds))
             bare.append(run_bare(urls, symbols, seconds))
     finally:
-        _stop(sim)
+        stop_process(sim)
     return ours, bare
 
 

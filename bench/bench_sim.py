@@ -17,18 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from bench.harness import Figure
+from bench.harness import Figure, start_json_process, stop_process
 
-ROOT = Path(__file__).resolve().parents[1]
 KLINES_ALL = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 WARMUP = 2.0
 URL_STREAMS = 150  # streams per connection URL (websockets caps request lines at 8 KiB)
@@ -61,11 +58,6 @@ SCENARIOS = (
              ("kline_1m", "kline_5m", "kline_15m", "kline_1h", "kline_4h", "aggTrade"), goal="sustainable (< 100 %)"),
 )
 
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -105,28 +97,15 @@ async def _measure(base: str, groups: list[tuple[str, list[str]]], seconds: floa
     return share, rate, sample
 
 
-def _start(argv: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=ROOT)
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def measure_sim(s: Scenario, seconds: float) -> tuple[float, float, list[str]]:
-    proc, urls = _start([sys.executable, "-m", "klinestore", "-q", "sim", "--port", "0", "--seed", "7",
+    proc, urls = start_json_process([sys.executable, "-m", "klinestore", "-q", "sim", "--port", "0", "--seed", "7",
                          "--symbols", ",".join(s.symbols), "--speed", str(s.speed)])
     try:
         return asyncio.run(_measure(urls["ws"], s.groups(), seconds, proc.pid))
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def measure_raw(sample: list[str], rate: float, connections: int, seconds: float) -> tuple[float, float]:
@@ -134,13 +113,13 @@ def measure_raw(sample: list[str], rate: float, connections: int, seconds: float
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(sample, f)
     try:
-        proc, urls = _start([sys.executable, "-c", "from bench.bench_sim import raw_server; raw_server()",
+        proc, urls = start_json_process([sys.executable, "-c", "from bench.bench_sim import raw_server; raw_server()",
                              f.name, str(rate / max(1, connections))])
         try:
             share, got, _ = asyncio.run(_measure(urls["ws"], [("raw", [])] * connections, seconds, proc.pid))
             return share, got
         finally:
-            _stop(proc)
+            stop_process(proc)
     finally:
         os.unlink(f.name)
 

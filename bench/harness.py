@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 
@@ -72,3 +76,33 @@ def interleaved(candidates: dict[str, Callable[[], Any]], *, rounds: int) -> dic
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+# --- subprocesses (the simulator, a service, a bare receiver) -------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a benchmark's child process (``bench`` importable from it)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def start_json_process(argv: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start ``argv`` and read its first stdout line as JSON (the simulator prints its URLs)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=subprocess_env(), cwd=ROOT)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
