@@ -111,6 +111,10 @@ class StreamsConfig:
         100, "Levels per side an order book keeps, and of its REST snapshots (100 weigh 5, 1000 weigh 20: "
         "at 1000, 200 books need over 2 minutes of the weight budget to sync, and 4x the memory).",
     )
+    depth_refresh_interval: float = opt(
+        60.0, "Least seconds between two snapshots of one book taken because the price walked toward the "
+        "edge of the last one (routine upkeep of a bounded book, at the lowest REST priority).", positive,
+    )
     mark_price: bool = opt(True, "Subscribe <symbol>@markPrice@1s.")
     new_listing_intervals: tuple[str, ...] = opt(
         ("1m", "5m", "15m"), "Kline intervals subscribed for new listings (seed §11).", intervals

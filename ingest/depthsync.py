@@ -7,6 +7,10 @@ periodic checks (``Priority.SYNC``: a book out of sync is blind), the book keeps
 newest few events until the request actually goes (``OrderBook.fetching``), and a
 symbol whose sync failed waits with its own backoff before the next try: a depth stream
 with a persistent problem cannot eat the weight budget.
+
+A synced book whose price walked toward its snapshot's edge wants a refresh: routine
+upkeep, so at most one per ``refresh_every`` seconds per book, behind every other request
+(``Priority.CHECK``), and the book keeps serving the levels it knows until the request goes.
 """
 
 from __future__ import annotations
@@ -31,24 +35,33 @@ RETRY = BackoffPolicy(base=0.5, cap=30.0, jitter=0.2, max_retries=1_000_000)
 class DepthSync:
     """Symbols whose books want a snapshot, and the workers that fetch them."""
 
-    def __init__(self, state: MarketState, rest: RestClient, limit: int) -> None:
+    def __init__(self, state: MarketState, rest: RestClient, limit: int, *, refresh_every: float = 60.0) -> None:
         self.state = state
         self.rest = rest
         self.limit = limit
+        self.refresh_every = refresh_every
         self.fetched = 0
         self.failed = 0
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._backoff: dict[str, Backoff] = {}
         self._not_before: dict[str, float] = {}
+        self._refresh_after: dict[str, float] = {}
         self._log = LogThrottle(log)
         self._tasks: list[asyncio.Task[None]] = []
 
     def want(self, symbol: str) -> None:
-        """A book needs a snapshot (called from the hot path: cheap, idempotent)."""
-        if symbol not in self._queued and time.monotonic() >= self._not_before.get(symbol, 0.0):
-            self._queued.add(symbol)
-            self._queue.put_nowait(symbol)
+        """A book needs a snapshot or wants a refresh (called from the hot path: cheap, idempotent)."""
+        if symbol in self._queued:
+            return
+        now = time.monotonic()
+        if now < self._not_before.get(symbol, 0.0):
+            return
+        book = self.state.books.get(symbol)
+        if book is not None and book.synced and now < self._refresh_after.get(symbol, 0.0):
+            return  # a refresh: at most one per refresh_every after the book's last snapshot
+        self._queued.add(symbol)
+        self._queue.put_nowait(symbol)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"depthsync-{i}") for i in range(WORKERS)]
@@ -63,10 +76,16 @@ class DepthSync:
             symbol = await self._queue.get()
             self._queued.discard(symbol)
             book = self.state.books.get(symbol)
-            if book is None or not book.needs_snapshot:
+            if book is None:
+                continue
+            if book.needs_snapshot:
+                priority, on_turn = Priority.SYNC, book.fetching
+            elif book.synced and book.refresh_wanted:
+                priority, on_turn = Priority.CHECK, book.begin_refresh
+            else:
                 continue
             try:
-                snapshot = await self.rest.depth(symbol, self.limit, priority=Priority.SYNC, on_turn=book.fetching)
+                snapshot = await self.rest.depth(symbol, self.limit, priority=priority, on_turn=on_turn)
                 ok = book.on_snapshot(snapshot)
             except IngestError as exc:
                 ok = False
@@ -74,6 +93,7 @@ class DepthSync:
                 self._log.warning(f"depth:{symbol}", "%s depth snapshot failed: %s", symbol, exc)
             if ok:
                 self.fetched += 1
+                self._refresh_after[symbol] = time.monotonic() + self.refresh_every
                 self._backoff.pop(symbol, None)
                 self._not_before.pop(symbol, None)
                 continue

@@ -142,7 +142,7 @@ class Dispatcher:
 
     def _on_depth(self, book: OrderBook, ev: DepthUpdateEvent) -> None:
         book.on_event(ev)
-        if book.needs_snapshot:
+        if book.refresh_wanted or book.needs_snapshot:
             self._wants_snapshot(book.symbol)
 
     def _on_mark(self, _: None, ev: MarkPriceEvent) -> None:

@@ -91,7 +91,10 @@ class Feed:
                                  book_levels=config.websocket.streams.depth_snapshot_limit)
         self.rest = RestClient(config.websocket.rest_url, config.rest, self.clock, ledger=self.ledger,
                                allow_klines=config.modes.rest_klines_allowed, transport=transport)
-        self.depth_sync = DepthSync(self.state, self.rest, config.websocket.streams.depth_snapshot_limit)
+        self.depth_sync = DepthSync(
+            self.state, self.rest, config.websocket.streams.depth_snapshot_limit,
+            refresh_every=config.websocket.streams.depth_refresh_interval,
+        )
         self.activity = Activity()
         self.dispatcher = Dispatcher(self.state, sink, self.clock, on_close=self.kline_close,
                                      on_book_wants_snapshot=self.depth_sync.want, activity=self.activity)

@@ -14,7 +14,8 @@ newest ``QUEUED_BUFFERED`` events are kept (older ones would fall below the snap
 snapshot's depth: past it the book never knew every level), trimmed with some slack.
 
 States: ``buffering`` (waiting for a snapshot), ``bridging`` (snapshot applied, waiting for
-the event that spans it), ``synced``. Events already applied (``u`` not beyond the book's)
+the event that spans it), ``synced``. A synced book whose price walked toward its snapshot's
+edge sets ``refresh_wanted``; ``begin_refresh`` (when the request goes) starts it over. Events already applied (``u`` not beyond the book's)
 are duplicates, harmless during a connection's rotation overlap, and skipped.
 """
 
@@ -144,7 +145,7 @@ class OrderBook:
     __slots__ = (
         "symbol", "state", "last_update_id", "event_time", "resyncs", "snapshots", "duplicates",
         "dropped", "stale_snapshots", "overflows", "bids", "asks", "_buffer", "_snapshot_wanted",
-        "recent_resyncs", "_fetching", "refreshes",
+        "recent_resyncs", "_fetching", "refreshes", "refresh_wanted",
     )
 
     def __init__(self, symbol: str, max_buffered: int = MAX_BUFFERED, max_levels: int | None = None) -> None:
@@ -164,6 +165,7 @@ class OrderBook:
         self._snapshot_wanted = True
         self._fetching = False  # a snapshot request is out: buffer up to max_buffered
         self.refreshes = 0  # new snapshots because the price walked to the last one's edge
+        self.refresh_wanted = False  # it did: a new snapshot is due when the REST budget allows
         self.recent_resyncs: deque[Resync] = deque(maxlen=RECENT_RESYNCS)
 
     # --- input --------------------------------------------------------------------------------
@@ -192,6 +194,13 @@ class OrderBook:
         self._fetching = out and self.state == BUFFERING
         while not self._fetching and len(self._buffer) > QUEUED_BUFFERED:
             self._buffer.popleft()
+
+    def begin_refresh(self) -> None:
+        """The refresh snapshot's request goes now: from here the book buffers until it is applied
+        (blind for one round trip, instead of serving a hole where the old snapshot ended)."""
+        if self.state == SYNCED and self.refresh_wanted:
+            self.request_snapshot("window")
+        self.fetching()
 
     def on_snapshot(self, snap: DepthSnapshot) -> bool:
         """Apply a REST snapshot; False (and still wanting one) if it cannot bridge the buffer."""
@@ -253,8 +262,8 @@ class OrderBook:
         self.asks.apply(ev.a)
         self.last_update_id = ev.u
         self.event_time = ev.E
-        if self.bids.short or self.asks.short:  # the price walked toward the snapshot's edge
-            self.request_snapshot("window")
+        if not self.refresh_wanted and (self.bids.short or self.asks.short):
+            self.refresh_wanted = True  # the price walked toward the snapshot's edge: serve what is known till then
 
     def _bridge(self, ev: DepthUpdateEvent) -> None:
         if ev.u < self.last_update_id:
@@ -280,6 +289,7 @@ class OrderBook:
         self._buffer.clear()
         self._buffer.append(ev)
         self._snapshot_wanted = True
+        self.refresh_wanted = False
 
     def request_snapshot(self, reason: str = "requested") -> None:
         """Ask for a new snapshot (a failed fetch, a check that found the book drifted, or a
@@ -296,3 +306,4 @@ class OrderBook:
             self._buffer.clear()
         self._fetching = False
         self._snapshot_wanted = True
+        self.refresh_wanted = False

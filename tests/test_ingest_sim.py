@@ -179,15 +179,17 @@ def test_the_order_book_equals_the_simulators_after_a_depth_gap(sim: SimThread) 
         await until(lambda: book.resyncs >= 1, what="the gap noticed")
         await until(lambda: book.synced, what="the book synced again")
         await asyncio.sleep(0.3)
-        # a bounded book takes a fresh snapshot when the price walks to its edge: compare while synced
-        await until(lambda: book.synced, what="the book synced")
+        # a bounded book serves only what its snapshot showed: once the price walks toward the edge it
+        # refreshes (here at most every 0.2 s); compare while it holds a full window
+        await until(lambda: book.synced and not book.refresh_wanted, what="the book synced with a full window")
         bids, asks = book.depth(50)
         theirs = sim.order_book("BTCUSDT", book.last_update_id)  # our loop is blocked: the book stands still
         assert bids == [(float(p), float(q)) for p, q in theirs["bids"][:50]]
         assert asks == [(float(p), float(q)) for p, q in theirs["asks"][:50]]
         assert book.best_bid()[0] < book.best_ask()[0]  # type: ignore[index]
 
-    feed = run_feed(sim, scenario)
+    feed = run_feed(sim, scenario, **{"websocket.streams.depth_refresh_interval": 0.2})
+    assert feed.depth_sync.fetched >= 2 and feed.book("BTCUSDT").refreshes <= feed.depth_sync.fetched
     assert feed.depth_sync.fetched >= 3  # two at start, one after the gap
 
 

@@ -198,18 +198,21 @@ def test_a_level_past_the_snapshots_edge_is_never_served() -> None:
 
 def test_a_price_walking_to_the_edge_takes_a_new_snapshot_not_a_resync() -> None:
     """Asks taken one by one: once fewer than half of the snapshot's levels are known, the book
-    asks for a fresh snapshot instead of serving a top of book with unseen levels behind it."""
+    wants a fresh snapshot; it serves the levels it knows until the request goes, then buffers."""
     book = OrderBook("BTCUSDT", max_levels=4)
     book.on_event(ev(1, 1, 0))
     book.on_snapshot(snapshot(1, bids=[(100.0 - i, 1.0) for i in range(4)], asks=[(101.0 + i, 1.0) for i in range(4)]))
     book.on_event(ev(2, 2, 1, asks=[(101.0, 0.0), (106.0, 1.0)]))  # 3 known asks (106 is past the edge)
-    assert book.synced
+    assert book.synced and not book.refresh_wanted
     book.on_event(ev(3, 3, 2, asks=[(102.0, 0.0)]))  # 2 known: still half
-    assert book.synced and book.depth(10)[1] == [(103.0, 1.0), (104.0, 1.0)]
+    assert book.synced and book.depth(10)[1] == [(103.0, 1.0), (104.0, 1.0)] and not book.refresh_wanted
     book.on_event(ev(4, 4, 3, asks=[(103.0, 0.0)]))  # 1 known: the window is spent
-    assert book.state == BUFFERING and book.refreshes == 1 and book.resyncs == 0
-    book.on_event(ev(5, 5, 4))
-    assert book.needs_snapshot
-    book.on_snapshot(snapshot(4, asks=[(104.0, 1.0), (105.0, 1.0), (106.0, 1.0), (107.0, 1.0)],
-                              bids=[(100.0 - i, 1.0) for i in range(4)]))
-    assert book.synced and book.depth(2)[1] == [(104.0, 1.0), (105.0, 1.0)]
+    assert book.synced and book.refresh_wanted and book.depth(10)[1] == [(104.0, 1.0)]
+    book.on_event(ev(5, 5, 4))  # still synced while the refresh waits for its turn
+    assert book.synced and book.last_update_id == 5
+    book.begin_refresh()  # the request goes: buffer from here
+    assert book.state == BUFFERING and book.refreshes == 1 and book.resyncs == 0 and not book.refresh_wanted
+    book.on_event(ev(6, 6, 5))
+    assert book.on_snapshot(snapshot(5, asks=[(104.0, 1.0), (105.0, 1.0), (106.0, 1.0), (107.0, 1.0)],
+                                     bids=[(100.0 - i, 1.0) for i in range(4)]))
+    assert book.synced and book.depth(2)[1] == [(104.0, 1.0), (105.0, 1.0)] and book.last_update_id == 6
