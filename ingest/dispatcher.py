@@ -33,6 +33,7 @@ from klinestore.ingest.protocol.events import (
     decode_frame,
 )
 from klinestore.ingest.protocol.streams import parse_stream
+from klinestore.ingest.markbars import MarkSeriesOut
 from klinestore.ingest.sink import BarSink
 from klinestore.ingest.state import MarketState
 from klinestore.ingest.throttle import LogThrottle
@@ -56,8 +57,10 @@ class Dispatcher:
         on_close: Hook | None = None,
         on_book_wants_snapshot: Callable[[str], None] | None = None,
         activity: Activity | None = None,
+        series: MarkSeriesOut | None = None,
     ) -> None:
         self.state = state
+        self.series = series  # mark/index bars and funding to storage, when it keeps them
         self.sink = sink
         self.clock = clock
         self.on_close = on_close if on_close is not None else Hook("on_kline_close")
@@ -147,6 +150,8 @@ class Dispatcher:
 
     def _on_mark(self, _: None, ev: MarkPriceEvent) -> None:
         self.state.marks.update(ev)
+        if self.series is not None:
+            self.series.on_mark(ev)
 
     # --- closed bars --------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from klinestore.ingest.status import snapshot
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
 from klinestore.queries.metrics import start_metrics_server
-from klinestore.storage import BarStore, RestartState, prepare_dirs, shard_file
+from klinestore.storage import BarStore, RestartState, SeriesStores, prepare_dirs, shard_file
 from klinestore.storage.status import STATUS_FILE, write_status
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,15 @@ class Service:
         self.data_dir = Path(config.storage.data_dir)
         self.status_path = self.data_dir / shard_file(STATUS_FILE, config.sharding.shard_id, config.sharding.num_shards)
         self.store: BarStore | None = None
+        self.series: SeriesStores | None = None  # mark/index bars and funding, beside the klines
         if sink is None:
             self.store = BarStore(self.data_dir, config.storage, shard_id=config.sharding.shard_id)
+            self.series = SeriesStores(self.data_dir, config.storage, shard_id=config.sharding.shard_id)
             sink = self.store
         self.sink: BarSink = sink
         extra: dict[str, Any] = {} if connect_fn is None else {"connect_fn": connect_fn}
+        if self.series is not None:
+            extra["series_sinks"] = self.series.sinks
         self.feed = Feed(config, self.sink, transport=transport, **extra)
         self.scheduler = JobScheduler()
         self.quality = QualityJobs(config, self.feed, self.sink, self.data_dir)
@@ -94,6 +98,8 @@ class Service:
         prepare_dirs(self.data_dir)
         if self.store is not None:
             self.restart = await asyncio.to_thread(self.store.open)
+            if self.series is not None:
+                await asyncio.to_thread(self.series.open)
             await self._warm_restart(self.store)
         self._started = True
         await self.quality.open()
@@ -150,6 +156,8 @@ class Service:
         if self.store is not None and self._started:
             try:
                 await asyncio.to_thread(self.store.close)  # the last flush, then the lock goes
+                if self.series is not None:
+                    await asyncio.to_thread(self.series.close)  # (a failure above leaves them in their WAL too)
                 self.flushes += 1
                 self.last_flush_ms = int(time.time() * 1000)
             except Exception as exc:  # noqa: BLE001 - reported; the WAL still holds every bar
@@ -235,6 +243,8 @@ class Service:
             return
         try:
             report = await asyncio.to_thread(self.store.flush)
+            if self.series is not None:
+                await asyncio.to_thread(self.series.flush)
         except Exception as exc:
             self.flush_failures += 1
             self.last_flush_error = repr(exc)
@@ -250,6 +260,8 @@ class Service:
         report = await asyncio.to_thread(self.store.compact)
         self.compactions += 1
         await self.quality.on_quarantined(report.quarantined)
+        if self.series is not None:
+            await self.quality.on_quarantined(await asyncio.to_thread(self.series.compact))
         if report.merged_files or report.deleted_files:
             log.info("compaction: %d files merged into %d, %d retired files deleted", report.merged_files,
                      report.written_files, report.deleted_files)

@@ -4,7 +4,9 @@ The public surface, re-exported here: :class:`Dataset` (a market's bars on disk:
 its SQL relation, its partitions), :class:`BarStore` (the live sink), the readers
 (:func:`read_bars`, :func:`load_recent`, :func:`find_gaps`, :func:`find_gaps_many`, :func:`last_stored_open_time`,
 :func:`bars_relation_sql`), :func:`resample` / :func:`resample_many` /
-:func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` the writer and status-file names, and the errors. Other packages import
+:func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` the writer and status-file names, the
+series (mark and index bars, funding: :class:`SeriesStores`, :func:`read_funding`,
+:func:`read_price_bars`, :func:`series_relation_sql`), and the errors. Other packages import
 only from here; the modules behind it are storage's own.
 """
 
@@ -31,6 +33,16 @@ from klinestore.storage.reader import (
     read_bars,
 )
 from klinestore.storage.resample import resample, resample_many, resample_touched, resample_touched_many
+from klinestore.storage.series import (
+    FUNDING_COLUMNS,
+    PRICE_BAR_COLUMNS,
+    SeriesStores,
+    funding_row,
+    price_bar,
+    read_funding,
+    read_price_bars,
+    series_relation_sql,
+)
 from klinestore.storage.store import BarStore, FlushReport, RestartState
 from klinestore.storage.trades import bars_from_trades
 from klinestore.storage.txn import fsync_dir, fsync_file, retired_files
@@ -44,4 +56,6 @@ __all__ = [
     "resample", "resample_many", "resample_touched", "resample_touched_many", "shard_file", "shard_writer", "to_bars",
     "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer", "prepare_dirs", "wal_dir",
     "quarantine_records", "find_damaged", "skipped", "retired_files",
+    "FUNDING_COLUMNS", "PRICE_BAR_COLUMNS", "SeriesStores", "funding_row", "price_bar", "read_funding",
+    "read_price_bars", "series_relation_sql",
 ]

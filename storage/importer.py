@@ -35,7 +35,7 @@ from klinestore.storage.archive import ArchiveFile, describe, find_archives, rea
 from klinestore.storage.compaction import compact
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.frames import PARTITION_KEY, latest, with_version
-from klinestore.storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root
+from klinestore.storage.layout import DATASETS, IMPORT_WRITER, MARKETS, Stamper, dataset_root
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import announcement
 from klinestore.storage.reader import read_versioned
@@ -87,7 +87,7 @@ def import_archives(
         groups.setdefault((spec.symbol, spec.interval), []).append(spec)
     stamper = Stamper(IMPORT_WRITER)
     with WriterLock(data_dir, IMPORT_WRITER):
-        recover(data_dir, IMPORT_WRITER, [dataset_root(data_dir, m) for m in MARKETS])
+        recover(data_dir, IMPORT_WRITER, [dataset_root(data_dir, m) for m in DATASETS])
         stamp = stamper.next()
         publish = Publish(data_dir, IMPORT_WRITER, stamper)
         try:

@@ -1,0 +1,130 @@
+"""Mark/index bars and funding: built from markPrice@1s, stored like bars, equal to the exchange's truth."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from klinestore import queries as kq
+from klinestore.config import Config, StorageConfig
+from klinestore.core.intervals import MINUTE_MS
+from klinestore.ingest.markbars import MarkSeriesBuilder
+from klinestore.ingest.protocol.events import MarkPriceEvent
+from klinestore.queries.series import funding_rows, price_klines
+from klinestore.service import Service
+from klinestore.storage import BarError, SeriesStores, funding_row, read_funding, read_price_bars
+from simfixtures import START_MS, SimFactory
+from test_service import service_config
+from test_ingest_sim import until
+
+F = START_MS  # 2024-05-01T00:00Z: a funding time
+
+
+def ev(second: int, mark: float, index: float | None = 100.0, funding_time: int = F, rate: str = "0.0001") -> MarkPriceEvent:
+    return MarkPriceEvent(E=second, s="BTCUSDT", p=mark, T=funding_time, i=index, r=rate)
+
+
+def test_a_minute_is_the_ohlc_of_its_seconds_and_a_partial_minute_is_left_out() -> None:
+    builder = MarkSeriesBuilder()
+    t0 = F - 3 * MINUTE_MS
+    out = []
+    for s in range(30, 60):  # the second half of a minute: the stream started mid-minute
+        out += builder.update(ev(t0 + s * 1000, 100.0 + s))
+    for s in range(60):
+        out += builder.update(ev(t0 + MINUTE_MS + s * 1000, 200.0 + (s % 7), index=50.0 - s))
+    out += builder.update(ev(t0 + 2 * MINUTE_MS, 1.0))  # the next minute's first second closes it
+    assert builder.partial_minutes == 1
+    [(k1, mark), (k2, index)] = out
+    assert (k1, k2) == ("mark", "index")
+    assert (mark.open_time, mark.close_time) == (t0 + MINUTE_MS, t0 + 2 * MINUTE_MS - 1)
+    assert (mark.open, mark.high, mark.low, mark.close) == (200.0, 206.0, 200.0, 200.0 + 59 % 7)
+    assert (index.open, index.high, index.low, index.close) == (50.0, 50.0, -9.0, -9.0)
+    assert builder.update(ev(t0 + 2 * MINUTE_MS, 1.0)) == [] and builder.stale == 1  # a second seen twice
+
+
+def test_a_funding_event_takes_the_periods_rate_and_the_mark_at_its_second() -> None:
+    builder = MarkSeriesBuilder()
+    builder.update(ev(F - 1000, 100.0, rate="-0.00012"))
+    [(kind, row)] = [r for r in builder.update(ev(F, 101.5, funding_time=F + 8 * 3600_000, rate="0.0002"))
+                     if r[0] == "funding"]
+    assert (kind, row.open_time, row.open, row.close) == ("funding", F, -0.00012, 101.5)
+    # the second at F missed (a reconnect): the rate is known, the mark price is not
+    builder = MarkSeriesBuilder()
+    builder.update(ev(F - 1000, 100.0))
+    [(_, row)] = [r for r in builder.update(ev(F + 2000, 99.0, funding_time=F + 8 * 3600_000)) if r[0] == "funding"]
+    assert row.open == 0.0001 and row.close != row.close  # NaN: NULL in SQL
+
+
+def test_series_are_stored_deduplicated_and_queryable(tmp_path: Path) -> None:
+    from klinestore.storage import price_bar
+
+    stores = SeriesStores(tmp_path, StorageConfig(resample_intervals=("5m",)))
+    stores.open()
+    mark = stores.sinks["mark"]
+    mark.append([price_bar("BTCUSDT", "1m", F + m * MINUTE_MS, (1.0 + m, 2.0 + m, 0.5, 1.5 + m)) for m in range(5)])
+    stores.sinks["funding"].append([funding_row("BTCUSDT", F, 0.0001, 60000.5), funding_row("BTCUSDT", F + 8 * 3600_000, -0.0002, None)])
+    stores.flush()
+    stores.sinks["funding"].append([funding_row("BTCUSDT", F, 0.0003, 60001.0, source="rest")])  # a correction wins
+    with pytest.raises(BarError):
+        stores.sinks["funding"].append([funding_row("BTCUSDT", F + 1, 0.0001, 1.0)])  # not a whole minute: refused
+    stores.close()
+    got = read_funding(tmp_path, "BTCUSDT")
+    assert got.rows() == [("BTCUSDT", got["funding_time"][0], 0.0003, 60001.0), ("BTCUSDT", got["funding_time"][1], -0.0002, None)]
+    five = read_price_bars(tmp_path, "mark", "BTCUSDT", "5m")
+    assert five.select("open", "high", "low", "close", "source").rows() == [(1.0, 6.0, 0.5, 5.5, "resample")]
+    sql = kq.sql("SELECT count(*) AS n, max(high) AS h FROM mark_bars_1m", data_dir=tmp_path)
+    assert sql.rows() == [(5, 6.0)]
+    assert kq.sql("SELECT funding_rate, mark_price FROM funding ORDER BY funding_time", data_dir=tmp_path).rows() == [
+        (0.0003, 60001.0), (-0.0002, None)]
+    assert kq.sql("SELECT count(*) FROM index_bars", data_dir=tmp_path).item() == 0  # typed and empty
+    assert kq.sql("SELECT count(*) FROM bars", data_dir=tmp_path).item() == 0  # klines untouched
+    rows = funding_rows(tmp_path, "BTCUSDT", start_ms=F, limit=1)
+    assert [(r.funding_time, r.funding_rate, r.mark_price) for r in rows] == [(F, 0.0003, 60001.0)]
+    assert [k.open_time for k in price_klines(tmp_path, "mark", "BTCUSDT", "1m", limit=2)] == [
+        F + 3 * MINUTE_MS, F + 4 * MINUTE_MS]
+
+
+def truth_frames(sim: Any, symbol: str) -> tuple[dict[int, tuple[float, ...]], dict[int, tuple[float, ...]], dict[int, tuple[float, float]]]:
+    mark = {r[0]: tuple(float(v) for v in r[1:5]) for r in sim.truth_of(symbol, "mark")}
+    index = {r[0]: tuple(float(v) for v in r[1:5]) for r in sim.truth_of(symbol, "index")}
+    funding = {f["fundingTime"]: (float(f["fundingRate"]), float(f["markPrice"])) for f in sim.truth_of(symbol, "funding")}
+    return mark, index, funding
+
+
+def assert_equal_truth(data: Path, sim: Any, symbol: str, *, minutes: int) -> None:
+    mark, index, funding = truth_frames(sim, symbol)
+    for kind, truth in (("mark", mark), ("index", index)):
+        stored = kq.sql(f"SELECT epoch_ms(open_time), open, high, low, close, source, is_complete FROM {kind}_bars_1m "
+                        f"WHERE symbol = '{symbol}' ORDER BY open_time", data_dir=data).rows()
+        assert len(stored) >= minutes, (kind, len(stored))
+        for t, o, h, low, c, source, complete in stored:
+            assert (o, h, low, c) == truth[t] and (source, complete) == ("ws", True), (kind, t)
+    got = {int(t): (r, m) for t, r, m in kq.sql(
+        f"SELECT epoch_ms(funding_time), funding_rate, mark_price FROM funding WHERE symbol = '{symbol}'", data_dir=data).rows()}
+    assert got[F] == funding[F] and set(got) <= set(funding)
+
+
+@pytest.mark.parametrize("mode", ["websocket_only", "fallback"])
+def test_stored_mark_index_and_funding_equal_the_exchanges_truth(tmp_path: Path, sim_factory: SimFactory, mode: str) -> None:
+    data = tmp_path / "data"
+    sim = sim_factory(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=F - 2 * MINUTE_MS)
+    changes: dict[str, Any] = {"symbols": ["BTCUSDT"]}
+    if mode == "fallback":
+        changes.update({"modes.websocket_only_klines": False, "modes.disable_rest_fallback": False})
+    service = Service(service_config(sim, data, **changes))
+
+    async def main() -> None:
+        await service.start()
+        try:
+            series = service.feed.series
+            assert series is not None
+            await until(lambda: series.written["mark"] >= 4 and series.written["funding"] >= 1, timeout=30,
+                        what="4 mark bars and the funding at 00:00")
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+    assert_equal_truth(data, sim, "BTCUSDT", minutes=4)
