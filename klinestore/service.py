@@ -42,6 +42,7 @@ from klinestore.ingest.sink import BarSink
 from klinestore.ingest.status import snapshot
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
+from klinestore.jobs.series_fill import SeriesFill
 from klinestore.queries.metrics import start_metrics_server
 from klinestore.storage import BarStore, RestartState, SeriesStores, prepare_dirs, shard_file
 from klinestore.storage.status import STATUS_FILE, write_status
@@ -75,6 +76,10 @@ class Service:
             extra["series_sinks"] = self.series.sinks
         self.feed = Feed(config, self.sink, transport=transport, **extra)
         self.scheduler = JobScheduler()
+        self.series_fill: SeriesFill | None = None
+        if self.feed.series is not None and config.modes.rest_klines_allowed:
+            self.series_fill = SeriesFill(self.feed.rest, self.feed.series, self.data_dir, self.feed.clock,
+                                          lambda: sorted(self.feed.symbols))
         self.quality = QualityJobs(config, self.feed, self.sink, self.data_dir)
         self.restart: RestartState | None = None
         self.warm_bars = 0  # bars loaded into the ring buffers from disk at start
@@ -125,6 +130,8 @@ class Service:
         jobs, storage = self.config.jobs, self.config.storage
         self.scheduler.add("status", self.write_status, jobs.status_interval, first_after_s=0)
         self.scheduler.add("listings", self.refresh_listings, jobs.listing_refresh_interval)
+        if self.series_fill is not None:  # fallback mode: what the markPrice stream missed, from REST
+            self.scheduler.add("series_fill", self.series_fill.run, storage.flush_interval, first_after_s=0)
         if self.store is not None:
             self.scheduler.add("flush", self.flush, storage.flush_interval)
             self.scheduler.add("compaction", self.compact, storage.compaction_interval)

@@ -94,17 +94,25 @@ def truth_frames(sim: Any, symbol: str) -> tuple[dict[int, tuple[float, ...]], d
     return mark, index, funding
 
 
-def assert_equal_truth(data: Path, sim: Any, symbol: str, *, minutes: int) -> None:
+def assert_equal_truth(data: Path, sim: Any, symbol: str, *, minutes: int, fallback: bool) -> None:
+    """Every stored row is the exchange's; in fallback mode nothing of the last day is missing either."""
     mark, index, funding = truth_frames(sim, symbol)
     for kind, truth in (("mark", mark), ("index", index)):
         stored = kq.sql(f"SELECT epoch_ms(open_time), open, high, low, close, source, is_complete FROM {kind}_bars_1m "
                         f"WHERE symbol = '{symbol}' ORDER BY open_time", data_dir=data).rows()
         assert len(stored) >= minutes, (kind, len(stored))
         for t, o, h, low, c, source, complete in stored:
-            assert (o, h, low, c) == truth[t] and (source, complete) == ("ws", True), (kind, t)
+            assert (o, h, low, c) == truth[t] and complete and source in (("ws", "rest") if fallback else ("ws",)), (kind, t)
+        if fallback:  # the REST fill: every minute of the day before the last stored one
+            times = [row[0] for row in stored]
+            assert times == list(range(times[0], times[-1] + 1, MINUTE_MS)) and len(times) > 1000, kind
+            assert set(times) <= set(truth)
     got = {int(t): (r, m) for t, r, m in kq.sql(
         f"SELECT epoch_ms(funding_time), funding_rate, mark_price FROM funding WHERE symbol = '{symbol}'", data_dir=data).rows()}
     assert got[F] == funding[F] and set(got) <= set(funding)
+    assert all(got[t] == funding[t] for t in got)
+    if fallback:  # the day's funding before the start, from REST
+        assert {F - 8 * 3600_000, F - 16 * 3600_000} <= set(got)
 
 
 @pytest.mark.parametrize("mode", ["websocket_only", "fallback"])
@@ -121,10 +129,56 @@ def test_stored_mark_index_and_funding_equal_the_exchanges_truth(tmp_path: Path,
         try:
             series = service.feed.series
             assert series is not None
-            await until(lambda: series.written["mark"] >= 4 and series.written["funding"] >= 1, timeout=30,
-                        what="4 mark bars and the funding at 00:00")
+            await until(lambda: (service.feed.clock.now_ms() or 0) > F + 4 * MINUTE_MS and series.written["mark"] >= 4,
+                        timeout=30, what="4 minutes past the funding at 00:00")
         finally:
             await service.stop()
 
     asyncio.run(main())
-    assert_equal_truth(data, sim, "BTCUSDT", minutes=4)
+    assert_equal_truth(data, sim, "BTCUSDT", minutes=4, fallback=mode == "fallback")
+
+
+def test_a_kill_9_loses_no_mark_index_or_funding_row(tmp_path: Path, sim_factory: SimFactory) -> None:
+    """``klinestore run`` killed with SIGKILL before any flush: the WAL gives every row back, equal to truth."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from support import klinestore_command, subprocess_env
+
+    data = tmp_path / "data"
+    sim = sim_factory(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=F - 3 * MINUTE_MS)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "symbols": ["BTCUSDT"], "jobs": {"status_interval": 0.3},
+        "websocket": {"base_url": sim.ws_url, "rest_url": sim.rest_url},
+        "storage": {"flush_interval": 3600},  # nothing reaches Parquet before the kill
+    }))
+    proc = subprocess.Popen(klinestore_command("run", "--data-dir", str(data), "--config", str(config)),
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    status_file, written = data / "status.json", {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if status_file.exists():
+                written = json.loads(status_file.read_text()).get("mark_series", {}).get("written", {})
+                if written.get("funding", 0) >= 1 and written.get("mark", 0) >= 3:
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no funding event and 3 mark bars in status.json: {written}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        _, stderr = proc.communicate()
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert not list((data / "mark_bars").glob("**/*.parquet"))  # all of it was only in the WAL
+    stores = SeriesStores(data, StorageConfig())
+    states = stores.open()  # replays the WAL; closing publishes it
+    stores.close()
+    assert states["mark"].replayed_bars >= written["mark"] and states["funding"].replayed_bars >= 1
+    assert_equal_truth(data, sim, "BTCUSDT", minutes=written["mark"], fallback=False)
+    mark_minutes = kq.sql("SELECT count(*) FROM mark_bars_1m", data_dir=data).item()
+    assert mark_minutes >= written["mark"]
