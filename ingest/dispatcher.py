@@ -141,6 +141,8 @@ class Dispatcher:
 
     def _on_trade(self, window: TradeWindow, ev: AggTradeEvent) -> None:
         window.add(ev)
+        if self.series is not None:
+            self.series.on_trade(ev)
         self.activity.agg_trades[window.symbol] = self._mono
 
     def _on_depth(self, book: OrderBook, ev: DepthUpdateEvent) -> None:

@@ -40,7 +40,7 @@ from klinestore.ingest.lag import LoopLag
 from klinestore.ingest.ledger import ApiLedger
 from klinestore.ingest.listings import ListingChange, Listings, shard_of
 from klinestore.ingest.liveness import Activity, Liveness
-from klinestore.ingest.markbars import MarkSeriesOut
+from klinestore.ingest.markbars import MarkSeriesOut, RowSink
 from klinestore.ingest.markprice import Mark
 from klinestore.ingest.orderbook import OrderBook
 from klinestore.ingest.pool import Pool
@@ -77,7 +77,7 @@ class Feed:
         transport: httpx.AsyncBaseTransport | None = None,
         connect_fn: Callable[..., Any] = connect,
         rng: random.Random | None = None,
-        series_sinks: Mapping[str, BarSink] | None = None,
+        series_sinks: Mapping[str, RowSink] | None = None,
     ) -> None:
         self.config = config
         self.symbols: dict[str, tuple[str, ...]] = {}  # symbol -> its kline intervals

@@ -18,17 +18,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from klinestore.core.intervals import MINUTE_MS
 from klinestore.core.schema import Bar
-from klinestore.ingest.protocol.events import MarkPriceEvent
-from klinestore.ingest.sink import BarSink
-from klinestore.storage import funding_row, price_bar
+from klinestore.ingest.protocol.events import AggTradeEvent, MarkPriceEvent
+from klinestore.storage import AggTrade, funding_row, price_bar
 
 log = logging.getLogger(__name__)
 #: Rows held back per series while its sink fails, before the oldest are dropped (and counted).
 MAX_HELD = 100_000
 SECONDS_PER_MINUTE = 60
+
+
+class RowSink(Protocol):
+    """Storage's side: ``append`` makes rows durable (a WAL) or raises (``ValueError``: a row refused)."""
+
+    def append(self, rows: Sequence[Any]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -106,17 +112,18 @@ class MarkSeriesBuilder:
 
 
 class MarkSeriesOut:
-    """Builds the series from the updates and makes their rows durable in the series' sinks.
+    """Builds the series from the updates and makes their rows durable in the series' sinks
+    (and each aggTrade, when storage keeps them: an ``agg_trades`` sink).
 
     A sink that raises ``ValueError`` refused a row as invalid: it is dropped and counted
     (``refused``); any other failure holds the rows back for the next update (bounded,
     ``dropped`` counts what the bound threw away).
     """
 
-    def __init__(self, sinks: Mapping[str, BarSink]) -> None:
+    def __init__(self, sinks: Mapping[str, RowSink]) -> None:
         self.sinks = dict(sinks)
         self.builder = MarkSeriesBuilder()
-        self._held: dict[str, list[Bar]] = {kind: [] for kind in self.sinks}
+        self._held: dict[str, list[Any]] = {kind: [] for kind in self.sinks}
         self.written: dict[str, int] = dict.fromkeys(self.sinks, 0)
         self.refused = 0
         self.errors = 0
@@ -129,11 +136,17 @@ class MarkSeriesOut:
             if held or new:
                 self._persist(kind, [*held, *new])
 
-    def append(self, kind: str, rows: Sequence[Bar]) -> None:
+    def on_trade(self, ev: AggTradeEvent) -> None:
+        """Keep one aggTrade (only when storage keeps them: an ``agg_trades`` sink)."""
+        held = self._held.get("agg_trades")
+        if held is not None:
+            self._persist("agg_trades", [*held, AggTrade(ev.s, ev.a, ev.p, ev.q, ev.f, ev.l, ev.T, ev.m)])
+
+    def append(self, kind: str, rows: Sequence[Any]) -> None:
         """Rows of one series from elsewhere (REST), through the same sink and hold-back."""
         self._persist(kind, [*self._held[kind], *rows])
 
-    def _persist(self, kind: str, rows: list[Bar]) -> None:
+    def _persist(self, kind: str, rows: list[Any]) -> None:
         sink = self.sinks[kind]
         self._held[kind] = []
         try:
@@ -151,12 +164,12 @@ class MarkSeriesOut:
                 self.written[kind] += 1
             except ValueError as exc:
                 self.refused += 1
-                log.warning("%s row refused: %s %d: %s", kind, row.symbol, row.open_time, exc)
+                log.warning("%s row refused: %r: %s", kind, row, exc)
             except Exception as exc:  # noqa: BLE001 - the sink went down half-way
                 self._hold(kind, rows[i:], exc)
                 return
 
-    def _hold(self, kind: str, rows: list[Bar], exc: BaseException) -> None:
+    def _hold(self, kind: str, rows: list[Any], exc: BaseException) -> None:
         self.errors += 1
         log.error("%s rows not durable, holding %d: %r", kind, len(rows), exc)
         held = self._held[kind] = rows

@@ -27,7 +27,7 @@ from klinestore.queries import series as _series
 from klinestore.queries import sql as _sql
 from klinestore.queries.gaps import expected_end, gap_frame, missing_runs
 from klinestore.queries.times import optional_ms, to_ms
-from klinestore.storage import Dataset
+from klinestore.storage import Dataset, read_agg_trades
 from klinestore.storage.config import default_data_dir as configured_data_dir
 
 if TYPE_CHECKING:
@@ -134,3 +134,15 @@ def index_bars(
 ) -> pl.DataFrame | pd.DataFrame:
     """Index-price bars of one symbol, open times in ``[start, end)`` (columns as :func:`mark_bars`)."""
     return mark_bars(symbol, interval, start, end, data_dir=data_dir, as_pandas=as_pandas, kind="index")
+
+
+def agg_trades(
+    symbol: str, start: Any = None, end: Any = None, *, data_dir: Path | str | None = None, as_pandas: bool = False
+) -> pl.DataFrame | pd.DataFrame:
+    """Stored aggTrades of one symbol with ``transact_time`` in ``[start, end)``, by id (``storage.persist_aggtrades``).
+
+    Columns ``symbol, agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time, is_buyer_maker``.
+    """
+    frame = read_agg_trades(default_data_dir(data_dir), symbol, optional_ms(start, name="start"),
+                            optional_ms(end, name="end"))
+    return frame.to_pandas() if as_pandas else frame

@@ -6,11 +6,19 @@ its SQL relation, its partitions), :class:`BarStore` (the live sink), the reader
 :func:`bars_relation_sql`), :func:`resample` / :func:`resample_many` /
 :func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` the writer and status-file names, the
 series (mark and index bars, funding: :class:`SeriesStores`, :func:`read_funding`,
-:func:`read_price_bars`, :func:`series_relation_sql`), and the errors. Other packages import
+:func:`read_price_bars`, :func:`series_relation_sql`), the aggTrades (:class:`TradeStore`,
+:func:`read_agg_trades`, :func:`agg_trades_relation_sql`), and the errors. Other packages import
 only from here; the modules behind it are storage's own.
 """
 
 from klinestore.core.schema import BAR_SCHEMA, EXCHANGE_SOURCES, KLINE_FIELDS, SOURCES, Bar
+from klinestore.storage.aggtrades import (
+    AGG_TRADE_COLUMNS,
+    AggTrade,
+    TradeStore,
+    agg_trades_relation_sql,
+    read_agg_trades,
+)
 from klinestore.storage.archive import find_archives
 from klinestore.storage.dataset import Dataset, Partition
 from klinestore.storage.errors import ArchiveError, BarError, DatasetError, StorageError, WalError
@@ -57,5 +65,6 @@ __all__ = [
     "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer", "prepare_dirs", "wal_dir",
     "quarantine_records", "find_damaged", "skipped", "retired_files",
     "FUNDING_COLUMNS", "PRICE_BAR_COLUMNS", "SeriesStores", "funding_row", "price_bar", "read_funding",
-    "read_price_bars", "series_relation_sql",
+    "read_price_bars", "series_relation_sql", "AGG_TRADE_COLUMNS", "AggTrade", "TradeStore",
+    "agg_trades_relation_sql", "read_agg_trades",
 ]

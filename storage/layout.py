@@ -45,7 +45,11 @@ SERIES: tuple[str, ...] = ("mark", "index", "funding")
 DATASETS: tuple[str, ...] = MARKETS + SERIES
 _ROOTS = {"um": "bars", "spot": "bars_spot", "mark": "mark_bars", "index": "index_bars", "funding": "funding"}
 #: The letter of a dataset's live writers (``s`` for klines; the importer is ``imp`` everywhere).
-WRITER_LETTERS = {"um": "s", "spot": "s", "mark": "m", "index": "x", "funding": "f"}
+WRITER_LETTERS = {"um": "s", "spot": "s", "mark": "m", "index": "x", "funding": "f", "agg_trades": "t"}
+#: The aggTrades dataset (:mod:`klinestore.storage.aggtrades`): ``agg_trades/day=YYYY-MM-DD/``.
+AGG_TRADES_DIR = "agg_trades"
+#: The partition directories of every dataset, relative to its root (bars by month, trades by day).
+PARTITION_GLOBS = ("interval=*/month=*", "day=*")
 
 IMPORT_WRITER = "imp"
 _IMPORT_SLOT = 4096
@@ -54,7 +58,7 @@ EXCHANGE_RANK = 1 << 60
 #: Every data file of a dataset, relative to its root; a ``.tmp`` never matches.
 GLOB = "interval=*/month=*/*.parquet"
 
-_NAME = re.compile(r"(?P<stamp>[0-9a-f]{16})-(?P<writer>[smxf]\d{4}|imp)-g(?P<gen>\d{1,3})\.parquet")
+_NAME = re.compile(r"(?P<stamp>[0-9a-f]{16})-(?P<writer>[smxft]\d{4}|imp)-g(?P<gen>\d{1,3})\.parquet")
 
 
 def dataset_root(data_dir: Path, market: str = "um") -> Path:
@@ -81,7 +85,7 @@ def shard_writer(shard_id: int, dataset: str = "um") -> str:
 
 def is_writer(name: str) -> bool:
     """A writer name: ``imp`` or a shard of some dataset (``s0003``, ``m0000``, ...)."""
-    return name == IMPORT_WRITER or (len(name) == 5 and name[0] in "smxf" and name[1:].isdigit())
+    return name == IMPORT_WRITER or (len(name) == 5 and name[0] in "smxft" and name[1:].isdigit())
 
 
 def writer_slot(writer: str) -> int:

@@ -32,6 +32,7 @@ from klinestore.storage.config import StorageConfig
 from klinestore.storage.dataset import Dataset
 from klinestore.storage.errors import StorageError
 from klinestore.storage.layout import SERIES
+from klinestore.storage.aggtrades import TradeStore
 from klinestore.storage.store import BarStore, FlushReport, RestartState
 
 #: The public columns of ``mark_bars`` / ``index_bars``, in order.
@@ -108,7 +109,8 @@ def read_funding(
 
 
 class SeriesStores:
-    """The live service's stores of the three series, one :class:`BarStore` each, handled as one.
+    """The live service's stores of the three series, one :class:`BarStore` each, handled as one,
+    plus the :class:`TradeStore` of ``agg_trades`` when ``storage.persist_aggtrades`` is on.
 
     Mark and index bars resample to ``storage.resample_intervals`` like klines; funding
     events are not resampled.
@@ -120,36 +122,46 @@ class SeriesStores:
             kind: BarStore(data_dir, unresampled if kind == "funding" else config, shard_id=shard_id, dataset=kind)
             for kind in SERIES
         }
+        self.trades = TradeStore(data_dir, config, shard_id=shard_id) if config.persist_aggtrades else None
+        self.trades_replayed = 0
 
     @property
-    def sinks(self) -> Mapping[str, BarStore]:
-        """The sink of each series (``append`` makes rows durable in its WAL)."""
-        return self.stores
+    def sinks(self) -> Mapping[str, BarStore | TradeStore]:
+        """The sink of each series, and of ``agg_trades`` (``append`` makes rows durable in its WAL)."""
+        return {**self.stores, **({"agg_trades": self.trades} if self.trades is not None else {})}
+
+    def _all(self) -> list[BarStore | TradeStore]:
+        return [*self.stores.values(), *([self.trades] if self.trades is not None else [])]
 
     def open(self) -> dict[str, RestartState]:
-        opened: list[BarStore] = []
+        opened: list[BarStore | TradeStore] = []
         states = {}
         try:
             for kind, store in self.stores.items():
                 states[kind] = store.open()
                 opened.append(store)
+            if self.trades is not None:
+                self.trades_replayed = self.trades.open()
         except BaseException:
-            for store in opened:
-                store.close()
+            for done in opened:
+                done.close()
             raise
         return states
 
     def flush(self) -> dict[str, FlushReport]:
+        if self.trades is not None:
+            self.trades.flush()
         return {kind: store.flush() for kind, store in self.stores.items()}
 
     def compact(self) -> list[dict]:
         """Compact every series; the files quarantined meanwhile."""
-        return [q for store in self.stores.values() for q in store.compact().quarantined]
+        out = [q for store in self.stores.values() for q in store.compact().quarantined]
+        return out + (self.trades.compact() if self.trades is not None else [])
 
     def close(self) -> None:
-        """Flush and release every series, even when one fails (the first failure is raised)."""
+        """Flush and release every store, even when one fails (the first failure is raised)."""
         failure: BaseException | None = None
-        for store in self.stores.values():
+        for store in self._all():
             try:
                 store.close()
             except Exception as exc:  # noqa: BLE001 - the others still close; raised below
@@ -159,4 +171,5 @@ class SeriesStores:
 
     @property
     def pending_rows(self) -> int:
-        return sum(store.pending_bars for store in self.stores.values())
+        trades = self.trades.pending_rows if self.trades is not None else 0
+        return trades + sum(store.pending_bars for store in self.stores.values())

@@ -18,6 +18,7 @@ from klinestore.service import Service
 from klinestore.storage import BarError, SeriesStores, funding_row, read_funding, read_price_bars
 from simfixtures import START_MS, SimFactory
 from test_service import service_config
+from test_aggtrades import assert_trades_equal_truth
 from test_ingest_sim import until
 
 F = START_MS  # 2024-05-01T00:00Z: a funding time
@@ -138,8 +139,9 @@ def test_stored_mark_index_and_funding_equal_the_exchanges_truth(tmp_path: Path,
     assert_equal_truth(data, sim, "BTCUSDT", minutes=4, fallback=mode == "fallback")
 
 
-def test_a_kill_9_loses_no_mark_index_or_funding_row(tmp_path: Path, sim_factory: SimFactory) -> None:
-    """``klinestore run`` killed with SIGKILL before any flush: the WAL gives every row back, equal to truth."""
+def test_a_kill_9_loses_no_mark_index_funding_or_trade_row(tmp_path: Path, sim_factory: SimFactory) -> None:
+    """``klinestore run`` killed with SIGKILL before any flush: the WAL gives every row back (mark, index,
+    funding, aggTrades), equal to truth."""
     import json
     import signal
     import subprocess
@@ -153,7 +155,7 @@ def test_a_kill_9_loses_no_mark_index_or_funding_row(tmp_path: Path, sim_factory
     config.write_text(json.dumps({
         "symbols": ["BTCUSDT"], "jobs": {"status_interval": 0.3},
         "websocket": {"base_url": sim.ws_url, "rest_url": sim.rest_url},
-        "storage": {"flush_interval": 3600},  # nothing reaches Parquet before the kill
+        "storage": {"flush_interval": 3600, "persist_aggtrades": True},  # nothing reaches Parquet before the kill
     }))
     proc = subprocess.Popen(klinestore_command("run", "--data-dir", str(data), "--config", str(config)),
                             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -163,7 +165,7 @@ def test_a_kill_9_loses_no_mark_index_or_funding_row(tmp_path: Path, sim_factory
         while time.monotonic() < deadline:
             if status_file.exists():
                 written = json.loads(status_file.read_text()).get("mark_series", {}).get("written", {})
-                if written.get("funding", 0) >= 1 and written.get("mark", 0) >= 3:
+                if written.get("funding", 0) >= 1 and written.get("mark", 0) >= 3 and written.get("agg_trades", 0) >= 20:
                     break
             time.sleep(0.1)
         else:
@@ -175,9 +177,11 @@ def test_a_kill_9_loses_no_mark_index_or_funding_row(tmp_path: Path, sim_factory
         _, stderr = proc.communicate()
     assert "Traceback" not in stderr, stderr[-2000:]
     assert not list((data / "mark_bars").glob("**/*.parquet"))  # all of it was only in the WAL
-    stores = SeriesStores(data, StorageConfig())
+    stores = SeriesStores(data, StorageConfig(persist_aggtrades=True))
     states = stores.open()  # replays the WAL; closing publishes it
+    assert stores.trades_replayed >= written["agg_trades"]
     stores.close()
+    assert_trades_equal_truth(data, sim, "BTCUSDT", at_least=written["agg_trades"])
     assert states["mark"].replayed_bars >= written["mark"] and states["funding"].replayed_bars >= 1
     assert_equal_truth(data, sim, "BTCUSDT", minutes=written["mark"], fallback=False)
     mark_minutes = kq.sql("SELECT count(*) FROM mark_bars_1m", data_dir=data).item()
