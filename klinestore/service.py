@@ -43,6 +43,7 @@ from klinestore.ingest.status import snapshot
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
 from klinestore.jobs.series_fill import SeriesFill
+from klinestore.jobs.trade_repair import TradeRepair
 from klinestore.queries.metrics import start_metrics_server
 from klinestore.storage import BarStore, RestartState, SeriesStores, prepare_dirs, shard_file
 from klinestore.storage.status import STATUS_FILE, write_status
@@ -77,9 +78,13 @@ class Service:
         self.feed = Feed(config, self.sink, transport=transport, **extra)
         self.scheduler = JobScheduler()
         self.series_fill: SeriesFill | None = None
+        self.trade_repair: TradeRepair | None = None  # WebSocket-only: 1m gaps rebuilt from stored aggTrades
         if self.feed.series is not None and config.modes.rest_klines_allowed:
             self.series_fill = SeriesFill(self.feed.rest, self.feed.series, self.data_dir, self.feed.clock,
                                           lambda: sorted(self.feed.symbols))
+        elif self.series is not None and self.series.trades is not None:
+            self.trade_repair = TradeRepair(self.feed, self.series.trades)
+            self.feed.on_gap(self.trade_repair.on_gap)
         self.quality = QualityJobs(config, self.feed, self.sink, self.data_dir)
         self.restart: RestartState | None = None
         self.warm_bars = 0  # bars loaded into the ring buffers from disk at start
@@ -132,6 +137,8 @@ class Service:
         self.scheduler.add("listings", self.refresh_listings, jobs.listing_refresh_interval)
         if self.series_fill is not None:  # fallback mode: what the markPrice stream missed, from REST
             self.scheduler.add("series_fill", self.series_fill.run, storage.flush_interval, first_after_s=0)
+        if self.trade_repair is not None:
+            self.scheduler.add("trade_repair", self.trade_repair.run, storage.flush_interval)
         if self.store is not None:
             self.scheduler.add("flush", self.flush, storage.flush_interval)
             self.scheduler.add("compaction", self.compact, storage.compaction_interval)
@@ -206,6 +213,8 @@ class Service:
         data["wal"] = self._wal_status()
         data["status_interval_s"] = self.config.jobs.status_interval
         data["metrics"] = self.metrics_url
+        if self.trade_repair is not None:
+            data["trade_repair"] = self.trade_repair.status()
         data["jobs"] = self.scheduler.snapshot()
         data.update(self.quality.status())
         return data

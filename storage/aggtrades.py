@@ -195,6 +195,17 @@ class TradeStore:
     def pending_rows(self) -> int:
         return sum(len(rows) for _, rows in self._pending)
 
+    def read(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+        """This store's trades of ``symbol`` in ``[start_ms, end_ms)``, Parquet plus those not yet
+        flushed, by id, times as Int64 ms (what a repair from trades reads)."""
+        stored = read_agg_trades(self.data_dir, symbol, start_ms, end_ms).with_columns(pl.col("transact_time").dt.epoch("ms"))
+        with self._mutex:
+            pending = [t for _, rows in self._pending for t in rows
+                       if t.symbol == symbol and start_ms <= t.transact_time < end_ms]
+        if not pending:
+            return stored
+        return pl.concat([stored, trades_frame(pending)]).unique(subset=list(KEY), keep="first").sort("agg_trade_id")
+
 
 def _day_files(data_dir: Path | str, start_ms: int | None, end_ms: int | None) -> list[Path]:
     lo = None if start_ms is None else f"day={_day(start_ms)}"

@@ -9,7 +9,8 @@ from typing import Any
 from klinestore import queries as kq
 from klinestore.config import StorageConfig
 from klinestore.service import Service
-from klinestore.storage import AggTrade, TradeStore, read_agg_trades
+from klinestore.core.intervals import MINUTE_MS
+from klinestore.storage import AggTrade, TradeStore, read_agg_trades, read_bars
 from simfixtures import START_MS, SimFactory
 from test_ingest_sim import until
 from test_service import service_config
@@ -75,3 +76,42 @@ def test_the_service_keeps_every_aggtrade_it_receives(tmp_path: Path, sim_factor
 
     asyncio.run(main())
     assert_trades_equal_truth(data, sim, "BTCUSDT", at_least=50)
+
+
+def test_a_stalled_kline_stream_is_repaired_exactly_from_the_aggtrades(tmp_path: Path, sim_factory: SimFactory) -> None:
+    """WebSocket-only: the kline stream alone stalls for about 3 minutes; the minutes it missed are
+    rebuilt from the trades (source ``trades``), equal to the exchange's bars, and the gap closes."""
+    data = tmp_path / "data"
+    sim = sim_factory(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=START_MS)
+    service = Service(service_config(sim, data, **{"symbols": ["BTCUSDT"], "storage.persist_aggtrades": True}))
+    gaps: list[tuple[Any, ...]] = []
+    service.feed.on_gap(lambda *gap: gaps.append(gap))
+
+    async def main() -> None:
+        await service.start()
+        try:
+            repair = service.trade_repair
+            assert repair is not None
+            series = service.feed.state.series("BTCUSDT", "1m")
+            await until(lambda: len(series.ring) >= 2, what="two live bars")
+            await asyncio.to_thread(sim.inject, {"kind": "stall_stream", "stream": "btcusdt@kline_1m", "seconds": 3.0})
+            await until(lambda: any(g[1] == "1m" for g in gaps), timeout=20, what="the 1m gap")
+            await until(lambda: repair.repaired_gaps >= 1, timeout=20, what="the repair")
+            await until(lambda: not [g for g in service.quality.db.open_gaps("BTCUSDT") if g[1] == "1m"],
+                        timeout=10, what="the gap record closed")
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+    [gap] = [g for g in gaps if g[1] == "1m"]
+    start, end = gap[2], gap[3]
+    assert end >= start + MINUTE_MS, "the stall cost more than one minute"
+    truth = {row[0]: row for row in sim.truth("BTCUSDT", "1m")}
+    stored = read_bars(data, "BTCUSDT", "1m", start, end + MINUTE_MS)
+    assert stored.height == (end - start) // MINUTE_MS + 1
+    for row in stored.iter_rows(named=True):
+        t = int(row["open_time"].timestamp() * 1000)
+        want = [float(v) for v in truth[t][1:6]] + [float(truth[t][7]), int(truth[t][8]), float(truth[t][9]), float(truth[t][10])]
+        got = [row[k] for k in ("open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_volume",
+                                "taker_buy_quote_volume")]
+        assert (got, row["source"]) == (want, "trades"), t
