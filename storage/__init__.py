@@ -7,7 +7,8 @@ its SQL relation, its partitions), :class:`BarStore` (the live sink), the reader
 :func:`resample_touched`, :func:`bars_from_trades`, :func:`import_archives` the writer and status-file names, the
 series (mark and index bars, funding: :class:`SeriesStores`, :func:`read_funding`,
 :func:`read_price_bars`, :func:`series_relation_sql`), the aggTrades (:class:`TradeStore`,
-:func:`read_agg_trades`, :func:`agg_trades_relation_sql`), and the errors. Other packages import
+:func:`read_agg_trades`, :func:`agg_trades_relation_sql`), the series' archive import
+(:func:`import_series`, :func:`import_trade_archives`, :func:`series_of`), and the errors. Other packages import
 only from here; the modules behind it are storage's own.
 """
 
@@ -51,6 +52,7 @@ from klinestore.storage.series import (
     read_price_bars,
     series_relation_sql,
 )
+from klinestore.storage.series_import import SERIES_KINDS, import_all, import_series, import_trade_archives, series_of
 from klinestore.storage.store import BarStore, FlushReport, RestartState
 from klinestore.storage.trades import bars_from_trades
 from klinestore.storage.txn import fsync_dir, fsync_file, retired_files
@@ -66,5 +68,6 @@ __all__ = [
     "quarantine_records", "find_damaged", "skipped", "retired_files",
     "FUNDING_COLUMNS", "PRICE_BAR_COLUMNS", "SeriesStores", "funding_row", "price_bar", "read_funding",
     "read_price_bars", "series_relation_sql", "AGG_TRADE_COLUMNS", "AggTrade", "TradeStore",
-    "agg_trades_relation_sql", "read_agg_trades",
+    "agg_trades_relation_sql", "read_agg_trades", "SERIES_KINDS", "import_all", "import_series", "import_trade_archives",
+    "series_of",
 ]

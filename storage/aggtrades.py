@@ -181,15 +181,7 @@ class TradeStore:
             return quarantined
 
     def _write_days(self, publish: Publish, frame: pl.DataFrame, *, generation: int) -> None:
-        if frame.is_empty():
-            return
-        frame = frame.with_columns((pl.col("transact_time") // DAY_MS).alias("_day"))
-        for (day,), part in frame.partition_by("_day", as_dict=True).items():
-            name = FileName(self._stamper.next(), self.writer, min(generation, 999)).name
-            tmp = publish.new_file(self.root / f"day={_day(int(day) * DAY_MS)}" / name)
-            out = part.drop("_day").sort(*KEY).with_columns(pl.col("transact_time").cast(_TIME))
-            out.write_parquet(tmp, compression="zstd", statistics=True)
-            fsync_file(tmp)
+        write_days(publish, self.root, frame, self._stamper, self.writer, generation=generation)
 
     @property
     def pending_rows(self) -> int:
@@ -205,6 +197,21 @@ class TradeStore:
         if not pending:
             return stored
         return pl.concat([stored, trades_frame(pending)]).unique(subset=list(KEY), keep="first").sort("agg_trade_id")
+
+
+def write_days(
+    publish: Publish, root: Path, frame: pl.DataFrame, stamper: Stamper, writer: str, *, generation: int = 0
+) -> None:
+    """One new file of ``writer`` per day of the versioned trades ``frame`` (Int64 ms times), in ``publish``."""
+    if frame.is_empty():
+        return
+    frame = frame.with_columns((pl.col("transact_time") // DAY_MS).alias("_day"))
+    for (day,), part in frame.partition_by("_day", as_dict=True).items():
+        name = FileName(stamper.next(), writer, min(generation, 999)).name
+        tmp = publish.new_file(root / f"day={_day(int(day) * DAY_MS)}" / name)
+        out = part.drop("_day").sort(*KEY).with_columns(pl.col("transact_time").cast(_TIME))
+        out.write_parquet(tmp, compression="zstd", statistics=True)
+        fsync_file(tmp)
 
 
 def _day_files(data_dir: Path | str, start_ms: int | None, end_ms: int | None) -> list[Path]:

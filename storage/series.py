@@ -58,6 +58,14 @@ def price_bar(
                float(seconds), 0.0, seconds, 0.0, 0.0, source, is_complete)
 
 
+def price_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Mark or index klines as archives and REST give them (volumes 0, ``trades`` the seconds
+    sampled, or 0) as the dataset keeps them: ``trades`` and ``volume`` the seconds sampled."""
+    seconds = (pl.col("close_time") - pl.col("open_time") + 1) // 1000
+    counted = pl.when(pl.col("trades") > 0).then(pl.col("trades")).otherwise(seconds)
+    return frame.with_columns(counted.alias("trades")).with_columns(pl.col("trades").cast(pl.Float64).alias("volume"))
+
+
 def funding_row(symbol: str, funding_time: int, rate: float, mark_price: float | None, *, source: str = "ws") -> Bar:
     """A funding event as the row the ``funding`` dataset stores (see the module docstring)."""
     mark = math.nan if mark_price is None else mark_price
