@@ -10,17 +10,20 @@ whole minutes). Each run, per symbol:
 * funding: once per 8 h period, the events of the last ``LOOKBACK_MS`` from ``fundingRate``
   (3 a day: re-storing the known ones costs nothing and closes any hole among them).
 
-Rows go through the feed's :class:`~klinestore.ingest.markbars.MarkSeriesOut`, so they are
+Requests go at ``CHECK`` priority (after order-book syncs and kline back-fills); storage is
+read in a thread. Rows go through the feed's :class:`~klinestore.ingest.markbars.MarkSeriesOut`, so they are
 durable (WAL) and held back on a storage failure exactly like the stream's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from klinestore.core.intervals import HOUR_MS, MINUTE_MS
+from klinestore.ingest.budget import Priority
 from klinestore.ingest.clock import ExchangeClock
 from klinestore.ingest.errors import IngestError
 from klinestore.ingest.markbars import MarkSeriesOut
@@ -64,12 +67,13 @@ class SeriesFill:
     async def _fill_bars(self, kind: str, symbol: str, now: int) -> None:
         end = (now - SETTLE_MS) // MINUTE_MS * MINUTE_MS
         start = end - LOOKBACK_MS
-        stored = read_price_bars(self.data_dir, kind, symbol, "1m", start, end, wal=True)
+        stored = await asyncio.to_thread(read_price_bars, self.data_dir, kind, symbol, "1m", start, end, wal=True)
         present = stored.get_column("open_time").dt.epoch("ms").to_numpy()
         for first, last in gaps_among(present, "1m", start, end):
             at = first
             while at <= last:
-                rows = await self.rest.price_klines(kind, symbol, "1m", start_ms=at, end_ms=last, limit=REQUEST_MINUTES)
+                rows = await self.rest.price_klines(kind, symbol, "1m", start_ms=at, end_ms=last, limit=REQUEST_MINUTES,
+                                                    priority=Priority.CHECK)
                 bars = [price_bar(symbol, "1m", r.open_time, (r.open, r.high, r.low, r.close), source="rest",
                                   seconds=r.trades or None) for r in rows if first <= r.open_time <= last]
                 if bars:
@@ -83,7 +87,7 @@ class SeriesFill:
         period = now // FUNDING_PERIOD_MS
         if self._funding_asked.get(symbol) == period:
             return
-        events = await self.rest.funding_rates(symbol, start_ms=now - LOOKBACK_MS, end_ms=now)
+        events = await self.rest.funding_rates(symbol, start_ms=now - LOOKBACK_MS, end_ms=now, priority=Priority.CHECK)
         rows = [funding_row(symbol, e.fundingTime, e.fundingRate, e.mark_price, source="rest")
                 for e in events if e.symbol == symbol]
         if rows:

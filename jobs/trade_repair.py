@@ -13,6 +13,7 @@ callbacks); ``on_gap_filled`` then closes the gap record. A gap that cannot be p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 
@@ -56,7 +57,7 @@ class TradeRepair:
         now = self.feed.clock.now_ms()
         for key in list(self._waiting):
             symbol, start, end = key
-            bars = self.rebuild(symbol, start, end)
+            bars = await asyncio.to_thread(self.rebuild, symbol, start, end)  # reads Parquet: off the loop
             if bars is None:
                 if now is not None and now - end > MAX_AGE_MS:
                     self._waiting.pop(key, None)
