@@ -186,3 +186,26 @@ def test_a_kill_9_loses_no_mark_index_funding_or_trade_row(tmp_path: Path, sim_f
     assert_equal_truth(data, sim, "BTCUSDT", minutes=written["mark"], fallback=False)
     mark_minutes = kq.sql("SELECT count(*) FROM mark_bars_1m", data_dir=data).item()
     assert mark_minutes >= written["mark"]
+
+
+def test_series_files_are_compacted_and_a_damaged_one_is_quarantined(tmp_path: Path) -> None:
+    from klinestore.storage import price_bar
+
+    config = StorageConfig(resample_intervals=(), compaction_min_files=3, compaction_grace=0)
+    stores = SeriesStores(tmp_path, config)
+    stores.open()
+    for m in range(6):
+        stores.sinks["mark"].append([price_bar("BTCUSDT", "1m", F + m * MINUTE_MS, (1.0, 2.0, 0.5, 1.5))])
+        stores.flush()
+    mark_files = lambda: sorted((tmp_path / "mark_bars").glob("interval=1m/month=*/*.parquet"))  # noqa: E731
+    assert len(mark_files()) == 6 and all("-m0000-" in p.name for p in mark_files())
+    stores.compact()
+    assert len(mark_files()) < 6 and read_price_bars(tmp_path, "mark", "BTCUSDT", "1m").height == 6
+    stores.close()
+    damaged = mark_files()[0]
+    damaged.write_bytes(b"PAR1 not a parquet file PAR1")
+    again = SeriesStores(tmp_path, config)
+    states = again.open()
+    again.close()
+    assert [q["file"] for q in states["mark"].quarantined] == [str(damaged.relative_to(tmp_path))]
+    assert not damaged.exists() and (tmp_path / "quarantine" / damaged.relative_to(tmp_path)).exists()
