@@ -203,6 +203,8 @@ class Service:
         }
         if self.store is not None:
             storage["pending_bars"] = self.store.pending_bars
+        if self.series is not None:  # mark/index bars, funding events, aggTrades in their WALs, not yet in Parquet
+            storage["series_pending_rows"] = self.series.pending_rows
         if self.restart is not None:
             r = self.restart
             storage["restart"] = {"replayed_bars": r.replayed_bars, "wal_segments": r.wal_segments,
