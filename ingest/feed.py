@@ -99,7 +99,8 @@ class Feed:
         )
         self.activity = Activity()
         #: mark/index 1m bars and funding events, when storage keeps them (``series_sinks``)
-        self.series = MarkSeriesOut(series_sinks) if series_sinks else None
+        self.series = (MarkSeriesOut(series_sinks, unknown_mark=not config.modes.rest_klines_allowed)
+                       if series_sinks else None)
         self.dispatcher = Dispatcher(self.state, sink, self.clock, on_close=self.kline_close,
                                      on_book_wants_snapshot=self.depth_sync.want, activity=self.activity,
                                      series=self.series)

@@ -68,12 +68,18 @@ class _Symbol:
 
 
 class MarkSeriesBuilder:
-    """Per symbol, the minute being built and the funding period in force (see the module docstring)."""
+    """Per symbol, the minute being built and the funding period in force (see the module docstring).
 
-    def __init__(self) -> None:
+    ``unknown_mark=False`` (fallback mode, where REST fills funding): an event whose mark price
+    was missed is left to REST rather than stored with a NULL one over REST's (counted).
+    """
+
+    def __init__(self, *, unknown_mark: bool = True) -> None:
         self._symbols: dict[str, _Symbol] = {}
+        self.unknown_mark = unknown_mark
         self.partial_minutes = 0  # minutes not written: some of their seconds were not seen
         self.stale = 0  # updates for a second already seen, or older
+        self.funding_left = 0  # funding events left to REST: their mark price was missed
 
     def update(self, ev: MarkPriceEvent) -> list[tuple[str, Bar]]:
         """Fold one update; the rows it completes, as (series, row): ``mark``, ``index``, ``funding``."""
@@ -92,9 +98,11 @@ class MarkSeriesBuilder:
             state.minute = _Minute(minute_open)
         state.minute.add(ev.p, ev.i)
         if state.funding_time is not None and ev.T > state.funding_time and second >= state.funding_time:
-            if state.rate is not None:  # the period ended: its rate is settled at funding_time
-                mark = ev.p if second == state.funding_time else None
+            mark = ev.p if second == state.funding_time else None
+            if state.rate is not None and (mark is not None or self.unknown_mark):  # the period's rate, settled
                 out.append(("funding", funding_row(ev.s, state.funding_time, state.rate, mark)))
+            elif state.rate is not None:
+                self.funding_left += 1
         state.funding_time, state.rate = ev.T, ev.funding_rate
         return out
 
@@ -120,9 +128,9 @@ class MarkSeriesOut:
     ``dropped`` counts what the bound threw away).
     """
 
-    def __init__(self, sinks: Mapping[str, RowSink]) -> None:
+    def __init__(self, sinks: Mapping[str, RowSink], *, unknown_mark: bool = True) -> None:
         self.sinks = dict(sinks)
-        self.builder = MarkSeriesBuilder()
+        self.builder = MarkSeriesBuilder(unknown_mark=unknown_mark)
         self._held: dict[str, list[Any]] = {kind: [] for kind in self.sinks}
         self.written: dict[str, int] = dict.fromkeys(self.sinks, 0)
         self.refused = 0
@@ -183,5 +191,5 @@ class MarkSeriesOut:
 
     def status(self) -> dict[str, object]:
         return {"written": dict(self.written), "partial_minutes": self.builder.partial_minutes,
-                "stale": self.builder.stale, "refused": self.refused, "errors": self.errors,
+                "stale": self.builder.stale, "funding_left_to_rest": self.builder.funding_left, "refused": self.refused, "errors": self.errors,
                 "held": self.held, "dropped": self.dropped}

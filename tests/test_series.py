@@ -57,6 +57,11 @@ def test_a_funding_event_takes_the_periods_rate_and_the_mark_at_its_second() -> 
     builder.update(ev(F - 1000, 100.0))
     [(_, row)] = [r for r in builder.update(ev(F + 2000, 99.0, funding_time=F + 8 * 3600_000)) if r[0] == "funding"]
     assert row.open == 0.0001 and row.close != row.close  # NaN: NULL in SQL
+    # in fallback mode such an event is left to REST, which knows its mark price
+    builder = MarkSeriesBuilder(unknown_mark=False)
+    builder.update(ev(F - 1000, 100.0))
+    assert [r for r in builder.update(ev(F + 2000, 99.0, funding_time=F + 8 * 3600_000)) if r[0] == "funding"] == []
+    assert builder.funding_left == 1
 
 
 def test_series_are_stored_deduplicated_and_queryable(tmp_path: Path) -> None:
