@@ -89,6 +89,7 @@ class TradeStore:
         self._stamper = Stamper(self.writer)
         self._wal = Wal(wal_dir(self.data_dir, self.writer), fsync_window=config.wal_fsync_window, row_type=AggTrade)
         self._pending: list[tuple[int, list[AggTrade]]] = []
+        self._newest_ms = 0  # the newest trade time seen: "today" for compaction (a simulator's clock runs ahead)
         self._mutex = threading.Lock()
         self._flush_mutex = threading.Lock()
         self._open = False
@@ -109,6 +110,7 @@ class TradeStore:
         for stamp, rows in replay.records:
             self._stamper.observe(stamp)
             self._pending.append((stamp, rows))
+            self._newest_ms = max([self._newest_ms, *(t.transact_time for t in rows)])
         self._open = True
         return replay.bars
 
@@ -132,6 +134,7 @@ class TradeStore:
                 raise StorageError("TradeStore is not open")
             self._wal.append(stamp, trades)
             self._pending.append((stamp, list(trades)))
+            self._newest_ms = max(self._newest_ms, trades[-1].transact_time)
 
     def flush(self) -> int:
         """Publish the pending trades, one new file per day touched; trim the WAL. The rows written."""
@@ -161,7 +164,7 @@ class TradeStore:
             quarantined = quarantine_writer(self.data_dir, self.writer, [self.root])
             collect(self.data_dir, self.writer)
             retired = pending_obsolete(self.data_dir, self.writer)
-            today = _day(int(time.time() * 1000))
+            today = _day(self._newest_ms or int(time.time() * 1000))
             for day_dir in sorted(self.root.glob("day=*")):
                 files = [(n, p) for n, p in data_files(day_dir, self.writer) if p not in retired]
                 closed = day_dir.name.partition("=")[2] < today

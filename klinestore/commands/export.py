@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output_path(args.out, default_data_dir(args.data_dir))
     if args.what != "bars":
+        if args.market != "um":
+            raise ExportError(f"--what {args.what} is a USD-M series; it has no --market {args.market}")
         series = export_series(args.what, args.symbol, args.start, args.end, args.format, args.out,
                                data_dir=require_data_dir(default_data_dir(args.data_dir)), interval=args.interval,
                                allow_incomplete=args.allow_incomplete)
