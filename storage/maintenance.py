@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from klinestore.storage.aggtrades import TradeStore, trades_root
 from klinestore.storage.compaction import CompactReport, compact
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.layout import DATASETS, IMPORT_WRITER, Stamper, dataset_root, is_writer, state_dir
@@ -35,8 +37,11 @@ def compact_all(data_dir: Path, config: StorageConfig) -> tuple[CompactReport, l
             busy.append(writer)
             continue
         try:
-            recover(Path(data_dir), writer, [dataset_root(data_dir, m) for m in DATASETS])
+            recover(Path(data_dir), writer, [*(dataset_root(data_dir, m) for m in DATASETS), trades_root(data_dir)])
             report.add(compact(Path(data_dir), writer, Stamper(writer), fan_in=config.compaction_min_files))
+            if writer.startswith("t"):  # a shard's aggTrades (storage.aggtrades)
+                trades = TradeStore(Path(data_dir), replace(config, compaction_grace=0), shard_id=int(writer[1:]))
+                report.quarantined += trades.compact()
         finally:
             lock.release()
     return report, busy

@@ -116,3 +116,20 @@ def test_a_stalled_kline_stream_is_repaired_exactly_from_the_aggtrades(tmp_path:
         got = [row[k] for k in ("open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_volume",
                                 "taker_buy_quote_volume")]
         assert (got, row["source"]) == (want, "trades"), t
+
+
+def test_klinestore_compact_merges_a_stopped_services_trade_files(tmp_path: Path) -> None:
+    from klinestore.storage.maintenance import compact_all
+
+    store = TradeStore(tmp_path, StorageConfig())
+    store.open()
+    for i in range(1, 5):
+        store.append([trade(i, START_MS + i)])
+        store.flush()
+    store.append([trade(9, START_MS + DAY)])  # the next day: 2024-05-01 is over
+    store.close()
+    day = tmp_path / "agg_trades" / "day=2024-05-01"
+    assert len(list(day.glob("*.parquet"))) == 4
+    report, busy = compact_all(tmp_path, StorageConfig())
+    assert busy == [] and len(list(day.glob("*.parquet"))) == 1
+    assert read_agg_trades(tmp_path, "BTCUSDT")["agg_trade_id"].to_list() == [1, 2, 3, 4, 9]
