@@ -207,7 +207,7 @@ class BarStore:
                 frame = from_bars([bar for _, bar in batch.values()], [stamp for stamp, _ in batch.values()])
                 minutes = frame.filter(pl.col("interval") == "1m")
                 learned, stale = self._others(poll, minutes)
-                resampled = self._resample(minutes, learned, stale)
+                resampled, read_back = self._resample(minutes, learned, stale)
                 write_partitions(publish, self.root, pl.concat([frame, resampled]))
                 publish.delete(sealed)
                 ranges = _ranges(minutes)
@@ -220,7 +220,7 @@ class BarStore:
                         self._keep_best(key, stamp, bar)
                 raise
             self._watch.advance(poll)
-            self._remember(pl.concat([learned, stale, minutes]))
+            self._remember(pl.concat([read_back, learned, stale, minutes]))
             written = _ranges(pl.concat([
                 minutes.select("symbol", "open_time", hi="open_time"),
                 resampled.select("symbol", "open_time", hi="close_time"),  # every bucket it (re)computed
@@ -284,11 +284,16 @@ class BarStore:
         if held is None or _rank(bar) + stamp >= _rank(held[1]) + held[0]:
             self._pending[key] = (stamp, bar)
 
-    def _resample(self, minutes: pl.DataFrame, learned: pl.DataFrame, stale: pl.DataFrame) -> pl.DataFrame:
-        """Buckets completed (or changed) by this flush's 1m bars, and the ``stale`` ones, versioned now."""
+    def _resample(
+        self, minutes: pl.DataFrame, learned: pl.DataFrame, stale: pl.DataFrame,
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Buckets completed (or changed) by this flush's 1m bars, and the ``stale`` ones, versioned now;
+        and the stored 1m bars read back for them (the tail must hold them: a later flush of a
+        minute in the same bucket resamples from memory)."""
         intervals = self.config.resample_intervals
+        stored = pl.DataFrame(schema=VERSIONED_SCHEMA)
         if minutes.is_empty() and stale.is_empty() or not intervals:
-            return pl.DataFrame(schema=VERSIONED_SCHEMA)
+            return stored, stored
         known = latest(pl.concat([self._tail, learned, stale, minutes]))
         covered = int(self._tail.get_column("open_time").min()) if self._tail.height else None
         if minutes.height:
@@ -307,7 +312,7 @@ class BarStore:
             hit = stale.select("symbol", "open_time")
             parts += resample_closed(redo.drop("version"), intervals, hit, clock).values()
         out = pl.concat(parts).unique(subset=["symbol", "interval", "open_time"], keep="any")
-        return out.with_columns(pl.lit(self._stamper.next(), pl.Int64).alias("version"))
+        return out.with_columns(pl.lit(self._stamper.next(), pl.Int64).alias("version")), stored
 
     def _others(self, poll: Poll, minutes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Other writers' stored 1m bars this shard must take in: ``(learned, stale)``.

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import polars as pl
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from klinestore.config import StorageConfig
@@ -178,6 +178,9 @@ step = st.one_of(
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(step, min_size=1, max_size=6))
+# found in CI: the first flush read the imported minute 4 from disk but did not keep it in the tail,
+# so the second flush's correction of minute 0 saw bucket 0 as open and left it stale
+@example(steps=[("import", {4: 50.0}, []), ("service", [0]), ("service", [0])])
 def test_resampled_bars_equal_their_stored_minutes_whatever_the_interleaving(tmp_path_factory, steps: list) -> None:
     """Property: service flushes (of new, late or corrected minutes) run between imports and
     inside them (after an import began reading, before it publishes); after the service's
