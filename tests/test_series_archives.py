@@ -72,6 +72,16 @@ def test_aggtrades_archives_are_kept_as_trades_and_a_bad_funding_file_is_refused
     assert stored["agg_trade_id"].to_list() == [t["a"] for t in truth]
     assert stored["price"].to_list() == [float(t["p"]) for t in truth]
 
+    flat = tmp_path / "flat"  # a markPriceKlines file outside the host's layout: named with --series
+    flat.mkdir()
+    mark_path = "/data/futures/um/daily/markPriceKlines/BTCUSDT/1m/BTCUSDT-1m-2024-06-01.zip"
+    (flat / "BTCUSDT-1m-2024-06-01.zip").write_bytes(urllib.request.urlopen(sim.rest_url + mark_path, timeout=60).read())
+    imported = subprocess.run(klinestore_command("import", "--series", "mark", str(flat), "--data-dir", str(data)),
+                              env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    assert kq.sql("SELECT count(*) FROM mark_bars_1m", data_dir=data).item() == 1440
+    assert kq.sql("SELECT count(*) FROM bars_1m", data_dir=data).item() == 1440  # the klines from the trades only
+
     bad = tmp_path / "bad" / "BTCUSDT-fundingRate-2024-05.csv"
     bad.parent.mkdir()
     bad.write_text("calc_time,funding_interval_hours,last_funding_rate\n1714521600000,8,0.0001\n1714550400000,8,lots\n")
