@@ -1,11 +1,14 @@
-"""Disk cost of one symbol-day of aggTrades in the agg_trades dataset (simulated market): ``python -m bench.aggtrades_disk``.
+"""Disk cost of one symbol-day of aggTrades in the agg_trades dataset (simulated market).
+
+Run: ``python -m bench.aggtrades_disk``.
 
 A size, not a speed, so it is a plain script rather than a ``bench_*`` module with a baseline ratio.
 """
 import tempfile
 from pathlib import Path
-from klinestore.sim import SimThread
+
 from klinestore.config import StorageConfig
+from klinestore.sim import SimThread
 from klinestore.storage import AggTrade, TradeStore
 
 DAY = 86_400_000
@@ -29,6 +32,7 @@ with tempfile.TemporaryDirectory() as tmp:
     store.close()
     files = list((Path(tmp) / "agg_trades" / "day=2024-05-01").glob("*.parquet"))
     size = sum(f.stat().st_size for f in files)
-csv_bytes = sum(len(f"{t['a']},{t['p']},{t['q']},{t['f']},{t['l']},{t['T']},{str(t['m']).lower()}\n") for t in raw if START <= t["T"] < START + DAY)
+csv_bytes = sum(len(f"{t['a']},{t['p']},{t['q']},{t['f']},{t['l']},{t['T']},{str(t['m']).lower()}\n")
+                for t in raw if START <= t["T"] < START + DAY)
 print(f"trades in the day: {len(rows)}; files: {len(files)}; parquet bytes: {size} ({size / len(rows):.2f} B/trade); "
       f"archive CSV bytes: {csv_bytes} ({csv_bytes / len(rows):.1f} B/trade)")

@@ -74,8 +74,9 @@ def run(quick: bool) -> list[Figure]:
     off = min(times["off"]) * 1e6
     notes = {"frames": len(raw), "rounds": 3}
     return [
-        Figure("series", "dispatch a markPrice@1s / aggTrade frame, mark/index bars and funding kept", min(times["mark"]) * 1e6,
-               "us/frame", baseline=off, baseline_name="same frames, series off", better="lower", notes=notes),
+        Figure("series", "dispatch a markPrice@1s / aggTrade frame, mark/index bars and funding kept",
+               min(times["mark"]) * 1e6, "us/frame", baseline=off, baseline_name="same frames, series off",
+               better="lower", notes=notes),
         Figure("series", "the same, every aggTrade also kept (storage.persist_aggtrades: a WAL write each)",
                min(times["trades"]) * 1e6, "us/frame", baseline=off, baseline_name="same frames, series off",
                better="lower", notes=notes),

@@ -23,6 +23,7 @@ from klinestore.ingest.errors import ProtocolError
 from klinestore.ingest.hooks import Hook
 from klinestore.ingest.klines import KlineSeries, kline_bar
 from klinestore.ingest.liveness import Activity
+from klinestore.ingest.markbars import MarkSeriesOut
 from klinestore.ingest.orderbook import OrderBook
 from klinestore.ingest.protocol.events import (
     AggTradeEvent,
@@ -33,7 +34,6 @@ from klinestore.ingest.protocol.events import (
     decode_frame,
 )
 from klinestore.ingest.protocol.streams import parse_stream
-from klinestore.ingest.markbars import MarkSeriesOut
 from klinestore.ingest.sink import BarSink
 from klinestore.ingest.state import MarketState
 from klinestore.ingest.throttle import LogThrottle

@@ -191,5 +191,6 @@ class MarkSeriesOut:
 
     def status(self) -> dict[str, object]:
         return {"written": dict(self.written), "partial_minutes": self.builder.partial_minutes,
-                "stale": self.builder.stale, "funding_left_to_rest": self.builder.funding_left, "refused": self.refused, "errors": self.errors,
+                "stale": self.builder.stale, "funding_left_to_rest": self.builder.funding_left,
+                "refused": self.refused, "errors": self.errors,
                 "held": self.held, "dropped": self.dropped}

@@ -64,7 +64,8 @@ def price_klines(
     """Mark or index klines with ``start_ms <= open_time <= end_ms`` (inclusive, as Binance), at most ``limit``."""
     frame = price_bars(data_dir, kind, symbol, interval, start_ms, None if end_ms is None else end_ms + 1)
     frame = _limited(_epoch(frame, "open_time", "close_time"), limit, from_start=start_ms is not None)
-    return [PriceKline(*row) for row in frame.select("open_time", "open", "high", "low", "close", "close_time").iter_rows()]
+    columns = ("open_time", "open", "high", "low", "close", "close_time")
+    return [PriceKline(*row) for row in frame.select(columns).iter_rows()]
 
 
 def _epoch(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:

@@ -98,7 +98,8 @@ class TradeStore:
         """Take the writer's lock, finish interrupted publishes, replay the WAL; the rows replayed."""
         prepare_dirs(self.data_dir, state_dir(self.data_dir))
         if not self._lock.acquire():
-            raise StorageError(f"{self.writer} of {self.data_dir} is open in another process (pid {self._lock.holder()})")
+            holder = self._lock.holder()
+            raise StorageError(f"{self.writer} of {self.data_dir} is open in another process (pid {holder})")
         try:
             prepare_dirs(self._wal.directory)
             recover(self.data_dir, self.writer, [self.root])
@@ -193,7 +194,8 @@ class TradeStore:
     def read(self, symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame:
         """This store's trades of ``symbol`` in ``[start_ms, end_ms)``, Parquet plus those not yet
         flushed, by id, times as Int64 ms (what a repair from trades reads)."""
-        stored = read_agg_trades(self.data_dir, symbol, start_ms, end_ms).with_columns(pl.col("transact_time").dt.epoch("ms"))
+        stored = read_agg_trades(self.data_dir, symbol, start_ms, end_ms)
+        stored = stored.with_columns(pl.col("transact_time").dt.epoch("ms"))
         with self._mutex:
             pending = [t for _, rows in self._pending for t in rows
                        if t.symbol == symbol and start_ms <= t.transact_time < end_ms]
@@ -238,7 +240,8 @@ def read_agg_trades(
             lazy = lazy.filter(pl.col("transact_time") < pl.lit(end_ms).cast(_TIME))
         return latest(lazy.collect(), KEY).select(AGG_TRADE_COLUMNS).sort("agg_trade_id")
 
-    return read_skipping(lambda: _day_files(data_dir, start_ms, end_ms), read, f"aggTrades under {trades_root(data_dir)}")
+    what = f"aggTrades under {trades_root(data_dir)}"
+    return read_skipping(lambda: _day_files(data_dir, start_ms, end_ms), read, what)
 
 
 def agg_trades_relation_sql(data_dir: Path | str, *, skip: Collection[Path] = ()) -> str:
@@ -246,7 +249,8 @@ def agg_trades_relation_sql(data_dir: Path | str, *, skip: Collection[Path] = ()
     root = trades_root(data_dir).resolve()
     left_out = {Path(p).resolve() for p in skip}
     files = [p for p in sorted(root.glob("day=*/*.parquet")) if FileName.parse(p.name) and p.resolve() not in left_out]
-    typed_empty = ("NULL::VARCHAR AS symbol, NULL::BIGINT AS agg_trade_id, NULL::DOUBLE AS price, NULL::DOUBLE AS quantity, "
+    typed_empty = ("NULL::VARCHAR AS symbol, NULL::BIGINT AS agg_trade_id, NULL::DOUBLE AS price, "
+                   "NULL::DOUBLE AS quantity, "
                    "NULL::BIGINT AS first_trade_id, NULL::BIGINT AS last_trade_id, NULL::TIMESTAMPTZ AS transact_time, "
                    "NULL::BOOLEAN AS is_buyer_maker, NULL::BIGINT AS version")
     quoted = ["'" + str(p).replace("'", "''") + "'" for p in files]

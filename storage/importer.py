@@ -35,7 +35,7 @@ from klinestore.storage.archive import ArchiveFile, describe, find_archives, rea
 from klinestore.storage.compaction import compact
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.frames import PARTITION_KEY, latest, with_version
-from klinestore.storage.layout import DATASETS, IMPORT_WRITER, MARKETS, Stamper, dataset_root
+from klinestore.storage.layout import DATASETS, IMPORT_WRITER, Stamper, dataset_root
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import announcement
 from klinestore.storage.reader import read_versioned

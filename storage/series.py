@@ -28,11 +28,11 @@ import polars as pl
 
 from klinestore.core.intervals import interval_ms
 from klinestore.core.schema import Bar
+from klinestore.storage.aggtrades import TradeStore
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.dataset import Dataset
 from klinestore.storage.errors import StorageError
 from klinestore.storage.layout import SERIES
-from klinestore.storage.aggtrades import TradeStore
 from klinestore.storage.store import BarStore, FlushReport, RestartState
 
 #: The public columns of ``mark_bars`` / ``index_bars``, in order.
@@ -78,7 +78,9 @@ def _check_kind(kind: str) -> None:
         raise StorageError(f"unknown series {kind!r}; expected one of {', '.join(SERIES)}")
 
 
-def series_relation_sql(data_dir: Path | str, kind: str, interval: str | None = None, *, skip: Collection[Path] = ()) -> str:
+def series_relation_sql(
+    data_dir: Path | str, kind: str, interval: str | None = None, *, skip: Collection[Path] = ()
+) -> str:
     """A DuckDB ``SELECT`` of a series with its public columns (deduplicated, UTC timestamps).
 
     ``kind`` ``mark`` or ``index``: :data:`PRICE_BAR_COLUMNS` of one interval (all when

@@ -45,7 +45,8 @@ _MICROS = 10**14
 
 
 def series_of(path: Path) -> str | None:
-    """The series an archive holds, from the host's layout: ``mark``, ``index``, ``funding``, or None (klines, aggTrades)."""
+    """The series an archive holds, from the host's layout: ``mark``, ``index``, ``funding``, or None
+    (klines, aggTrades)."""
     if _FUNDING_NAME.fullmatch(path.name):
         return "funding"
     if "markPriceKlines" in path.parts:
@@ -113,7 +114,8 @@ def _import_funding(files: list[Path], data_dir: Path, symbol: str | None) -> Im
         ]).with_columns(pl.col("open_time").dt.epoch("ms").alias("funding_time"))
         new = frame.join(stored.select("symbol", "funding_time"), on=["symbol", "funding_time"], how="anti")
         report.unchanged = frame.height - new.height
-        bars = [funding_row(s, t, r, None, source="import") for s, t, r in new.sort("symbol", "funding_time").iter_rows()]
+        ordered = new.sort("symbol", "funding_time").iter_rows()
+        bars = [funding_row(s, t, r, None, source="import") for s, t, r in ordered]
         for bar in bars:
             if bar.open_time % 60_000:
                 raise ArchiveError("fundingRate", f"{bar.symbol} funding time {bar.open_time} is not a whole minute")

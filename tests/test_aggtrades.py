@@ -8,8 +8,8 @@ from typing import Any
 
 from klinestore import queries as kq
 from klinestore.config import StorageConfig
-from klinestore.service import Service
 from klinestore.core.intervals import MINUTE_MS
+from klinestore.service import Service
 from klinestore.storage import AggTrade, TradeStore, read_agg_trades, read_bars
 from simfixtures import START_MS, SimFactory
 from test_ingest_sim import until

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from klinestore import queries as kq
-from klinestore.config import Config, StorageConfig
+from klinestore.config import StorageConfig
 from klinestore.core.intervals import MINUTE_MS
 from klinestore.ingest.markbars import MarkSeriesBuilder
 from klinestore.ingest.protocol.events import MarkPriceEvent
@@ -17,9 +17,9 @@ from klinestore.queries.series import funding_rows, price_klines
 from klinestore.service import Service
 from klinestore.storage import BarError, SeriesStores, funding_row, read_funding, read_price_bars
 from simfixtures import START_MS, SimFactory
-from test_service import service_config
 from test_aggtrades import assert_trades_equal_truth
 from test_ingest_sim import until
+from test_service import service_config
 
 F = START_MS  # 2024-05-01T00:00Z: a funding time
 
