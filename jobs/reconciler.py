@@ -155,12 +155,13 @@ class KlineReconciler:
         refs = closed_rows(rows, now)
         if not refs or series is None:
             return
-        self._rest_checked[(symbol, interval)] = refs[-1].open_time
+        checked_to = refs[-1].open_time
         tally = self.tally["rest"]
         for ref_row in refs:
             bar = await self._ws_bar(series, ref_row)
-            if bar is None:  # not received: a gap, which the back-fill fills from REST anyway
+            if bar is None:  # not received (yet): the back-fill fills a gap from REST; compared again next run
                 tally.skipped += 1
+                checked_to = min(checked_to, ref_row.open_time - 1)
                 continue
             tally.checked += 1
             finding = compare(bar, rest_bar(symbol, interval, ref_row), "rest", self.tolerance)
@@ -176,6 +177,7 @@ class KlineReconciler:
                 tally.replaced += 1
                 action = "replaced"
             await self._record([finding], action, now, "rest")
+        self._rest_checked[(symbol, interval)] = checked_to
 
     async def _ws_bar(self, series: KlineSeries, ref: RestKline) -> Bar | None:
         """The ring's bar at ``ref.open_time``, waiting out the close's grace (real seconds) if it just closed."""

@@ -130,9 +130,13 @@ def test_fallback_replaces_a_corrected_bar_with_the_rest_one(tmp_path: Path, sim
         series = service.feed.state.series("BTCUSDT", "1m")
         await until(lambda: backfill.pending == 0 and len(series.ring) >= 30, what="history back-filled")
         await a(sim, "inject", {"kind": "kline_mismatch", "symbol": "BTCUSDT", "interval": "1m"})
-        await service.scheduler.run_now("reconcile_klines")
-        assert service.quality.reconciler.tally["rest"].replaced == 1
-        found.append(service.quality.reconciler.tally["rest"].checked)
+        tally = service.quality.reconciler.tally["rest"]
+        for _ in range(3):  # a bar whose WebSocket close is late under load is compared again by the next run
+            await service.scheduler.run_now("reconcile_klines")
+            if tally.replaced:
+                break
+        assert tally.replaced == 1
+        found.append(tally.checked)
 
     service = run_service(jobs_config(sim, data, **FALLBACK, **{"websocket.reconciliation.kline_interval": 3600}),
                           scenario)
