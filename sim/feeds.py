@@ -78,7 +78,26 @@ class TradeChannel(AggTradeChannel):
         return out
 
 
-class TickerChannel(Channel):
+class _PeriodicChannel(Channel):
+    """A channel that speaks on each ``period`` boundary (ms) at most once."""
+
+    period = 1000
+
+    def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
+        super().__init__(ctx, stream, now)
+        self.last = now // self.period * self.period
+        self.next_due = self.last + self.period
+
+    def _boundary(self, now: int) -> int | None:
+        """The boundary reached since the last call, or None if none was."""
+        b = now // self.period * self.period
+        if b <= self.last:
+            return None
+        self.last, self.next_due = b, b + self.period
+        return b
+
+
+class TickerChannel(_PeriodicChannel):
     """``@ticker`` and ``@miniTicker``: the 24 h rolling window every 500 ms while it changes."""
 
     period = 500
@@ -86,15 +105,12 @@ class TickerChannel(Channel):
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
         self.mini = stream.kind == "miniTicker"
-        self.last = now // self.period * self.period
-        self.next_due = self.last + self.period
         self._sent: object = None
 
     def produce(self, now: int) -> list[bytes]:
-        b = now // self.period * self.period
-        if b <= self.last:
+        b = self._boundary(now)
+        if b is None:
             return []
-        self.last, self.next_due = b, b + self.period
         market = self.ctx.market
         if self.dormant(now) or not market.trading(self.symbol, b):
             return []
@@ -106,25 +122,22 @@ class TickerChannel(Channel):
         return [payload.encode()]
 
 
-class AllMiniTickerChannel(Channel):
+class AllMiniTickerChannel(_PeriodicChannel):
     """``!miniTicker@arr``: every second, the mini tickers of the symbols whose window changed."""
 
     period = 1000
 
     def __init__(self, ctx: Context, stream: StreamName, now: int) -> None:
         super().__init__(ctx, stream, now)
-        self.last = now // self.period * self.period
-        self.next_due = self.last + self.period
         self._sent: dict[str, object] = {}
 
     def dormant(self, now: int) -> bool:
         return False
 
     def produce(self, now: int) -> list[bytes]:
-        b = now // self.period * self.period
-        if b <= self.last:
+        b = self._boundary(now)
+        if b is None:
             return []
-        self.last, self.next_due = b, b + self.period
         market = self.ctx.market
         items = []
         for symbol in market.listings.visible(b):
