@@ -23,7 +23,7 @@ import polars as pl
 from klinestore.core.intervals import bar_open, check_interval, interval_ms, is_aligned, next_open
 from klinestore.core.symbols import check_symbol
 from klinestore.storage.frames import BAR_COLUMNS, TIME, VERSIONED_SCHEMA, from_bars, latest, to_public
-from klinestore.storage.layout import GLOB, data_files, dataset_root, list_partitions, month_of
+from klinestore.storage.layout import GLOB, data_files, dataset_root, list_partitions, partition_range, period_groups
 from klinestore.storage.quarantine import read_skipping
 from klinestore.storage.txn import retired_files
 from klinestore.storage.wal import read_records
@@ -101,9 +101,8 @@ def _quoted(path: Path) -> str:
 def scan_files(
     data_dir: Path, interval: str, *, market: str = "um", start_ms: int | None = None, end_ms: int | None = None
 ) -> list[Path]:
-    """Data files of ``interval`` whose month partition can hold opens in ``[start_ms, end_ms)``."""
-    low = month_of(start_ms) if start_ms is not None else ""
-    high = month_of(end_ms - 1) if end_ms is not None else "9999-99"
+    """Data files of ``interval`` whose partition (month or year) can hold opens in ``[start_ms, end_ms)``."""
+    low, high = partition_range(interval, start_ms, end_ms)
     retired = retired_files(data_dir)
     out: list[Path] = []
     for _, month, path in list_partitions(dataset_root(data_dir, market), interval):
@@ -235,12 +234,12 @@ def _recent(data_dir: Path, market: str, interval: str, symbols: list[str], size
 
 def _newest_open(data_dir: Path, market: str, interval: str, wal: pl.DataFrame) -> int | None:
     candidates = [int(wal.get_column("open_time").max())] if wal.height else []
-    for _, _, path in reversed(list_partitions(dataset_root(data_dir, market), interval)):
+    for paths in reversed(period_groups(dataset_root(data_dir, market), interval)):
         newest = read_skipping(
-            lambda: [p for _, p in data_files(path)],
+            lambda: [p for path in paths for _, p in data_files(path)],
             lambda files: pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
             .select(pl.col("open_time").max().dt.epoch("ms")).collect().item() if files else None,
-            f"{interval} bars in {path}",
+            f"{interval} bars in {paths[0]}",
         )
         if newest is not None:
             candidates.append(int(newest))
@@ -259,10 +258,10 @@ def last_open_times(
         frame = wal_frame(data_dir).filter(pl.col("interval") == interval)
         for symbol, latest_open in frame.group_by("symbol").agg(pl.col("open_time").max()).iter_rows():
             found[symbol] = latest_open
-    for _, _, path in reversed(list_partitions(dataset_root(data_dir, market), interval)):
+    for paths in reversed(period_groups(dataset_root(data_dir, market), interval)):
         rows = read_skipping(
-            lambda: [p for _, p in data_files(path)], partial(_newest_per_symbol, wanted=wanted),
-            f"{interval} bars in {path}",
+            lambda: [p for path in paths for _, p in data_files(path)], partial(_newest_per_symbol, wanted=wanted),
+            f"{interval} bars in {paths[0]}",
         )
         for symbol, latest_open in rows:
             found[symbol] = max(found.get(symbol, latest_open), latest_open)
