@@ -6,7 +6,11 @@ resample, read every row) or the plain syscall, on the same synthetic Binance-sh
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -17,7 +21,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from bench.harness import Figure, interleaved, measure, time_best
+from bench.harness import ROOT, Figure, interleaved, measure, subprocess_env, time_best
 from klinestore.config import StorageConfig
 from klinestore.storage import Bar, BarStore, import_archives, load_recent, resample_many
 from klinestore.storage.archive import KLINE_CSV_COLUMNS
@@ -90,6 +94,43 @@ def bench_import(work: Path, quick: bool, *, monthly: bool) -> list[Figure]:
         csv_bytes = sum(len(zipfile.ZipFile(p).read(zipfile.ZipFile(p).namelist()[0])) for p in paths)
         figures.append(Figure(AREA, "bytes on disk per 1m bar", stored / rows, "B", csv_bytes / rows, "CSV", "lower"))
     return figures
+
+
+#: The baseline as a whole process: pandas reads each archive and writes it as Parquet.
+_PANDAS_PROCESS = """
+import json, sys
+from pathlib import Path
+import pandas as pd
+names, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+out.mkdir()
+for path in sys.argv[3:]:
+    pd.read_csv(path, header=None, names=names).to_parquet(out / (Path(path).stem + ".parquet"), compression="zstd")
+"""
+
+
+def bench_import_process(work: Path, quick: bool) -> list[Figure]:
+    """``klinestore import`` as a whole process (start-up, validation, resampling x4, publish,
+    compaction) against a pandas process converting the same archives, interleaved, same tries."""
+    src = work / "archives-process"
+    src.mkdir()
+    paths, rows = write_archives(src, 8 if quick else 60, 31, monthly=True)
+    runs = itertools.count()
+    script = Path(sys.executable).with_name("klinestore")
+    ours = [str(script)] if script.exists() else [sys.executable, "-c", "from klinestore.cli import main; main()"]
+
+    def run(argv: list[str]) -> None:
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=subprocess_env(), cwd=ROOT)
+
+    best = interleaved({
+        "klinestore": lambda: run([*ours, "-q", "import", "--data-dir", str(work / f"process-{next(runs)}"), str(src)]),
+        "pandas": lambda: run([sys.executable, "-c", _PANDAS_PROCESS, json.dumps(list(KLINE_CSV_COLUMNS)),
+                               str(work / f"pandas-process-{next(runs)}"), *map(str, paths)]),
+    }, rounds=1 if quick else 3)
+    return [Figure(AREA, f"klinestore import as a process: {len(paths)} monthly 1m archives, {rows:,} bars "
+                   "(validate, store, resample x4)", rows / best["klinestore"], "bars/s", rows / best["pandas"],
+                   "pandas read_csv + to_parquet, one process", "higher", ">= 1,000,000 bars/s and >= 1.5x",
+                   {"rows": rows, "files": len(paths), "seconds": round(best["klinestore"], 2),
+                    "baseline_seconds": round(best["pandas"], 2)})]
 
 
 def bench_resample(quick: bool) -> list[Figure]:
@@ -198,6 +239,13 @@ def run(quick: bool) -> list[Figure]:
         figures = bench_resample(quick)
         figures += bench_import(work, quick, monthly=True)
         figures += bench_import(work, quick, monthly=False)
+        figures += bench_import_process(work, quick)
         figures += bench_store(work, quick)
     os.sync()
     return figures
+
+
+if __name__ == "__main__":  # python -m bench.bench_storage [--quick]: the import process alone
+    with tempfile.TemporaryDirectory(prefix="klinestore-bench-") as tmp:
+        found = bench_import_process(Path(tmp), "--quick" in sys.argv)
+    print(json.dumps([f.to_dict() for f in found], indent=1))
