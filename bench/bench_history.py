@@ -20,6 +20,7 @@ import polars as pl
 from bench.bench_queries import OUT, _feather_columns, freqtrade_load
 from bench.harness import Figure, interleaved
 from klinestore.queries.api import bars
+from klinestore.queries.api import sql as queries_sql
 from klinestore.queries.sql import connect, execute
 from klinestore.storage.frames import version_expr
 from klinestore.storage.layout import IMPORT_WRITER, Stamper, dataset_root
@@ -84,6 +85,7 @@ def run(quick: bool) -> list[Figure]:
         assert rows == {8784}, rows  # 2024 is a leap year
         candidates[("api", years)] = lambda d=data_dir: bars(SYMBOL, "1h", start, end, data_dir=d)
         candidates[("sql", years)] = lambda c=con: execute(c, query).read_all()
+        candidates[("api sql", years)] = lambda d=data_dir: queries_sql(query, data_dir=d)  # its kept session
         candidates[("freqtrade", years)] = lambda f=feather: freqtrade_load(f, start, end)
     best = interleaved(candidates, rounds=3 if quick else 9)
     for con in sessions:
@@ -97,8 +99,10 @@ def run(quick: bool) -> list[Figure]:
                               best[("api", years)] * 1000, "ms", ft, baseline, "lower", "<= freqtrade", notes))
         figures.append(Figure(AREA, f"SQL (warm session): one symbol-year of 1h bars, {years} y stored",
                               best[("sql", years)] * 1000, "ms", ft, baseline, "lower", "<= 2x freqtrade", notes))
+        figures.append(Figure(AREA, f"queries.sql() (Python API, repeated calls): the same, {years} y stored",
+                              best[("api sql", years)] * 1000, "ms", ft, baseline, "lower", "<= 2x freqtrade", notes))
     first, last = histories[0], histories[-1]
-    for kind, name in (("api", "Python API"), ("sql", "SQL")):
+    for kind, name in (("api", "Python API"), ("sql", "SQL"), ("api sql", "queries.sql()")):
         figures.append(Figure(AREA, f"{name}: cost at {last} y stored over {first} y (same answer)",
                               best[(kind, last)] / best[(kind, first)], "x", better="lower", goal="<= 1.3x"))
     return figures
