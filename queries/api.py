@@ -98,10 +98,7 @@ def _session(data_dir: Path) -> tuple[duckdb.DuckDBPyConnection, threading.Lock]
     shape = tuple(tuple(view_intervals(data_dir, name)) for name in (*MARKET_PREFIX, *SERIES_PREFIX))
     with _SQL_SESSIONS_LOCK:
         held = _SQL_SESSIONS.get(data_dir)
-        if held is None or held[0] != shape:
-            if held is not None:
-                with held[2]:
-                    held[1].close()
+        if held is None or held[0] != shape:  # the old session closes once no call holds it
             held = (shape, _sql.connect(data_dir), threading.Lock())
             _SQL_SESSIONS[data_dir] = held
         return held[1], held[2]
