@@ -12,8 +12,8 @@ prunes by partition (month, or year for 1h and longer), filters by symbol and ti
 for the same files.
 
 **Publishing** (:func:`publish`) uploads the local dataset's live files (by default only
-closed months, which compaction has merged into one file per writer; ``include_open`` adds the
-current month) and then deletes, in the partitions it published, remote files of this data
+closed months, which compaction has merged into one file per writer, and the yearly partitions
+of 1h and longer; ``include_open`` adds the current month) and then deletes, in the partitions it published, remote files of this data
 directory's writers that are no longer live locally (compacted away). Per file it is atomic:
 
 * on filesystems that rename (local, HDFS, mock, fsspec memory...) a file is written as
@@ -176,8 +176,9 @@ def renames(fs: pafs.FileSystem) -> bool:
 
 
 def _published_partitions(local_root: Path, include_open: bool) -> list[tuple[str, Path]]:
-    """``(interval=../month=.., local dir)`` to publish: closed partitions (a later month, or year
-    for 1h and longer, exists) or all."""
+    """``(interval=../month=.., local dir)`` to publish: closed months (a later month exists) and
+    every yearly partition (1h and longer: a year of them is small, and waiting for the year to
+    close would leave the copy up to a year behind), or all."""
     partitions = list_partitions(local_root)
 
     def period(interval: str, value: str) -> str:  # a monthly partition of an older layout counts in its year
@@ -186,7 +187,8 @@ def _published_partitions(local_root: Path, include_open: bool) -> list[tuple[st
     newest: dict[str, str] = {}
     for interval, month, _ in partitions:
         newest[interval] = max(newest.get(interval, ""), period(interval, month))
-    return [(f"interval={iv}/month={m}", p) for iv, m, p in partitions if include_open or period(iv, m) < newest[iv]]
+    return [(f"interval={iv}/month={m}", p) for iv, m, p in partitions
+            if include_open or is_yearly(iv) or period(iv, m) < newest[iv]]
 
 
 def _listing(fs: pafs.FileSystem, folder: str) -> dict[str, int]:

@@ -66,14 +66,14 @@ def test_published_closed_months_read_like_the_local_dataset(tmp_path: Path, lak
     data = build(tmp_path / "data")
     first = publish(data, "klinestore", filesystem=lake, atomic_rename=rename)
     # a month is closed once its interval has a later one: January of 1m..15m; 1h and 4h are
-    # partitioned by year, and 2024 is their newest
-    assert {rel.split("/")[0] for rel in first.uploaded} == {f"interval={iv}" for iv in INTERVALS[:3]}
-    assert all("/month=2024-01/" in rel for rel in first.uploaded)
+    # partitioned by year and published open (else the copy would lag up to a year)
+    assert {rel.split("/")[0] for rel in first.uploaded} == {f"interval={iv}" for iv in INTERVALS}
+    assert all(("/month=2024-01/" in rel) != ("/month=2024/" in rel) for rel in first.uploaded)
+    assert all(("/month=2024/" in rel) == (rel.split("/")[0] in ("interval=1h", "interval=4h")) for rel in first.uploaded)
     assert first.atomic_rename is rename and first.deleted == []
     assert_reads_equal(data, "klinestore", lake, None, FEB_1, INTERVALS[:3])
+    assert_reads_equal(data, "klinestore", lake, None, None, INTERVALS[3:])
     assert read_bars_fs("klinestore", "BTCUSDT", "1m", FEB_1, None, filesystem=lake).height == 0
-    assert read_bars_fs("klinestore", "BTCUSDT", "1h", filesystem=lake).height == 0
-    assert read_bars_fs("klinestore", "BTCUSDT", "4h", filesystem=lake).height == 0
     copied = remote_tree(lake, "klinestore")
     assert not [p for p in copied if p.endswith(".tmp")]
 
@@ -82,7 +82,7 @@ def test_published_closed_months_read_like_the_local_dataset(tmp_path: Path, lak
     assert remote_tree(lake, "klinestore") == copied
 
     everything = publish(data, "klinestore", filesystem=lake, atomic_rename=rename, include_open=True)
-    assert everything.uploaded and all("/month=2024-02/" in rel or "/month=2024/" in rel for rel in everything.uploaded)
+    assert everything.uploaded and all("/month=2024-02/" in rel for rel in everything.uploaded)
     assert_reads_equal(data, "klinestore", lake, None, None)
     assert_reads_equal(data, "klinestore", lake, JAN_31_22H + 90 * 60_000, FEB_1 + 30 * 60_000, INTERVALS[:4])
 
