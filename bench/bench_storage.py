@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from bench.harness import ROOT, Figure, interleaved, measure, subprocess_env, time_best
+from bench.harness import ROOT, Figure, interleaved, measure, subprocess_env
 from klinestore.config import StorageConfig
 from klinestore.storage import Bar, BarStore, import_archives, load_recent, resample_many
 from klinestore.storage.archive import KLINE_CSV_COLUMNS
@@ -194,15 +194,28 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
         store.append(ordered[start:min(start + 20_000, cut)])
         store.flush()
     store.compact()
-    flushes = []  # best of 3 flushes of 1000 bars: one flush is one sample of fsync latency
+    table = history.head(1000).to_arrow()
+    write_table = __import__("pyarrow.parquet").parquet.write_table
+    flushes, plain_flushes = [], []  # 3 flushes of 1000 bars, each followed by its baseline
     for start in range(cut, cut + 3000, 1000):
         store.append(ordered[start:start + 1000])
         flushes.append(store.flush().seconds)
+        plain_flushes.append(measure(lambda: write_table(table, work / "t.parquet"))[0])
     per_bar = ordered[cut + 3000:]
-    started = time.perf_counter()
-    for b in per_bar:
-        store.append([b])
-    append_us = (time.perf_counter() - started) / len(per_bar) * 1e6
+    line = b"x" * 120
+    appended, plain = 0.0, 0.0  # in 10 turns each, taking turns with the baseline
+    with open(work / "plain.log", "wb", buffering=0) as handle:
+        for turn in range(10):
+            chunk = per_bar[turn * len(per_bar) // 10:(turn + 1) * len(per_bar) // 10]
+            started = time.perf_counter()
+            for b in chunk:
+                store.append([b])
+            appended += time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in chunk:
+                handle.write(line)
+            plain += time.perf_counter() - started
+    append_us, plain_us = appended / len(per_bar) * 1e6, plain / len(per_bar) * 1e6
     store._wal.sync()
     names = [f"S{i:03d}USDT" for i in range(symbols)]
     first, loaded = measure(lambda: load_recent(data, names, {"1m": 4000}))
@@ -214,14 +227,7 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
 
     best = interleaved({"ours": lambda: load_recent(data, names, {"1m": 4000}), "pandas": pandas_restart}, rounds=3)
     restart, base_restart = best["ours"], best["pandas"]
-    with open(work / "plain.log", "wb", buffering=0) as handle:
-        line = b"x" * 120
-        started = time.perf_counter()
-        for _ in range(len(per_bar)):
-            handle.write(line)
-        plain_us = (time.perf_counter() - started) / len(per_bar) * 1e6
-    table = history.head(1000).to_arrow()
-    base_flush = time_best(lambda: __import__("pyarrow.parquet").parquet.write_table(table, work / "t.parquet"), repeat=3)
+    base_flush = min(plain_flushes)
     store.close()
     return [
         Figure(AREA, f"warm restart: {symbols} x 4000 1m bars (Parquet + WAL)", restart, "s", base_restart,
