@@ -1,8 +1,8 @@
 """Query and export benchmarks, each beside the freqtrade way of loading the same data.
 
 The dataset: 50 symbols x a year of 1m bars (26.3 M bars) plus their 1h bars, written
-month by month through the storage writer (one file per interval and month, as a compacted
-dataset is) and cached under ``bench/out/`` between runs. The baseline is freqtrade's
+through the storage writer as compaction leaves closed partitions (1m: one file a month;
+1h, partitioned by year: one file) and cached under ``bench/out/`` between runs. The baseline is freqtrade's
 feather layout of the same bars: one file per pair and timeframe, read whole with
 ``pandas.read_feather`` and then filtered by date in pandas (its data handlers' load path).
 The baseline includes freqtrade's own dedup (a group-by on the date) and no gap check;
@@ -46,7 +46,7 @@ def _months(count: int) -> list[tuple[int, int]]:
 
 def dataset(symbols: int, months: int) -> tuple[Path, Path]:
     """(data_dir, freqtrade_dir) with the bars, generated once and cached under bench/out/."""
-    root = OUT / f"queries-{symbols}x{months}m-v2"
+    root = OUT / f"queries-{symbols}x{months}m-v3"
     data_dir, feather_dir = root / "data", root / "freqtrade" / "futures"
     if (root / ".complete").exists():
         return data_dir, feather_dir
@@ -54,15 +54,19 @@ def dataset(symbols: int, months: int) -> tuple[Path, Path]:
     feather_dir.mkdir(parents=True)
     stamper = Stamper(IMPORT_WRITER)
     per_symbol: dict[str, list[pl.DataFrame]] = {"1m": [], "1h": []}
+    hours: list[pl.DataFrame] = []
     for n, (t0, minutes) in enumerate(_months(months)):
         minute_bars = minutes_frame(symbols, minutes, seed=n, t0=t0).with_columns(pl.lit("import").alias("source"))
         hourly = resample_many(minute_bars, ["1h"])["1h"]
         publish = Publish(data_dir, IMPORT_WRITER, stamper)
-        for frame in (minute_bars, hourly):
-            write_partitions(publish, dataset_root(data_dir), frame.with_columns(version_expr(stamper.next())))
+        write_partitions(publish, dataset_root(data_dir), minute_bars.with_columns(version_expr(stamper.next())))
         publish.commit()
         per_symbol["1m"].append(_feather_columns(minute_bars))
         per_symbol["1h"].append(_feather_columns(hourly))
+        hours.append(hourly)
+    publish = Publish(data_dir, IMPORT_WRITER, stamper)  # 1h: one file a year, as compaction leaves a closed year
+    write_partitions(publish, dataset_root(data_dir), pl.concat(hours).with_columns(version_expr(stamper.next())))
+    publish.commit()
     for timeframe, parts in per_symbol.items():
         for (symbol,), frame in pl.concat(parts).partition_by("symbol", as_dict=True).items():
             path = feather_dir / f"{str(symbol)[:-4]}_USDT_USDT-{timeframe}-futures.feather"

@@ -6,7 +6,11 @@ resample, read every row) or the plain syscall, on the same synthetic Binance-sh
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -17,7 +21,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from bench.harness import Figure, interleaved, measure, time_best
+from bench.harness import ROOT, Figure, interleaved, measure, subprocess_env
 from klinestore.config import StorageConfig
 from klinestore.storage import Bar, BarStore, import_archives, load_recent, resample_many
 from klinestore.storage.archive import KLINE_CSV_COLUMNS
@@ -92,6 +96,43 @@ def bench_import(work: Path, quick: bool, *, monthly: bool) -> list[Figure]:
     return figures
 
 
+#: The baseline as a whole process: pandas reads each archive and writes it as Parquet.
+_PANDAS_PROCESS = """
+import json, sys
+from pathlib import Path
+import pandas as pd
+names, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+out.mkdir()
+for path in sys.argv[3:]:
+    pd.read_csv(path, header=None, names=names).to_parquet(out / (Path(path).stem + ".parquet"), compression="zstd")
+"""
+
+
+def bench_import_process(work: Path, quick: bool) -> list[Figure]:
+    """``klinestore import`` as a whole process (start-up, validation, resampling x4, publish,
+    compaction) against a pandas process converting the same archives, interleaved, same tries."""
+    src = work / "archives-process"
+    src.mkdir()
+    paths, rows = write_archives(src, 8 if quick else 60, 31, monthly=True)
+    runs = itertools.count()
+    script = Path(sys.executable).with_name("klinestore")
+    ours = [str(script)] if script.exists() else [sys.executable, "-c", "from klinestore.cli import main; main()"]
+
+    def run(argv: list[str]) -> None:
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=subprocess_env(), cwd=ROOT)
+
+    best = interleaved({
+        "klinestore": lambda: run([*ours, "-q", "import", "--data-dir", str(work / f"process-{next(runs)}"), str(src)]),
+        "pandas": lambda: run([sys.executable, "-c", _PANDAS_PROCESS, json.dumps(list(KLINE_CSV_COLUMNS)),
+                               str(work / f"pandas-process-{next(runs)}"), *map(str, paths)]),
+    }, rounds=1 if quick else 3)
+    return [Figure(AREA, f"klinestore import as a process: {len(paths)} monthly 1m archives, {rows:,} bars "
+                   "(validate, store, resample x4)", rows / best["klinestore"], "bars/s", rows / best["pandas"],
+                   "pandas read_csv + to_parquet, one process", "higher", ">= 1,000,000 bars/s and >= 1.5x",
+                   {"rows": rows, "files": len(paths), "seconds": round(best["klinestore"], 2),
+                    "baseline_seconds": round(best["pandas"], 2)})]
+
+
 def bench_resample(quick: bool) -> list[Figure]:
     """klinestore's resampling vs three baselines, interleaved with equal tries.
 
@@ -153,15 +194,28 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
         store.append(ordered[start:min(start + 20_000, cut)])
         store.flush()
     store.compact()
-    flushes = []  # best of 3 flushes of 1000 bars: one flush is one sample of fsync latency
+    table = history.head(1000).to_arrow()
+    write_table = __import__("pyarrow.parquet").parquet.write_table
+    flushes, plain_flushes = [], []  # 3 flushes of 1000 bars, each followed by its baseline
     for start in range(cut, cut + 3000, 1000):
         store.append(ordered[start:start + 1000])
         flushes.append(store.flush().seconds)
+        plain_flushes.append(measure(lambda: write_table(table, work / "t.parquet"))[0])
     per_bar = ordered[cut + 3000:]
-    started = time.perf_counter()
-    for b in per_bar:
-        store.append([b])
-    append_us = (time.perf_counter() - started) / len(per_bar) * 1e6
+    line = b"x" * 120
+    appended, plain = 0.0, 0.0  # in 10 turns each, taking turns with the baseline
+    with open(work / "plain.log", "wb", buffering=0) as handle:
+        for turn in range(10):
+            chunk = per_bar[turn * len(per_bar) // 10:(turn + 1) * len(per_bar) // 10]
+            started = time.perf_counter()
+            for b in chunk:
+                store.append([b])
+            appended += time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in chunk:
+                handle.write(line)
+            plain += time.perf_counter() - started
+    append_us, plain_us = appended / len(per_bar) * 1e6, plain / len(per_bar) * 1e6
     store._wal.sync()
     names = [f"S{i:03d}USDT" for i in range(symbols)]
     first, loaded = measure(lambda: load_recent(data, names, {"1m": 4000}))
@@ -173,14 +227,7 @@ def bench_store(work: Path, quick: bool) -> list[Figure]:
 
     best = interleaved({"ours": lambda: load_recent(data, names, {"1m": 4000}), "pandas": pandas_restart}, rounds=3)
     restart, base_restart = best["ours"], best["pandas"]
-    with open(work / "plain.log", "wb", buffering=0) as handle:
-        line = b"x" * 120
-        started = time.perf_counter()
-        for _ in range(len(per_bar)):
-            handle.write(line)
-        plain_us = (time.perf_counter() - started) / len(per_bar) * 1e6
-    table = history.head(1000).to_arrow()
-    base_flush = time_best(lambda: __import__("pyarrow.parquet").parquet.write_table(table, work / "t.parquet"), repeat=3)
+    base_flush = min(plain_flushes)
     store.close()
     return [
         Figure(AREA, f"warm restart: {symbols} x 4000 1m bars (Parquet + WAL)", restart, "s", base_restart,
@@ -198,6 +245,13 @@ def run(quick: bool) -> list[Figure]:
         figures = bench_resample(quick)
         figures += bench_import(work, quick, monthly=True)
         figures += bench_import(work, quick, monthly=False)
+        figures += bench_import_process(work, quick)
         figures += bench_store(work, quick)
     os.sync()
     return figures
+
+
+if __name__ == "__main__":  # python -m bench.bench_storage [--quick]: the import process alone
+    with tempfile.TemporaryDirectory(prefix="klinestore-bench-") as tmp:
+        found = bench_import_process(Path(tmp), "--quick" in sys.argv)
+    print(json.dumps([f.to_dict() for f in found], indent=1))

@@ -17,6 +17,7 @@ Ranges are half-open on open times, ``[start, end)`` (see :mod:`klinestore.queri
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from klinestore.queries import series as _series
 from klinestore.queries import sql as _sql
 from klinestore.queries.gaps import expected_end, gap_frame, missing_runs
 from klinestore.queries.times import optional_ms, to_ms
+from klinestore.queries.views import MARKET_PREFIX, SERIES_PREFIX, view_intervals
 from klinestore.storage import Dataset, read_agg_trades
 from klinestore.storage.config import default_data_dir as configured_data_dir
 
@@ -74,12 +76,32 @@ def connect(data_dir: Path | str | None = None) -> duckdb.DuckDBPyConnection:
 
 
 def sql(query: str, *, data_dir: Path | str | None = None) -> pl.DataFrame:
-    """Run a read-only query over the views; the last statement's result as a Polars frame."""
-    con = _sql.connect(default_data_dir(data_dir))
-    try:
+    """Run a read-only query over the views; the last statement's result as a Polars frame.
+
+    One session per data directory is kept for the process (its views and DuckDB's cache of
+    Parquet footers survive between calls: a warm call costs what the query costs, not the
+    ~100 ms of opening a session); it is opened again when the stored intervals change, so
+    a new interval's view appears. The views read their globs at query time, so every call
+    sees the files published before it. Calls are serialized per session.
+    """
+    con, lock = _session(default_data_dir(data_dir).resolve())
+    with lock:
         return pl.from_arrow(_sql.execute(con, query).read_all())  # type: ignore[return-value]
-    finally:
-        con.close()
+
+
+#: data directory -> (the intervals its views were made for, its session, the session's lock)
+_SQL_SESSIONS: dict[Path, tuple[tuple[tuple[str, ...], ...], duckdb.DuckDBPyConnection, threading.Lock]] = {}
+_SQL_SESSIONS_LOCK = threading.Lock()
+
+
+def _session(data_dir: Path) -> tuple[duckdb.DuckDBPyConnection, threading.Lock]:
+    shape = tuple(tuple(view_intervals(data_dir, name)) for name in (*MARKET_PREFIX, *SERIES_PREFIX))
+    with _SQL_SESSIONS_LOCK:
+        held = _SQL_SESSIONS.get(data_dir)
+        if held is None or held[0] != shape:  # the old session closes once no call holds it
+            held = (shape, _sql.connect(data_dir), threading.Lock())
+            _SQL_SESSIONS[data_dir] = held
+        return held[1], held[2]
 
 
 def gaps(

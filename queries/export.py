@@ -125,16 +125,18 @@ def export(
     data_dir = require_data_dir(default_data_dir(data_dir))
     start_ms = to_ms(start, name="start")
     check_range(start_ms, optional_ms(end, name="end"))
-    require_series(data_dir, symbol, interval, market=market)
     end_ms = expected_end(interval, optional_ms(end, name="end"), now_ms)
     first = start_ms if bar_open(start_ms, interval) == start_ms else next_open(bar_open(start_ms, interval), interval)
     if end_ms <= first:
+        require_series(data_dir, symbol, interval, market=market)  # a series never stored: say so first
         raise ExportError(f"nothing to export: no {interval} bar opens in [{short(start_ms)}, {short(end_ms)})"
                           + (" (the range ends after the last closed bar)" if end is None or to_ms(end) > end_ms else ""))
     target = freqtrade_path(Path(out), symbol, interval, market) if fmt == "freqtrade" else Path(out)
     chunks = _Chunks(data_dir, symbol, interval, first, end_ms, on_gap, allow_incomplete, progress, market)
     with atomic_output(target) as tmp:
         rows = _WRITERS[fmt](chunks, tmp, symbol, interval)
+        if not rows:  # checked only now: the inventory costs a tenth of a year's export
+            require_series(data_dir, symbol, interval, market=market)
         if on_gap == "fail" and chunks.runs:
             raise gap_error(symbol, interval, first, end_ms, chunks.runs)
     extras = []
@@ -323,7 +325,7 @@ def _write_csv_rows(handle: IO[str], frames: Iterator[pl.DataFrame]) -> int:
 
 
 def _collect(chunks: _Chunks) -> pl.DataFrame:
-    frames = [frame for frame in chunks if frame.height]
+    frames = [frame for frame in _read_ahead(chunks) if frame.height]
     if frames:
         return pl.concat(frames)
     return chunks.dataset.read(chunks.symbol, chunks.interval, 0, 0)

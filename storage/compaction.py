@@ -12,6 +12,10 @@ Policy, per partition and writer (``F`` = ``compaction_min_files``):
   files, plus those written since the last run.
 * **closed partitions** (a later month of that interval exists) are merged into **one file**
   per writer, once; a late bar adds a file that the next run folds in.
+* **monthly partitions of 1h and longer**, which an older layout wrote (those intervals are
+  now partitioned by year, :mod:`klinestore.storage.layout`), are moved into their year: each
+  month's files become one file in the year's partition (rows and versions unchanged), and
+  the emptied month directory is removed. This is how an existing dataset migrates.
 
 A merge reads its inputs one symbol range at a time (bounded memory), keeps the largest
 version per key, writes one sorted file and publishes it with the inputs retired in the same
@@ -30,7 +34,7 @@ import polars as pl
 
 from klinestore.storage.errors import DatasetError
 from klinestore.storage.frames import PARTITION_KEY, latest
-from klinestore.storage.layout import DATASETS, FileName, Stamper, data_files, dataset_root, list_partitions
+from klinestore.storage.layout import DATASETS, FileName, Stamper, data_files, dataset_root, is_legacy, list_partitions
 from klinestore.storage.quarantine import (
     READ_ERRORS,
     find_damaged,
@@ -88,21 +92,35 @@ def compact(
         partitions = list_partitions(root)
         newest: dict[str, str] = {}
         for interval, month, _ in partitions:
-            newest[interval] = max(newest.get(interval, month), month)
+            if not is_legacy(interval, month):
+                newest[interval] = max(newest.get(interval, month), month)
         for interval, month, path in partitions:
+            if is_legacy(interval, month):
+                year = path.with_name(f"month={month[:4]}")
+                report.add(_compact_partition(data_dir, writer, stamper, path, interval, True, fan_in, grace, retired, year))
+                _remove_if_empty(path)
+                continue
             closed = merge_closed and month < newest[interval]
             report.add(_compact_partition(data_dir, writer, stamper, path, interval, closed, fan_in, grace, retired))
     return report
 
 
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()  # refused while any file (another writer's, a retired one in its grace) is left
+    except OSError:
+        pass
+
+
 def _compact_partition(
     data_dir: Path, writer: str, stamper: Stamper, path: Path, interval: str, closed: bool, fan_in: int, grace: float,
-    retired: set[Path],
+    retired: set[Path], move_to: Path | None = None,
 ) -> CompactReport:
+    """Merge ``writer``'s files of one partition; ``move_to``: write them there instead, even one file."""
     report = CompactReport()
     files = [(name, p) for name, p in data_files(path, writer) if p not in retired]
     stamper.observe(max((name.stamp for name, _ in files), default=0))
-    while (group := _next_group(files, closed, fan_in)):
+    while (group := files if move_to is not None and files else _next_group(files, closed, fan_in)):
         damaged = {p: error for _, p in group if (error := verified(p)) is not None}
         if damaged:  # set aside, never merged: a flipped bit would get fresh checksums
             for bad, error in damaged.items():
@@ -111,7 +129,7 @@ def _compact_partition(
             files = [f for f in files if f[1] not in damaged]
             continue
         generation = max(name.generation for name, _ in group) + 1
-        final = path / FileName(stamper.next(), writer, min(generation, 999)).name
+        final = (move_to or path) / FileName(stamper.next(), writer, min(generation, 999)).name
         publish = Publish(data_dir, writer, stamper, grace=grace)
         try:
             rows = write_file(_merged_chunks([p for _, p in group]), publish.new_file(final), interval)
@@ -133,7 +151,9 @@ def _compact_partition(
         report.rows += rows
         report.details.append(f"{path.parent.name}/{path.name}: {len(group)} files -> {final.name} ({rows} rows)")
         retired.update(p for _, p in group)
-        files = [f for f in files if f not in group] + [(FileName.parse(final.name), final)]  # type: ignore[list-item]
+        files = [f for f in files if f not in group]
+        if move_to is None:
+            files.append((FileName.parse(final.name), final))  # type: ignore[arg-type]
     report.max_files = len(files)
     return report
 

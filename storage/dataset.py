@@ -33,7 +33,7 @@ from klinestore.storage.reader import bars_relation_sql, read_bars
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    """One ``interval=<iv>/month=<YYYY-MM>`` directory of a dataset."""
+    """One ``interval=<iv>/month=<YYYY-MM>`` directory of a dataset (``month=<YYYY>`` for 1h and longer)."""
 
     interval: str
     month: str
@@ -63,8 +63,9 @@ class Dataset:
     ) -> pl.DataFrame:
         """Bars of one symbol with open times in ``[start_ms, end_ms)``, oldest first, deduplicated.
 
-        Only the month partitions that can hold the range are opened, so the cost follows
-        the range asked for, not the history stored. ``wal`` adds bars still waiting in the
+        Only the partitions (months, or years for 1h and longer) that can hold the range are
+        opened, so the cost follows the range asked for, not the history stored; a range held
+        by one file is read without the dedup (a file holds each key once). ``wal`` adds bars still waiting in the
         live service's WAL (USD-M only).
         """
         return read_bars(self.data_dir, symbol, interval, start_ms, end_ms, market=self.market, wal=wal)

@@ -7,6 +7,7 @@
         interval=1m/month=2024-01/
           0017a3c29be1f000-s0000-g0.parquet     <stamp>-<writer>-g<generation>
           .0017a3c29be1f000-s0000-g0.parquet.tmp   being written: no *.parquet glob matches
+        interval=1h/month=2024/              1h and longer: one partition a year
       wal/s0000/00000000000000000007.wal   write-ahead log of shard 0, one file per segment
       state/
         s0000.lock                         held by the process that writes as shard 0
@@ -16,6 +17,12 @@
 A *writer* is a shard of the live service (``s0000``..``s4095``) or the importer (``imp``).
 Each writer holds its lock, writes only files with its own name in them and compacts only
 those, so processes never contend for a file. The stamp is unique and increasing per writer.
+
+The partition key is ``month`` for every interval, so Spark, Trino and pyarrow see one Hive
+schema; its value is the open time's UTC month (``2024-01``) for intervals under an hour and
+its year (``2024``) for 1h and longer, whose month holds only 720 bars a symbol (a query over a
+year then opens one file, not twelve). A monthly partition of a long interval, written before
+yearly ones existed, is still read and is moved into its year by compaction.
 
 Rows carry a ``version``: ``rank << 60 | stamp``, with rank 1 for the exchange's own bars and
 0 for resampled ones. Of several rows with one key (symbol, interval, open_time) the largest
@@ -33,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from klinestore.core.intervals import interval_sort_key
 from klinestore.storage.errors import StorageError
 
 Market = Literal["um", "spot"]
@@ -98,6 +106,47 @@ def month_of(open_ms: int) -> str:
     return f"{dt.year:04d}-{dt.month:02d}"
 
 
+#: Intervals this long and longer (``interval_sort_key``, minutes) get yearly partitions.
+YEARLY_FROM_MINUTES = 60
+
+
+def is_yearly(interval: str) -> bool:
+    """Whether ``interval`` is partitioned by year (1h and longer) rather than by month."""
+    return interval_sort_key(interval) >= YEARLY_FROM_MINUTES
+
+
+def partition_of(interval: str, open_ms: int) -> str:
+    """The ``month=`` partition value of a bar of ``interval``: ``YYYY`` (1h and longer) or ``YYYY-MM``."""
+    month = month_of(open_ms)
+    return month[:4] if is_yearly(interval) else month
+
+
+def partition_range(interval: str, start_ms: int | None, end_ms: int | None) -> tuple[str, str]:
+    """``(low, high)``: a partition value ``v`` can hold opens in ``[start_ms, end_ms)`` iff ``low <= v <= high``.
+
+    Holds for yearly and monthly values alike (``"~"`` sorts after ``-`` and digits), so a
+    monthly partition left by an older layout is found by the same comparison.
+    """
+    low = partition_of(interval, start_ms) if start_ms is not None else ""
+    high = partition_of(interval, end_ms - 1) + "~" if end_ms is not None else "~"
+    return low, high
+
+
+def partition_span(value: str) -> tuple[int, int]:
+    """UTC ms ``[start, end)`` of a partition value (``YYYY`` or ``YYYY-MM``); ValueError if it is neither."""
+    year, month = int(value[:4]), int(value[5:7]) if len(value) == 7 and value[4] == "-" else 0
+    if len(value) not in (4, 7) or not 0 <= month <= 12 or (len(value) == 7) != (month > 0):
+        raise ValueError(f"not a partition value: {value!r}")
+    start = datetime(year, max(month, 1), 1, tzinfo=timezone.utc)
+    end = datetime(year + 1, 1, 1, tzinfo=timezone.utc) if month in (0, 12) else datetime(year, month + 1, 1, tzinfo=timezone.utc)
+    return int(start.timestamp()) * 1000, int(end.timestamp()) * 1000
+
+
+def is_legacy(interval: str, value: str) -> bool:
+    """A monthly partition of a yearly interval (an older layout); compaction moves it into its year."""
+    return is_yearly(interval) and len(value) != 4
+
+
 def partition_dir(root: Path, interval: str, month: str) -> Path:
     return root / f"interval={interval}" / f"month={month}"
 
@@ -152,7 +201,7 @@ class Stamper:
 
 
 def list_partitions(root: Path, interval: str | None = None) -> list[tuple[str, str, Path]]:
-    """Every ``(interval, month, path)`` partition under ``root``, sorted."""
+    """Every ``(interval, month, path)`` partition under ``root``, sorted (a year before its months)."""
     out: list[tuple[str, str, Path]] = []
     if not root.is_dir():
         return out
@@ -161,6 +210,15 @@ def list_partitions(root: Path, interval: str | None = None) -> list[tuple[str, 
             if month_dir.is_dir():
                 out.append((iv_dir.name.split("=", 1)[1], month_dir.name.split("=", 1)[1], month_dir))
     return out
+
+
+def period_groups(root: Path, interval: str) -> list[list[Path]]:
+    """One interval's partitions grouped by period, oldest first: a year with any monthly
+    partitions of it an older layout left (readers that stop at the newest data read a group whole)."""
+    groups: dict[str, list[Path]] = {}
+    for _, value, path in list_partitions(root, interval):
+        groups.setdefault(value[:4] if is_yearly(interval) else value, []).append(path)
+    return [groups[key] for key in sorted(groups)]
 
 
 def data_files(partition: Path, writer: str | None = None) -> list[tuple[FileName, Path]]:

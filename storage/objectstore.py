@@ -7,13 +7,13 @@ files DuckDB, Polars, Spark and Trino read. A root is a URI (``s3://bucket/prefi
 :class:`pyarrow.fs.FileSystem` you pass (``SubTreeFileSystem``, ``PyFileSystem(FSSpecHandler(...))``).
 
 **Reading** (:func:`read_bars_fs`) goes through ``pyarrow.dataset`` with Hive partitioning,
-prunes by month, filters by symbol and time in the scan, and applies storage's dedup rule
+prunes by partition (month, or year for 1h and longer), filters by symbol and time in the scan, and applies storage's dedup rule
 (largest ``version`` per key), so it returns exactly what :func:`storage.read_bars` returns
 for the same files.
 
 **Publishing** (:func:`publish`) uploads the local dataset's live files (by default only
-closed months, which compaction has merged into one file per writer; ``include_open`` adds the
-current month) and then deletes, in the partitions it published, remote files of this data
+closed months, which compaction has merged into one file per writer, and the yearly partitions
+of 1h and longer; ``include_open`` adds the current month) and then deletes, in the partitions it published, remote files of this data
 directory's writers that are no longer live locally (compacted away). Per file it is atomic:
 
 * on filesystems that rename (local, HDFS, mock, fsspec memory...) a file is written as
@@ -48,7 +48,7 @@ from klinestore.core.symbols import check_symbol
 from klinestore.storage.errors import DatasetError, StorageError
 from klinestore.storage.frames import KEY, empty, latest, to_public
 from klinestore.storage.fsguard import check_output_path
-from klinestore.storage.layout import FileName, data_files, dataset_root, list_partitions, month_of, state_dir
+from klinestore.storage.layout import FileName, data_files, dataset_root, is_yearly, list_partitions, partition_range, state_dir
 from klinestore.storage.txn import retired_files
 
 #: pyarrow ``type_name``s of object stores: a rename there is copy + delete, a PUT is atomic.
@@ -97,7 +97,7 @@ def read_bars_fs(
         if fs.get_file_info(folder).type != pafs.FileType.Directory:
             return to_public(empty(public=True))
         dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning=_MONTH)
-        table = dataset.to_table(filter=_filter(symbol, start_ms, end_ms))
+        table = dataset.to_table(filter=_filter(symbol, interval, start_ms, end_ms))
     except (pa.ArrowException, OSError) as exc:
         raise DatasetError(f"cannot read {interval} bars under {root}: {exc}") from exc
     frame = pl.from_arrow(table.drop_columns(["month"]))
@@ -176,12 +176,19 @@ def renames(fs: pafs.FileSystem) -> bool:
 
 
 def _published_partitions(local_root: Path, include_open: bool) -> list[tuple[str, Path]]:
-    """``(interval=../month=.., local dir)`` to publish: closed months (a later month exists) or all."""
+    """``(interval=../month=.., local dir)`` to publish: closed months (a later month exists) and
+    every yearly partition (1h and longer: a year of them is small, and waiting for the year to
+    close would leave the copy up to a year behind), or all."""
     partitions = list_partitions(local_root)
+
+    def period(interval: str, value: str) -> str:  # a monthly partition of an older layout counts in its year
+        return value[:4] if is_yearly(interval) else value
+
     newest: dict[str, str] = {}
     for interval, month, _ in partitions:
-        newest[interval] = max(newest.get(interval, month), month)
-    return [(f"interval={iv}/month={m}", p) for iv, m, p in partitions if include_open or m < newest[iv]]
+        newest[interval] = max(newest.get(interval, ""), period(interval, month))
+    return [(f"interval={iv}/month={m}", p) for iv, m, p in partitions
+            if include_open or is_yearly(iv) or period(iv, m) < newest[iv]]
 
 
 def _listing(fs: pafs.FileSystem, folder: str) -> dict[str, int]:
@@ -231,13 +238,14 @@ def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass
 
 
-def _filter(symbol: str, start_ms: int | None, end_ms: int | None) -> ds.Expression:
-    """Symbol and time in the scan (row-group statistics), months in the path (partition pruning)."""
+def _filter(symbol: str, interval: str, start_ms: int | None, end_ms: int | None) -> ds.Expression:
+    """Symbol and time in the scan (row-group statistics), partitions in the path (pruning)."""
     expr = ds.field("symbol") == symbol
+    low, high = partition_range(interval, start_ms, end_ms)
     if start_ms is not None:
-        expr &= (ds.field("month") >= month_of(start_ms)) & (ds.field("open_time") >= _ts(start_ms))
+        expr &= (ds.field("month") >= low) & (ds.field("open_time") >= _ts(start_ms))
     if end_ms is not None:
-        expr &= (ds.field("month") <= month_of(end_ms - 1)) & (ds.field("open_time") < _ts(end_ms))
+        expr &= (ds.field("month") <= high) & (ds.field("open_time") < _ts(end_ms))
     return expr
 
 

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from klinestore.storage.errors import DatasetError
 from klinestore.storage.fsguard import create_new
-from klinestore.storage.layout import PARTITION_GLOBS, FileName
+from klinestore.storage.layout import PARTITION_GLOBS, FileName, partition_span
 from klinestore.storage.txn import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -228,15 +228,12 @@ def quarantine(data_dir: Path, path: Path, error: str) -> dict | None:
 
 def coverage(path: Path) -> dict:
     """What a damaged file may have held: its interval, and the open times (UTC ms) and symbols
-    its footer's statistics name, else its whole month: the bars that may now be missing."""
+    its footer's statistics name, else its whole partition (month or year): the bars that may now be missing."""
     interval = path.parent.parent.name.partition("=")[2]
     month = path.parent.name.partition("=")[2]
     out: dict = {"interval": interval, "start_ms": None, "end_ms": None, "symbols": None}  # symbols: [first, last]
     try:
-        year, number = (int(x) for x in month.split("-"))
-        out["start_ms"] = int(datetime(year, number, 1, tzinfo=timezone.utc).timestamp() * 1000)
-        following = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=timezone.utc)
-        out["end_ms"] = int(following.timestamp() * 1000)
+        out["start_ms"], out["end_ms"] = partition_span(month)
     except ValueError:
         pass
     try:

@@ -108,20 +108,18 @@ def resample_touched_many(
         .with_columns(low=pl.min_horizontal("first", pl.col("before") - MINUTE_MS) - longest)
     )
     near = ms.join(clock, on="symbol").filter(pl.col("open_time") >= pl.col("low").fill_null(pl.col("open_time")))
-    wanted: dict[str, pl.DataFrame] = {}
-    for interval in intervals:
-        rows = _with_bucket(near, interval)
-        buckets = rows.select("symbol", "bucket", "end", "now", "before").unique()
-        closed = buckets.filter(pl.col("end") <= pl.col("now"))
-        hit = _with_bucket(touched, interval).select("symbol", "bucket")
-        newly = closed.filter(pl.col("before").is_null() | (pl.col("end") > pl.col("before"))).select("symbol", "bucket")
-        wanted[interval] = closed.select("symbol", "bucket").join(pl.concat([hit, newly]), on=["symbol", "bucket"], how="semi")
-    keep = pl.concat([
-        _with_bucket(near, i).join(w, on=["symbol", "bucket"], how="semi").select(ms.columns) for i, w in wanted.items()
-    ]).unique(subset=["symbol", "open_time"])
+    # Resample every bucket near the touched minutes, then keep the wanted ones: one numpy
+    # pass instead of selecting each interval's minutes with joins first (a flush of 1000
+    # bars made ~110 small Polars queries, most of its time). A bucket cut by ``low`` ends
+    # before any touched minute and before ``before``, so it is never kept.
+    state = clock.select("symbol", "now", "before")
     out = {}
-    for interval, frame in resample_many(keep, intervals).items():
-        frame = frame.join(wanted[interval].rename({"bucket": "open_time"}), on=["symbol", "open_time"], how="semi")
+    for interval, frame in resample_many(near.select(ms.columns), intervals).items():
+        hit = _with_bucket(touched, interval).select("symbol", pl.col("bucket").alias("open_time"), hit=pl.lit(True))
+        frame = frame.join(state, on="symbol").join(hit.unique(), on=["symbol", "open_time"], how="left")
+        end = pl.Series(bucket_ends(frame.get_column("open_time").to_numpy(), interval))
+        newly = pl.col("before").is_null() | (end > pl.col("before"))
+        frame = frame.filter((end <= pl.col("now")) & (pl.col("hit").is_not_null() | newly)).drop("now", "before", "hit")
         out[interval] = frame.with_columns(pl.col("open_time", "close_time").cast(_TIME)) if datetimes else frame
     return out
 

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from klinestore import queries
+from klinestore.storage import Bar, BarStore
 from klinestore.storage.reader import read_bars
-from queries_support import MINUTE, T0, build_dataset
+from queries_support import CONFIG, MINUTE, T0, build_dataset
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +51,21 @@ def test_gaps(dataset: Path) -> None:
     assert gaps.rows() == [(datetime(2024, 1, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 1, 1, 2, tzinfo=timezone.utc), 3)]
     assert queries.gaps("BTCUSDT", "5m", "2024-01-01", "2024-01-02", data_dir=dataset).get_column("bars").to_list() == [1]
     assert queries.gaps("BTCUSDT", "5m", "2024-01-01", "2024-01-02", data_dir=dataset, count_incomplete=False).is_empty()
+
+
+def test_sql_keeps_one_session_that_sees_new_files_and_new_intervals(tmp_path: Path) -> None:
+    """A long-lived process pays for the session once; what is published later is still seen."""
+    data = build_dataset(tmp_path / "data", ("BTCUSDT",), 120)
+    count = "SELECT count(*) AS n FROM bars_1m"
+    assert queries.sql(count, data_dir=data).item() == 120
+    first = queries.api._SQL_SESSIONS[data.resolve()][1]
+    build_dataset(data, ("ETHUSDT",), 60)  # another publish: a new file in the same partitions
+    assert queries.sql(count, data_dir=data).item() == 180
+    assert queries.api._SQL_SESSIONS[data.resolve()][1] is first  # the same session answered
+    with pytest.raises(queries.SqlError, match="bars_1d"):
+        queries.sql("SELECT count(*) FROM bars_1d", data_dir=data)
+    with BarStore(data, CONFIG) as store:  # a daily bar: an interval the session has no view for
+        store.append([Bar("BTCUSDT", "1d", T0, T0 + 86_400_000 - 1, 100.0, 101.0, 99.0, 100.5, 1.5, 150.0, 3, 0.75,
+                          75.0, source="ws")])
+    assert queries.sql("SELECT count(*) FROM bars_1d", data_dir=data).item() == 1
+    assert queries.api._SQL_SESSIONS[data.resolve()][1] is not first

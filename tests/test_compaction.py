@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from klinestore.config import StorageConfig
-from klinestore.storage.layout import data_files, dataset_root, list_partitions
-from klinestore.storage.reader import read_bars
+from klinestore.storage.layout import FileName, data_files, dataset_root, list_partitions
+from klinestore.storage.reader import last_stored_open_time, read_bars
 from klinestore.storage.store import BarStore
 from storage_support import MINUTE, assert_one_row_per_key, bar, sql_rows
 
@@ -64,3 +68,39 @@ def test_retired_files_stay_readable_for_the_grace_period(tmp_path: Path) -> Non
         time.sleep(0.4)
         assert store.compact().deleted_files == report.merged_files
     assert files_per_partition(tmp_path)["1m/2024-01"] == 1 and read_bars(tmp_path, "BTCUSDT", "1m").height == 4
+
+
+def test_monthly_partitions_of_long_intervals_move_into_their_year(tmp_path: Path) -> None:
+    """A dataset from before yearly partitions (1h in ``month=YYYY-MM``) reads the same, a later
+    write into the year is seen as the newest, and compaction migrates the months into the year."""
+    config = StorageConfig(compaction_min_files=8, compaction_grace=0.0, resample_intervals=("1h",))
+    start = FEB - 120 * MINUTE
+    with BarStore(tmp_path, config) as store:
+        store.append([bar(s, minute=i, t0=start) for s in ("BTCUSDT", "ETHUSDT") for i in range(180)])
+        store.flush()
+    year = dataset_root(tmp_path) / "interval=1h" / "month=2024"
+    (stored,) = [p for _, p in data_files(year)]
+    table = pq.read_table(stored)
+    stamp = FileName.parse(stored.name).stamp  # type: ignore[union-attr]
+    for n, (month, low, high) in enumerate((("2024-01", start, FEB), ("2024-02", FEB, FEB + 3_600_000))):
+        rows = table.filter((pc.field("open_time") >= pa.scalar(low, pa.timestamp("ms", "UTC")))
+                            & (pc.field("open_time") < pa.scalar(high, pa.timestamp("ms", "UTC"))))
+        legacy = year.with_name(f"month={month}")
+        legacy.mkdir()
+        pq.write_table(rows, legacy / FileName(stamp + n + 1, "s0000", 0).name)
+    stored.unlink()
+    before = read_bars(tmp_path, "BTCUSDT", "1h")
+    assert before.height == 3 and sql_rows(tmp_path, "interval = '1h'").height == 6
+    assert last_stored_open_time(tmp_path, "BTCUSDT", "1h", wal=False) == FEB + 3_600_000 - 3_600_000
+
+    with BarStore(tmp_path, config) as store:  # two more hours: written into the year, the newest
+        store.append([bar(s, minute=i, t0=start) for s in ("BTCUSDT", "ETHUSDT") for i in range(180, 300)])
+        store.flush()
+        assert last_stored_open_time(tmp_path, "BTCUSDT", "1h", wal=False) == FEB + 2 * 3_600_000
+        store.compact()
+    assert files_per_partition(tmp_path)["1h/2024"] == 3  # each month's file moved in, beside the new flush
+    assert not any(k.startswith("1h/2024-") for k in files_per_partition(tmp_path))  # the months are gone
+    after = read_bars(tmp_path, "BTCUSDT", "1h")
+    assert after.height == 5 and after.head(3).equals(before)
+    rows = sql_rows(tmp_path, "interval = '1h'")
+    assert_one_row_per_key(rows) and rows.height == 10

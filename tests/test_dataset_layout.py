@@ -72,7 +72,9 @@ def test_hive_discovery_finds_interval_and_month_only_in_the_path(data_dir: Path
         assert not file_columns & {"interval", "month"}, fragment.path
     intervals = set(dataset.to_table(columns=["interval"]).column("interval").to_pylist())
     months = set(dataset.to_table(columns=["month"]).column("month").to_pylist())
-    assert intervals == {"1m", "5m", "15m", "1h", "4h"} and months == {"2023-12", "2024-01"}
+    assert intervals == {"1m", "5m", "15m", "1h", "4h"} and months == {"2023-12", "2024-01", "2023", "2024"}
+    for interval, month in set(zip(*dataset.to_table(columns=["interval", "month"]).to_pydict().values())):
+        assert len(month) == (4 if interval in ("1h", "4h") else 7), (interval, month)  # 1h and longer: yearly
     assert not list((data_dir / "bars").rglob(".*"))  # nothing hidden left behind for engines to skip
 
 

@@ -65,13 +65,15 @@ def lake(tmp_path: Path) -> pafs.SubTreeFileSystem:
 def test_published_closed_months_read_like_the_local_dataset(tmp_path: Path, lake: pafs.FileSystem, rename: bool) -> None:
     data = build(tmp_path / "data")
     first = publish(data, "klinestore", filesystem=lake, atomic_rename=rename)
-    # a month is closed once its interval has a later one: January of 1m..1h; 4h has no February bar yet
-    assert {rel.split("/")[0] for rel in first.uploaded} == {f"interval={iv}" for iv in INTERVALS[:4]}
-    assert all("/month=2024-01/" in rel for rel in first.uploaded)
+    # a month is closed once its interval has a later one: January of 1m..15m; 1h and 4h are
+    # partitioned by year and published open (else the copy would lag up to a year)
+    assert {rel.split("/")[0] for rel in first.uploaded} == {f"interval={iv}" for iv in INTERVALS}
+    assert all(("/month=2024-01/" in rel) != ("/month=2024/" in rel) for rel in first.uploaded)
+    assert all(("/month=2024/" in rel) == (rel.split("/")[0] in ("interval=1h", "interval=4h")) for rel in first.uploaded)
     assert first.atomic_rename is rename and first.deleted == []
-    assert_reads_equal(data, "klinestore", lake, None, FEB_1, INTERVALS[:4])
+    assert_reads_equal(data, "klinestore", lake, None, FEB_1, INTERVALS[:3])
+    assert_reads_equal(data, "klinestore", lake, None, None, INTERVALS[3:])
     assert read_bars_fs("klinestore", "BTCUSDT", "1m", FEB_1, None, filesystem=lake).height == 0
-    assert read_bars_fs("klinestore", "BTCUSDT", "4h", filesystem=lake).height == 0
     copied = remote_tree(lake, "klinestore")
     assert not [p for p in copied if p.endswith(".tmp")]
 
@@ -80,7 +82,7 @@ def test_published_closed_months_read_like_the_local_dataset(tmp_path: Path, lak
     assert remote_tree(lake, "klinestore") == copied
 
     everything = publish(data, "klinestore", filesystem=lake, atomic_rename=rename, include_open=True)
-    assert everything.uploaded and all("/month=2024-02/" in rel or "interval=4h" in rel for rel in everything.uploaded)
+    assert everything.uploaded and all("/month=2024-02/" in rel for rel in everything.uploaded)
     assert_reads_equal(data, "klinestore", lake, None, None)
     assert_reads_equal(data, "klinestore", lake, JAN_31_22H + 90 * 60_000, FEB_1 + 30 * 60_000, INTERVALS[:4])
 
@@ -124,7 +126,8 @@ def test_publish_command_and_uris(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert f"published to {uri}, 0 already there, 0 stale files removed; rename into place" in last
-    assert (tmp_path / "lake" / "bars" / "interval=1h" / "month=2024-02").is_dir()
+    assert (tmp_path / "lake" / "bars" / "interval=15m" / "month=2024-02").is_dir()
+    assert (tmp_path / "lake" / "bars" / "interval=1h" / "month=2024").is_dir()
     assert_reads_equal(data, uri, None, None, None)
     assert_reads_equal(data, str(tmp_path / "lake"), None, None, None)
     for inside in (data, data / "bars", data / "bars" / "interval=1m"):  # a copy there would be read as more bars

@@ -13,7 +13,8 @@ DESCRIPTION = """\
 Publish the Hive-partitioned Parquet dataset to a root on any pyarrow filesystem, keeping the
 layout (<root>/bars/interval=.../month=.../<file>.parquet), so DuckDB, Polars, Spark and Trino
 can read it there. By default only closed months (a later month exists; compaction has merged
-them into one file per writer) are published; --include-open adds the current month.
+them into one file per writer) and the yearly partitions of 1h and longer (the current year
+too) are published; --include-open adds the current month.
 
 Each file appears whole or not at all: where the filesystem renames (local, HDFS) it is written
 as a hidden .tmp and moved into place; on object stores (S3, GCS, Azure) an object upload is
