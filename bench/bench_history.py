@@ -13,12 +13,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import polars as pl
 
 from bench.bench_queries import OUT, _feather_columns, freqtrade_load
-from bench.harness import Figure, interleaved
+from bench.harness import Figure, interleaved, synthetic_bars
 from klinestore.queries.api import bars
 from klinestore.queries.api import sql as queries_sql
 from klinestore.queries.sql import connect, execute
@@ -33,21 +32,6 @@ LAST_YEAR = 2024
 SYMBOL = "S007USDT"
 
 
-def _hours(symbols: int, t0: int, count: int, seed: int) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    n = symbols * count
-    open_time = np.tile(t0 + np.arange(count, dtype=np.int64) * HOUR, symbols)
-    price = np.round(100 + np.cumsum(rng.normal(0, 0.05, n)), 2)
-    volume = np.round(rng.random(n) * 50, 3)
-    return pl.DataFrame({
-        "symbol": np.repeat([f"S{i:03d}USDT" for i in range(symbols)], count), "interval": "1h",
-        "open_time": open_time, "close_time": open_time + HOUR - 1, "open": price, "high": np.round(price + 0.3, 2),
-        "low": np.round(price - 0.3, 2), "close": price, "volume": volume, "quote_volume": np.round(volume * price, 5),
-        "trades": rng.integers(1, 500, n), "taker_buy_volume": np.round(volume / 2, 3),
-        "taker_buy_quote_volume": np.round(volume * price / 2, 5), "is_complete": True, "source": "import",
-    })
-
-
 def dataset(symbols: int, years: int) -> tuple[Path, Path]:
     """(data_dir, the SYMBOL's feather file): ``years`` years of 1h bars ending with LAST_YEAR."""
     root = OUT / f"history-{symbols}x{years}y-v2"
@@ -60,7 +44,7 @@ def dataset(symbols: int, years: int) -> tuple[Path, Path]:
     for k in range(years):  # one write per year: the one file compaction leaves in a closed year
         start = pd.Timestamp(LAST_YEAR - years + 1 + k, 1, 1, tz="UTC")
         hours = (366 if start.is_leap_year else 365) * 24
-        frame = _hours(symbols, int(start.timestamp() * 1000), hours, seed=k)
+        frame = synthetic_bars(symbols, hours, interval="1h", step_ms=HOUR, t0=int(start.timestamp() * 1000), seed=k)
         publish = Publish(data_dir, IMPORT_WRITER, stamper)
         write_partitions(publish, dataset_root(data_dir), frame.with_columns(version_expr(stamper.next())))
         publish.commit()

@@ -17,11 +17,10 @@ import zipfile
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import polars as pl
 
-from bench.harness import ROOT, Figure, interleaved, measure, subprocess_env
+from bench.harness import ROOT, Figure, interleaved, measure, subprocess_env, synthetic_bars
 from klinestore.config import StorageConfig
 from klinestore.storage import Bar, BarStore, import_archives, load_recent, resample_many
 from klinestore.storage.archive import KLINE_CSV_COLUMNS
@@ -33,19 +32,8 @@ AREA = "storage"
 
 
 def minutes_frame(symbols: int, minutes: int, seed: int = 7, *, t0: int = T0) -> pl.DataFrame:
-    """Binance-shaped 1m bars from ``t0``: 2-place prices, 3-place volumes, 5-place quote volumes."""
-    rng = np.random.default_rng(seed)
-    n = symbols * minutes
-    open_time = np.tile(t0 + np.arange(minutes, dtype=np.int64) * MINUTE, symbols)
-    price = np.round(100 + np.cumsum(rng.normal(0, 0.05, n)), 2)
-    volume = np.round(rng.random(n) * 50, 3)
-    return pl.DataFrame({
-        "symbol": np.repeat([f"S{i:03d}USDT" for i in range(symbols)], minutes), "interval": "1m",
-        "open_time": open_time, "close_time": open_time + MINUTE - 1, "open": price, "high": np.round(price + 0.3, 2),
-        "low": np.round(price - 0.3, 2), "close": price, "volume": volume, "quote_volume": np.round(volume * price, 5),
-        "trades": rng.integers(1, 500, n), "taker_buy_volume": np.round(volume / 2, 3),
-        "taker_buy_quote_volume": np.round(volume * price / 2, 5), "is_complete": True, "source": "ws",
-    })
+    """Binance-shaped 1m bars from ``t0`` (see :func:`bench.harness.synthetic_bars`)."""
+    return synthetic_bars(symbols, minutes, interval="1m", step_ms=MINUTE, t0=t0, seed=seed, source="ws")
 
 
 def write_archives(directory: Path, symbols: int, days: int, *, monthly: bool) -> tuple[list[Path], int]:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import polars as pl
+
 
 @dataclass(frozen=True, slots=True)
 class Figure:
@@ -106,3 +109,20 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def synthetic_bars(symbols: int, count: int, *, interval: str, step_ms: int, t0: int, seed: int, source: str) -> pl.DataFrame:
+    """Binance-shaped bars of ``symbols`` symbols (``S000USDT``...), ``count`` each from ``t0``:
+    a random walk with 2-place prices, 3-place volumes and 5-place quote volumes."""
+    rng = np.random.default_rng(seed)
+    n = symbols * count
+    open_time = np.tile(t0 + np.arange(count, dtype=np.int64) * step_ms, symbols)
+    price = np.round(100 + np.cumsum(rng.normal(0, 0.05, n)), 2)
+    volume = np.round(rng.random(n) * 50, 3)
+    return pl.DataFrame({
+        "symbol": np.repeat([f"S{i:03d}USDT" for i in range(symbols)], count), "interval": interval,
+        "open_time": open_time, "close_time": open_time + step_ms - 1, "open": price, "high": np.round(price + 0.3, 2),
+        "low": np.round(price - 0.3, 2), "close": price, "volume": volume, "quote_volume": np.round(volume * price, 5),
+        "trades": rng.integers(1, 500, n), "taker_buy_volume": np.round(volume / 2, 3),
+        "taker_buy_quote_volume": np.round(volume * price / 2, 5), "is_complete": True, "source": source,
+    })
