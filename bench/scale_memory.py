@@ -45,13 +45,13 @@ def _module_of(filename: str) -> str:
     return filename
 
 
-def mappings() -> dict[str, Any]:
-    """Resident MB by kind of mapping (/proc/self/smaps): the brk heap, anonymous maps (malloc's
+def mappings(pid: int | str = "self") -> dict[str, Any]:
+    """Resident MB by kind of mapping (/proc/<pid>/smaps): the brk heap, anonymous maps (malloc's
     thread arenas and large blocks, other allocators' pools), files; and the largest anonymous ones."""
     kinds: dict[str, float] = {}
     anon: list[float] = []
     name = ""
-    with open("/proc/self/smaps") as fh:
+    with open(f"/proc/{pid}/smaps") as fh:
         for line in fh:
             head = line.split()
             if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
@@ -107,6 +107,27 @@ def child() -> None:
         Path(out).write_text(json.dumps(snaps, indent=1))
 
 
+def sample(argv: list[str], every: float, cwd: str) -> list[dict[str, Any]]:
+    """Run ``argv`` untraced; every ``every`` seconds its VmRSS, VmHWM, threads and RSS by mapping."""
+    import subprocess
+
+    from bench.harness import subprocess_env
+
+    proc = subprocess.Popen(argv, env=subprocess_env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started, rows = time.monotonic(), []
+    while proc.poll() is None:
+        time.sleep(every)
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            fields = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("VmRSS", "VmHWM", "Threads"))}
+            rows.append({"t": round(time.monotonic() - started), "rss_mb": int(fields["VmRSS"]) // 1024,
+                         "hwm_mb": int(fields["VmHWM"]) // 1024, "threads": int(fields["Threads"]),
+                         **mappings(proc.pid)})
+        except (OSError, KeyError):
+            break
+    return rows
+
+
 def main() -> None:
     import argparse
     import subprocess
@@ -118,11 +139,21 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--every", type=float, default=20.0)
+    parser.add_argument("--untraced", action="store_true", help="no tracemalloc: resident memory by mapping only")
+    parser.add_argument("--config-json", help="a config file's content for klinestore run (JSON), to test a setting")
     args = parser.parse_args()
     symbols = [f"S{i:04d}USDT" for i in range(args.symbols)]
     sim, urls = _simulator(symbols)
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            run = ["run", "--symbols", ",".join(symbols), "--ws-url", urls["ws"], "--rest-url", urls["rest"],
+                   "--data-dir", f"{tmp}/data", "--for", str(args.seconds)]
+            if args.config_json:
+                Path(f"{tmp}/config.json").write_text(args.config_json)
+                run += ["--config", f"{tmp}/config.json"]
+            if args.untraced:
+                print(json.dumps(sample([sys.executable, "-m", "klinestore", *run], args.every, tmp), indent=1))
+                return
             out = f"{tmp}/snaps.json"
             argv = [sys.executable, "-c", "from bench.scale_memory import child; child()", out, str(args.every),
                     "run", "--symbols", ",".join(symbols), "--ws-url", urls["ws"], "--rest-url", urls["rest"],
