@@ -17,6 +17,10 @@ the exchange closes a connection at 10). Liveness: websockets' keepalive pings
 (``ping.interval``/``ping.timeout``) catch a dead peer; ``heartbeat.timeout`` of total
 silence (checked by the pool) catches a live peer that stopped sending.
 
+The control protocol (chunking, request ids, replies, refusals, states, backoff) is the pure
+:class:`~klinestore.ingest.session.Session`; this module is the asyncio glue that feeds it
+frames and timer ticks and performs its actions on a websockets connection.
+
 Nothing here knows Binance's payloads: frames go to the dispatcher, control replies come
 back by id. Data frames are handled as the socket is read (:mod:`~klinestore.ingest.wsclient`), so no
 frame waits in a user-space queue: when ingest falls behind, the socket is read later, the
@@ -28,49 +32,34 @@ frames before a session is set up.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
-from klinestore.ingest.backoff import Backoff, BackoffPolicy
 from klinestore.ingest.clock import ExchangeClock
 from klinestore.ingest.config import WebsocketConfig
 from klinestore.ingest.dispatcher import Dispatcher
 from klinestore.ingest.errors import ControlError
 from klinestore.ingest.eventlog import EventLog
-from klinestore.ingest.protocol.control import ControlReply, ErrorCode, subscribe, unsubscribe
-from klinestore.ingest.protocol.events import Frame
+from klinestore.ingest.protocol.control import ControlReply
 from klinestore.ingest.protocol.streams import Route
-from klinestore.ingest.throttle import LogThrottle, TokenBucket
-from klinestore.ingest.wsclient import FrameConnection, Lost, describe, retryable
+from klinestore.ingest.session import Action, ConnState, Drop, Refuse, Send, Session, Sleep, Transition
+from klinestore.ingest.throttle import LogThrottle
+from klinestore.ingest.wsclient import FrameConnection, describe, retryable
+
+__all__ = ["Connection", "ConnState", "Refused"]
 
 log = logging.getLogger(__name__)
-
-#: Streams per SUBSCRIBE message (a 200-stream connection subscribes in 2 messages).
-SUBSCRIBE_CHUNK = 100
-
-
-class ConnState(enum.StrEnum):
-    DISCONNECTED = "DISCONNECTED"
-    CONNECTING = "CONNECTING"
-    CONNECTED = "CONNECTED"
-    SUBSCRIBED = "SUBSCRIBED"
-    LOST = "LOST"
-    RECONNECTING = "RECONNECTING"
-    FAILED = "FAILED"
-
 
 Refused = Callable[["Connection", list[str], ControlError], None]
 
 
 class Connection:
-    """A routed combined-stream connection carrying up to ``max_streams_per_connection`` streams."""
+    """A routed combined-stream connection: a :class:`Session` driven over a websockets socket."""
 
     def __init__(
         self,
@@ -93,102 +82,108 @@ class Connection:
         self.route = route
         self.url = url
         self.config = config
-        self.streams: dict[str, None] = dict.fromkeys(streams)  # wanted, in order
-        self.subscribed: set[str] = set()
-        self.last_seen: dict[str, float] = {}  # stream -> monotonic time of its last frame
-        self.state = ConnState.DISCONNECTED
-        self.retries = 0  # attempts in the current episode
-        self.reconnects = 0  # sessions subscribed again after a loss
+        self.session = Session(config, list(streams), rng=rng or random.Random())
+        self.session.subscribed_at = time.monotonic()  # silence counts from creation until the first session
         self.messages = 0
-        self.control_errors = 0
-        self.unmatched_replies = 0
-        self.resubscribes = 0
-        self.opened_ms: int | None = None  # exchange time the current session opened
-        self.subscribed_at = time.monotonic()  # of the current session (creation until the first)
-        self.last_message = 0.0  # monotonic
         self.internal_errors = 0
+        self.opened_ms: int | None = None  # exchange time the current session opened
+        self.last_message = 0.0  # monotonic
         self.subscribed_event = asyncio.Event()
         self.delivering = asyncio.Event()  # set by the first data frame of a subscribed session
-        self._awaiting_delivery = False
         self._dispatcher = dispatcher
         self._clock = clock
         self._events = events
         self._gate = gate
-        self._rng = rng or random.Random()
-        self._policy = BackoffPolicy.from_config(config.reconnect)
-        self._backoff = Backoff(self._policy, rng=self._rng)
-        self._reset_at: float | None = None  # monotonic time sustained delivery ends the retry episode
         self._on_refused = on_refused or (lambda conn, streams, error: None)
         self._on_lost = on_lost or (lambda conn: None)
         self._connect = connect_fn
         self._ws: FrameConnection | None = None
-        self._pending: dict[int, asyncio.Future[ControlReply]] = {}
-        self._next_id = 0
-        self._bucket = TokenBucket(config.control_messages_per_second)
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._stop_reason = "stopped"
+        self._wake = asyncio.Event()  # stop() ends a sleep
+        self._timer_wake = asyncio.Event()  # the session's next deadline may have moved
+        self._sends: set[asyncio.Task[None]] = set()
         self._drop_reason: str | None = None
         self._throttle = LogThrottle(log)
+
+    # --- the session's view ----------------------------------------------------------------------
+
+    @property
+    def streams(self) -> dict[str, None]:
+        return self.session.streams
+
+    @property
+    def subscribed(self) -> set[str]:
+        return self.session.subscribed
+
+    @property
+    def last_seen(self) -> dict[str, float]:
+        return self.session.last_seen
+
+    @property
+    def state(self) -> ConnState:
+        return self.session.state
+
+    @property
+    def retries(self) -> int:
+        return self.session.retries
+
+    @property
+    def reconnects(self) -> int:
+        return self.session.reconnects
+
+    @property
+    def control_errors(self) -> int:
+        return self.session.control_errors
+
+    @property
+    def unmatched_replies(self) -> int:
+        return self.session.unmatched_replies
+
+    @property
+    def resubscribes(self) -> int:
+        return self.session.resubscribes
+
+    @property
+    def subscribed_at(self) -> float:
+        return self.session.subscribed_at
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, subscribe, receive; on loss retry with backoff; FAILED waits and starts over."""
-        backoff = self._backoff
+        """Connect, subscribe, receive; on loss sleep as the session says and try again."""
+        session = self.session
         reason = "start"
-        lost_before = False
-        while not self._stopping:
-            self._set(ConnState.CONNECTING, reason if reason in ("start", "after FAILED") else f"retry {backoff.attempts}")
+        while not session.stopping:
+            self._perform(session.connecting(time.monotonic(), reason))
             try:
                 async with self._gate:
-                    if self._stopping:
+                    if session.stopping:
                         break
                     ws = await self._open()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified by retryable()
-                reason = describe(exc)
-                if not retryable(exc):
-                    await self._fail(backoff, reason)
-                    reason = "after FAILED"
-                    continue
+                actions = session.open_failed(time.monotonic(), describe(exc), retryable(exc))
             else:
-                if self._stopping:
+                if session.stopping:
                     await self._close_ws(ws)
                     break
-                self._set(ConnState.CONNECTED, "handshake done")
                 try:
-                    await self._session(ws, lost_before)
-                    reason = "closed"
-                except Lost as lost:
-                    reason = self._drop_reason or str(lost)
-                except ConnectionClosed as exc:
-                    reason = self._drop_reason or describe(exc)
+                    why = await self._session(ws)
                 except Exception as exc:  # noqa: BLE001 - a bug must cost a reconnect, never the connection
                     log.exception("%s: session failed", self.id)
-                    reason = f"internal error: {describe(exc)}"
+                    why = f"internal error: {describe(exc)}"
                 finally:
                     await self._close_ws(ws)
-                if self._stopping:
+                if session.stopping:
                     break
-                lost_before = True
-                self._set(ConnState.LOST, reason)
-                self._on_lost(self)
-            delay = backoff.next_delay()
-            self.retries = backoff.attempts
-            if delay is None:
-                await self._fail(backoff, f"{self._policy.max_retries} retries spent; last: {reason}")
-                reason = "after FAILED"
-                continue
-            self._set(ConnState.RECONNECTING, f"retry {backoff.attempts}/{self._policy.max_retries} in {delay:.2f}s: {reason}")
-            await self._sleep(delay)
-        self._set(ConnState.DISCONNECTED, self._stop_reason)
+                actions = session.closed(time.monotonic(), why)
+            reason = "after FAILED" if session.state == ConnState.FAILED else "retry"
+            await self._perform_async(actions)
+        self._perform(session.finished())
 
     async def stop(self, reason: str = "stopped") -> None:
         """Close for good (rotation, shutdown, no streams left); ``run`` returns."""
-        self._stopping = True
-        self._stop_reason = reason
+        self.session.stop(reason)
         self._wake.set()
         ws = self._ws
         if ws is not None:
@@ -205,21 +200,10 @@ class Connection:
 
     async def add(self, streams: Iterable[str]) -> None:
         """Carry more streams: subscribed now if the session is up, else on the next connect."""
-        new = [s for s in streams if s not in self.streams]
-        self.streams.update(dict.fromkeys(new))
-        if new and self.state == ConnState.SUBSCRIBED:
-            await self._live(self._subscribe(new))
+        self._perform(self.session.add(list(streams), time.monotonic()))
 
     async def remove(self, streams: Iterable[str]) -> None:
-        gone = [s for s in streams if s in self.streams]
-        for s in gone:
-            del self.streams[s]
-            self.last_seen.pop(s, None)
-        live = [s for s in gone if s in self.subscribed]
-        self.subscribed.difference_update(gone)
-        if live and self.state == ConnState.SUBSCRIBED:
-            for chunk in _chunks(live):
-                await self._live(self._request(unsubscribe, chunk))
+        self._perform(self.session.remove(list(streams), time.monotonic()))
 
     async def resubscribe(self, stream: str) -> None:
         """UNSUBSCRIBE then SUBSCRIBE one silent stream, on this connection, without reconnecting.
@@ -227,26 +211,11 @@ class Connection:
         Its silence keeps counting from its last frame: a stream is missing (and costs DataQual)
         until it delivers again, not merely until it was asked to.
         """
-        if self.state != ConnState.SUBSCRIBED or stream not in self.streams:
-            return
-        self.resubscribes += 1
-        await self._live(self._request(unsubscribe, [stream]))
-        self.subscribed.discard(stream)
-        await self._live(self._subscribe([stream]))
-
-    async def _live(self, request: Awaitable[Any]) -> None:
-        """A control request on a running session: if the session breaks meanwhile, the wanted
-        streams are subscribed again on reconnect; a request left unanswered drops the session."""
-        try:
-            await request
-        except Lost as exc:
-            self.drop(str(exc))
-        except ConnectionClosed:
-            pass
+        self._perform(self.session.resubscribe(stream, time.monotonic()))
 
     def stream_silence(self, stream: str, now: float) -> float:
         """Seconds since ``stream`` last delivered (since SUBSCRIBED if it never did)."""
-        return now - self.last_seen.get(stream, self.subscribed_at)
+        return self.session.silence(stream, now)
 
     def age_ms(self) -> int | None:
         """Exchange time since the current session opened."""
@@ -269,51 +238,43 @@ class Connection:
         )
         return ws
 
-    async def _session(self, ws: FrameConnection, lost_before: bool) -> None:
+    async def _session(self, ws: FrameConnection) -> str:
+        """Run one session until the socket closes; return why it ended."""
         self._ws = ws
         self._drop_reason = None
         self.opened_ms = self._clock.now_ms()
-        self.subscribed.clear()
-        receiving = asyncio.create_task(self._receive(ws), name=f"{self.id}:receive")
-        subscribing = asyncio.create_task(self._subscribe_all(), name=f"{self.id}:subscribe")
+        ws.on_frame = self._on_frame
+        ws.coalesce = self.config.read_coalesce
+        timers = asyncio.create_task(self._timers(), name=f"{self.id}:timers")
         try:
-            done, _ = await asyncio.wait({receiving, subscribing}, return_when=asyncio.FIRST_COMPLETED)
-            if subscribing not in done:
-                receiving.result()  # the connection ended while subscribing: raises why
-                raise Lost("closed while subscribing")
-            exc = subscribing.exception()
-            if exc is not None:
-                raise Lost(f"subscribe failed: {describe(exc)}")
-            self.subscribed_at = time.monotonic()
-            self._set(ConnState.SUBSCRIBED, f"{len(self.subscribed)} streams")
-            # No backoff reset here: an exchange that acknowledges and then drops would be hammered
-            # at the base delay for ever. The episode ends after reset_after seconds of data.
-            self._reset_at = self.subscribed_at + self.config.reconnect.reset_after
-            if lost_before:
-                self.reconnects += 1
-            self.subscribed_event.set()
-            self._awaiting_delivery = True
-            await receiving
+            self._perform(self.session.opened(time.monotonic()))
+            await ws.wait_closed()
         finally:
-            for task in (receiving, subscribing):
-                task.cancel()
-            await asyncio.gather(receiving, subscribing, return_exceptions=True)
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.cancel()
-            self._pending.clear()
+            timers.cancel()
+            await asyncio.gather(timers, *self._sends, return_exceptions=True)
             self._ws = None
             self.subscribed_event.clear()
             self.delivering.clear()
-            self._awaiting_delivery = False
-            self._reset_at = None
+        if self._drop_reason is not None:
+            return self._drop_reason
+        return describe(ws.protocol.close_exc)
 
-    async def _receive(self, ws: FrameConnection) -> None:
-        """Frames are handled by ``_on_frame`` as they arrive; this waits for the end and raises why."""
-        ws.on_frame = self._on_frame
-        ws.coalesce = self.config.read_coalesce
-        await ws.wait_closed()
-        raise ws.protocol.close_exc
+    async def _timers(self) -> None:
+        """Tick the session at its next deadline (a reply overdue, a queued request's token)."""
+        while True:
+            deadline = self.session.next_deadline()
+            self._timer_wake.clear()
+            if deadline is None:
+                await self._timer_wake.wait()
+                continue
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._timer_wake.wait(), delay)
+                    continue
+                except TimeoutError:
+                    pass
+            self._perform(self.session.tick(time.monotonic()))
 
     def _on_frame(self, raw: bytes) -> None:
         now = time.monotonic()
@@ -329,79 +290,43 @@ class Connection:
             return
         stream = frame.stream
         if stream is None:
-            self._on_reply(frame)
+            reply = ControlReply.from_frame(frame)
+            unmatched = self.session.unmatched_replies
+            self._perform(self.session.reply(reply, now))
+            if self.session.unmatched_replies != unmatched:
+                self._throttle.warning(f"{self.id}:reply", "%s: reply to no pending request: %r", self.id, reply)
             return
-        self.last_seen[stream] = now
-        if self._reset_at is not None and now >= self._reset_at:
-            self._reset_at = None
-            self._backoff.reset()
-            self.retries = 0
-        if self._awaiting_delivery:
-            self._awaiting_delivery = False
+        if self.session.data(stream, now):
             self.delivering.set()
 
-    async def _subscribe_all(self) -> None:
-        while True:
-            todo = [s for s in self.streams if s not in self.subscribed]
-            if not todo:
-                return
-            await self._subscribe(todo)
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                ws = self._ws
+                if ws is not None:
+                    task = asyncio.ensure_future(self._send(ws, action.data))
+                    self._sends.add(task)
+                    task.add_done_callback(self._sends.discard)
+            elif isinstance(action, Transition):
+                self._transition(action)
+            elif isinstance(action, Refuse):
+                self._on_refused(self, action.streams, action.error)
+            elif isinstance(action, Drop):
+                self.drop(action.reason)
+        self._timer_wake.set()
 
-    async def _subscribe(self, streams: list[str]) -> None:
-        chunks = _chunks(streams)
-        for i, chunk in enumerate(chunks):
-            try:
-                await self._request(subscribe, chunk)
-            except ControlError as exc:
-                self.control_errors += 1
-                # "Too many subscriptions" (code 4) refuses the rest too (the exchange closes the
-                # connection); any other error refuses only the chunk it answered: the later
-                # chunks were never sent and are asked for still.
-                too_many = exc.code == ErrorCode.TOO_MANY_SUBSCRIPTIONS
-                refused = [s for c in chunks[i:] for s in c] if too_many else chunk
-                for s in refused:
-                    self.streams.pop(s, None)
-                self._on_refused(self, refused, exc)
-                if too_many:
-                    return
-                continue
-            self.subscribed.update(chunk)
+    async def _perform_async(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Sleep):
+                await self._sleep(action.seconds)
+            else:
+                self._perform([action])
 
-    async def _request(self, build: Callable[[list[str], int], bytes], streams: list[str]) -> Any:
-        ws = self._ws
-        if ws is None:
-            raise Lost("not connected")
-        wait = self._bucket.take()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._next_id += 1
-        request_id = self._next_id
-        future: asyncio.Future[ControlReply] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+    async def _send(self, ws: FrameConnection, data: bytes) -> None:
         try:
-            await ws.send(build(streams, request_id), text=True)
-            async with asyncio.timeout(self.config.control_timeout):
-                reply = await future
-        except TimeoutError:
-            raise Lost(f"no reply to request {request_id} within {self.config.control_timeout}s") from None
-        finally:
-            self._pending.pop(request_id, None)
-        return reply.raise_for_error()
-
-    def _on_reply(self, frame: Frame) -> None:
-        reply = ControlReply.from_frame(frame)
-        future = self._pending.get(reply.id) if isinstance(reply.id, int) else None
-        if future is None or future.done():
-            self.unmatched_replies += 1
-            self._throttle.warning(f"{self.id}:reply", "%s: reply to no pending request: %r", self.id, reply)
-            return
-        future.set_result(reply)
-
-    async def _fail(self, backoff: Backoff, reason: str) -> None:
-        self._set(ConnState.FAILED, reason)
-        await self._sleep(self.config.reconnect.failed_retry_interval)
-        backoff.reset()
-        self.retries = 0
+            await ws.send(data, text=True)
+        except Exception:  # noqa: BLE001 - a send on a closing socket: the session's end says why
+            pass
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -415,15 +340,13 @@ class Connection:
         except Exception:  # noqa: BLE001 - closing a broken socket may fail in many ways; it is closed either way
             ws.transport.abort()
 
-    def _set(self, state: ConnState, reason: str) -> None:
-        previous = self.state
-        self.state = state
-        self._events.record(self.id, previous.value, state.value, reason)
-        level = logging.INFO if state in (ConnState.SUBSCRIBED, ConnState.CONNECTING, ConnState.CONNECTED) else logging.WARNING
-        if state == ConnState.DISCONNECTED:
-            level = logging.INFO
-        log.log(level, "%s %s -> %s: %s", self.id, previous.value, state.value, reason)
-
-
-def _chunks(streams: list[str]) -> list[list[str]]:
-    return [streams[i : i + SUBSCRIBE_CHUNK] for i in range(0, len(streams), SUBSCRIBE_CHUNK)]
+    def _transition(self, change: Transition) -> None:
+        state = change.state
+        self._events.record(self.id, change.previous.value, state.value, change.reason)
+        if state == ConnState.SUBSCRIBED:
+            self.subscribed_event.set()
+        level = logging.INFO if state in (ConnState.SUBSCRIBED, ConnState.CONNECTING, ConnState.CONNECTED,
+                                          ConnState.DISCONNECTED) else logging.WARNING
+        log.log(level, "%s %s -> %s: %s", self.id, change.previous.value, state.value, change.reason)
+        if state == ConnState.LOST:
+            self._on_lost(self)

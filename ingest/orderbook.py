@@ -9,7 +9,8 @@ No sockets and no clocks here: the caller feeds events and snapshots and asks
 ``needs_snapshot``; the asyncio side (``klinestore.ingest.depthsync``) fetches snapshots.
 
 Memory is bounded: until ``fetching()`` says the snapshot request is about to go, only the
-newest ``QUEUED_BUFFERED`` events are kept (older ones would fall below the snapshot's
+newest ``QUEUED_BUFFERED`` events, and of those no more than ``QUEUED_LEVELS`` price levels
+(always the newest event), are kept (older ones would fall below the snapshot's
 ``lastUpdateId`` and be dropped anyway); each side keeps the ``max_levels`` best prices (the
 snapshot's depth: past it the book never knew every level), trimmed with some slack.
 
@@ -36,6 +37,10 @@ MAX_BUFFERED = 1000
 #: Events kept while a book only waits for its turn at the weight budget (maybe a minute):
 #: the snapshot, taken later, makes every older one useless, so only the newest few are kept.
 QUEUED_BUFFERED = 8
+#: ... and at most this many price levels among them (the newest event is always kept). A diff
+#: can carry thousands of levels: at 1000 symbols, 8 whole events for each of the books waiting
+#: for the weight budget (minutes, at start-up) held about 800 MB (issue 12).
+QUEUED_LEVELS = 400
 #: A side may hold this share of levels past its bound before the worst are trimmed.
 TRIM_SLACK = 0.25
 #: Resyncs remembered with their details (``OrderBook.recent_resyncs``).
@@ -182,9 +187,11 @@ class OrderBook:
         if self.state == BRIDGING:
             self._bridge(ev)
             return
-        if not self._fetching and len(self._buffer) >= QUEUED_BUFFERED:
-            self._buffer.popleft()  # older than any snapshot still to be taken: useless
-        elif len(self._buffer) == self._buffer.maxlen:
+        if not self._fetching:
+            self._buffer.append(ev)
+            self._trim_queued()  # older than any snapshot still to be taken: useless
+            return
+        if len(self._buffer) == self._buffer.maxlen:
             self.overflows += 1
         self._buffer.append(ev)
 
@@ -192,8 +199,18 @@ class OrderBook:
         """The snapshot request goes now (``out``): keep every event until it is applied; or it failed,
         and the book waits for its turn again with its newest few events."""
         self._fetching = out and self.state == BUFFERING
-        while not self._fetching and len(self._buffer) > QUEUED_BUFFERED:
-            self._buffer.popleft()
+        if not self._fetching:
+            self._trim_queued()
+
+    def _trim_queued(self) -> None:
+        """Keep the newest ``QUEUED_BUFFERED`` events holding at most ``QUEUED_LEVELS`` levels (at least one)."""
+        buffer = self._buffer
+        while len(buffer) > QUEUED_BUFFERED:
+            buffer.popleft()
+        levels = sum(len(e.b) + len(e.a) for e in buffer)
+        while len(buffer) > 1 and levels > QUEUED_LEVELS:
+            old = buffer.popleft()
+            levels -= len(old.b) + len(old.a)
 
     def begin_refresh(self) -> None:
         """The refresh snapshot's request goes now: from here the book buffers until it is applied

@@ -1,5 +1,9 @@
 """The connection pool: which stream rides which connection, liveness, and 24 h rotation.
 
+Placement, refusals and rotation hand-over are decided by the pure
+:class:`~klinestore.ingest.placement.Placement`; the pool carries out its changes on real
+connections and runs the liveness monitor.
+
 * **Placement**: the pool sizes itself. The start-up streams are planned with
   ``plan_connections`` (split by route, balanced, about ``max_streams_per_connection`` each,
   more, up to the exchange's 1024, only if ``max_connections`` is set and binds); later
@@ -42,9 +46,10 @@ from klinestore.ingest.dispatcher import Dispatcher
 from klinestore.ingest.errors import ControlError
 from klinestore.ingest.eventlog import EventLog
 from klinestore.ingest.liveness import Liveness
+from klinestore.ingest.placement import Assign, Change, Open, Placement, Release, Retire
 from klinestore.ingest.protocol.control import ErrorCode
 from klinestore.ingest.protocol.streams import Route, parse_stream
-from klinestore.ingest.protocol.urls import EXCHANGE_MAX_STREAMS, plan_connections, stream_url
+from klinestore.ingest.protocol.urls import stream_url
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +74,9 @@ class Pool:
         self.dispatcher = dispatcher
         self.clock = clock
         self.events = events
+        pool = config.connection_pool
+        self.placement = Placement(pool.max_streams_per_connection, pool.max_connections)
         self.connections: list[Connection] = []
-        self.refused: dict[str, str] = {}  # stream -> why the exchange refused it
-        self.unplaced: list[str] = []  # streams no connection had room for
         self.missing: dict[str, float] = {}  # stream -> monotonic time it was flagged
         self.quiet: dict[str, float] = {}  # stream -> monotonic time of its last frame (silent, nothing due)
         self.rotations = 0
@@ -81,24 +86,28 @@ class Pool:
         self._rng = rng or random.Random()
         self._on_lost = on_lost or (lambda streams: None)
         self._connect = connect_fn
-        self._owner: dict[str, Connection] = {}
-        self._limit: dict[str, int] = {}  # connection id -> streams it may carry
+        self._conns: dict[str, Connection] = {}  # every running connection, replacements included
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._gate = asyncio.Semaphore(config.reconnect.max_concurrent_connects)
-        self._next_id = 0
         self._rotating = False
         self._monitor: asyncio.Task[None] | None = None
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Stream -> why the exchange refused it."""
+        return self.placement.refused
+
+    @property
+    def unplaced(self) -> list[str]:
+        """Streams no connection had room for (``max_connections`` binds)."""
+        return self.placement.unplaced
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, streams: Iterable[str]) -> None:
         """Open the connections for ``streams`` (raises ``PlanError`` naming the config keys)."""
-        pool = self.config.connection_pool
-        for plan in plan_connections(streams, pool.max_streams_per_connection, pool.max_connections):
-            for s in plan.streams:
-                self.dispatcher.route(s)
-            self._spawn(plan.route, plan.streams)
+        await self._apply(self.placement.start(list(streams)))
         self._monitor = asyncio.create_task(self._watch(), name="pool:watch")
 
     async def stop(self) -> None:
@@ -106,7 +115,7 @@ class Pool:
             self._monitor.cancel()
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*(c.stop("shutdown") for c in self.connections))
+        await asyncio.gather(*(c.stop("shutdown") for c in self._conns.values()))
         await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
         if self._monitor is not None:
             await asyncio.gather(self._monitor, return_exceptions=True)
@@ -114,77 +123,29 @@ class Pool:
     # --- streams -------------------------------------------------------------------------------
 
     def streams(self) -> list[str]:
-        return list(self._owner)
+        return self.placement.streams()
 
     def owner(self, stream: str) -> Connection | None:
-        return self._owner.get(stream)
+        conn = self.placement.owner.get(stream)
+        return None if conn is None else self._conns.get(conn)
 
     async def add(self, streams: Iterable[str]) -> list[str]:
-        """Subscribe more streams live; return those placed.
-
-        A stream goes to the least-loaded connection of its route under the preferred size,
-        else to a new connection while ``max_connections`` allows, else to the least-loaded
-        one under the exchange's limit; only then is it ``unplaced``.
-        """
-        groups: dict[str, list[str]] = {}
-        fresh: dict[Route, list[str]] = {}
-        prefer = self.config.connection_pool.max_streams_per_connection
-        for s in dict.fromkeys(streams):
-            if s in self._owner:
-                continue
-            route = parse_stream(s).route
-            conn = self._least_loaded(route, prefer, groups)
-            if conn is not None:
-                self._owner[s] = conn
-                groups.setdefault(conn.id, []).append(s)
-            else:
-                fresh.setdefault(route, []).append(s)
-        spawn: list[tuple[Route, list[str]]] = []
-        for route, names in fresh.items():
-            while names and self._may_open(len(spawn)):
-                spawn.append((route, names[:prefer]))
-                names = names[prefer:]
-            for i, s in enumerate(names):
-                conn = self._least_loaded(route, EXCHANGE_MAX_STREAMS, groups)
-                if conn is None:
-                    self.unplaced.extend(n for n in names[i:] if n not in self.unplaced)
-                    log.warning("%d streams fit no connection (websocket.connection_pool.max_connections): %s",
-                                len(names) - i, ", ".join(names[i : i + 5]))
-                    break
-                self._owner[s] = conn
-                groups.setdefault(conn.id, []).append(s)
-        placed: list[str] = []
-        for names in groups.values():
-            conn = self._owner[names[0]]
-            for s in names:
-                self.dispatcher.route(s)
-            await conn.add(names)
-            placed.extend(names)
-        for route, batch in spawn:
-            for s in batch:
-                self.dispatcher.route(s)
-            self._spawn(route, batch)
-            placed.extend(batch)
-        return placed
+        """Subscribe more streams live; return those placed (the rest are ``unplaced``)."""
+        changes = self.placement.add(list(streams))
+        if self.placement.unplaced:
+            log.warning("%d streams fit no connection (websocket.connection_pool.max_connections): %s",
+                        len(self.placement.unplaced), ", ".join(self.placement.unplaced[:5]))
+        await self._apply(changes)
+        return [s for c in changes if isinstance(c, (Assign, Open)) for s in c.streams]
 
     async def remove(self, streams: Iterable[str]) -> None:
         """Unsubscribe streams live; a connection left with none is closed."""
-        groups: dict[str, list[str]] = {}
+        streams = list(streams)
         for s in streams:
-            self.unplaced = [u for u in self.unplaced if u != s]
             self.missing.pop(s, None)
             self.quiet.pop(s, None)
-            conn = self._owner.pop(s, None)
             self.dispatcher.unroute(s)
-            if conn is not None:
-                groups.setdefault(conn.id, []).append(s)
-        for conn in list(self.connections):
-            names = groups.get(conn.id)
-            if not names:
-                continue
-            await conn.remove(names)
-            if not conn.streams:
-                await self._retire(conn, "no streams left")
+        await self._apply(self.placement.remove(streams))
 
     def missing_streams(self) -> dict[str, list[str]]:
         """Streams silent while data was due (:mod:`~klinestore.ingest.liveness`), per symbol (uppercase)."""
@@ -199,7 +160,7 @@ class Pool:
         now = time.monotonic() if now is None else now
         out: dict[str, dict[str, Any]] = {}
         for s in sorted({*self.missing, *self.quiet}):
-            conn = self._owner.get(s)
+            conn = self.owner(s)
             age = conn.stream_silence(s, now) if conn is not None else None
             out[s] = {"age_s": None if age is None else round(age, 1), "judged": "missing" if s in self.missing else "quiet"}
         return out
@@ -243,8 +204,8 @@ class Pool:
 
     async def rotate(self, old: Connection) -> bool:
         """Replace ``old`` by a new connection with its streams; True once the new one took over."""
-        new = self._make(old.route, list(old.streams))
-        self._tasks[new.id] = asyncio.create_task(new.run(), name=f"{new.id}:run")
+        plan = self.placement.begin_rotation(old.id)
+        new = self._launch(plan)
         timeout = self.config.reconnect.open_timeout + self.config.control_timeout + self.config.heartbeat.timeout
         try:
             async with asyncio.timeout(timeout):
@@ -252,87 +213,77 @@ class Pool:
         except TimeoutError:
             self.rotation_failures += 1
             log.warning("%s: replacement %s not delivering within %.0fs; keeping the old one", old.id, new.id, timeout)
-            await new.stop("rotation abandoned")
-            await self._tasks.pop(new.id)
+            await self._apply(self.placement.abandon_rotation(new.id, "rotation abandoned"))
             return False
-        if old not in self.connections:  # removed while we waited
-            await new.stop("rotation obsolete")
-            return False
-        extra = [s for s in old.streams if s not in new.streams]
-        gone = [s for s in new.streams if s not in old.streams]
-        self.connections[self.connections.index(old)] = new
-        self._limit[new.id] = self._limit.pop(old.id, EXCHANGE_MAX_STREAMS)
-        # The old connection's streams are the pool's truth: a stream removed while the
-        # replacement came up (a delisting) is dropped from it, never re-owned.
-        if gone:
-            await new.remove(gone)
-        for s in old.streams:
-            if self._owner.get(s) is old:
-                self._owner[s] = new
-        if extra:
-            await new.add(extra)
-        self.rotations += 1
-        self.retired_reconnects += old.reconnects
-        await old.stop(f"rotated: replaced by {new.id}")
-        await self._tasks.pop(old.id)
-        return True
+        changes = self.placement.complete_rotation(new.id, f"rotated: replaced by {new.id}")
+        if old in self.connections:
+            self.connections[self.connections.index(old)] = new
+        else:  # removed while we waited
+            self.connections.append(new)
+        await self._apply(changes)
+        if any(isinstance(c, Retire) and c.conn_id == old.id for c in changes):
+            self.rotations += 1
+            return True
+        return False
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _make(self, route: Route, streams: list[str]) -> Connection:
-        conn_id = f"{route.value}-{self._next_id}"
-        self._next_id += 1
-        path = self.config.routes.market if route == Route.MARKET else self.config.routes.public
-        return Connection(
-            conn_id, route, stream_url(self.config.base_url, path), streams, config=self.config,
+    async def _apply(self, changes: list[Change]) -> None:
+        """Carry out the planner's changes on real connections."""
+        for change in changes:
+            if isinstance(change, Open):
+                for s in change.streams:
+                    self.dispatcher.route(s)
+                self.connections.append(self._launch(change))
+            elif isinstance(change, Assign):
+                for s in change.streams:
+                    self.dispatcher.route(s)
+                await self._conns[change.conn_id].add(change.streams)
+            elif isinstance(change, Release):
+                conn = self._conns.get(change.conn_id)
+                if conn is not None:
+                    await conn.remove(change.streams)
+            elif isinstance(change, Retire):
+                await self._retire(change.conn_id, change.reason)
+
+    def _launch(self, plan: Open) -> Connection:
+        path = self.config.routes.market if plan.route == Route.MARKET else self.config.routes.public
+        conn = Connection(
+            plan.conn_id, plan.route, stream_url(self.config.base_url, path), plan.streams, config=self.config,
             dispatcher=self.dispatcher, clock=self.clock, events=self.events, gate=self._gate,
             rng=random.Random(self._rng.random()), on_refused=self._refused, on_lost=self._lost,
             connect_fn=self._connect,
         )
-
-    def _spawn(self, route: Route, streams: Iterable[str]) -> Connection:
-        conn = self._make(route, list(streams))
-        self.connections.append(conn)
-        self._limit[conn.id] = EXCHANGE_MAX_STREAMS  # lowered if the exchange says less (code 4)
-        for s in conn.streams:
-            self._owner[s] = conn
+        self._conns[conn.id] = conn
         self._tasks[conn.id] = asyncio.create_task(conn.run(), name=f"{conn.id}:run")
         return conn
 
-    def _least_loaded(self, route: Route, cap: int, pending: dict[str, list[str]] | None = None) -> Connection | None:
-        """The route's emptiest connection holding fewer than ``cap`` streams and under its own limit
-        (counting ``pending``, streams assigned and not yet added)."""
-        pending = pending or {}
-        candidates = [(len(c.streams) + len(pending.get(c.id, ())), c) for c in self.connections if c.route == route]
-        fits = [(n, c) for n, c in candidates if n < min(cap, self._limit[c.id])]
-        return min(fits, key=lambda nc: nc[0], default=(0, None))[1]
-
-    def _may_open(self, planned: int) -> bool:
-        bound = self.config.connection_pool.max_connections
-        return bound is None or len(self.connections) + planned < bound
-
-    async def _retire(self, conn: Connection, reason: str) -> None:
-        self.connections.remove(conn)
+    async def _retire(self, conn_id: str, reason: str) -> None:
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return
+        if conn in self.connections:
+            self.connections.remove(conn)
         self.retired_reconnects += conn.reconnects
         await conn.stop(reason)
-        task = self._tasks.pop(conn.id, None)
-        if task is not None:
+        task = self._tasks.pop(conn_id, None)
+        if task is not None and task is not asyncio.current_task():
             await asyncio.gather(task, return_exceptions=True)
 
     def _refused(self, conn: Connection, streams: list[str], error: ControlError) -> None:
-        for s in streams:
-            if self._owner.get(s) is conn:
-                del self._owner[s]
-        if error.code == ErrorCode.TOO_MANY_SUBSCRIPTIONS:
-            self._limit[conn.id] = max(1, len(conn.subscribed))
+        too_many = error.code == ErrorCode.TOO_MANY_SUBSCRIPTIONS
+        changes = self.placement.refuse(conn.id, streams, too_many=too_many, reason=f"code {error.code}: {error.msg}",
+                                        holds=len(conn.subscribed))
+        if too_many:
             log.warning("%s: exchange allows only %d streams here; moving %d elsewhere", conn.id,
-                        self._limit[conn.id], len(streams))
-            self._background_task(self.add(streams))
-            return
-        for s in streams:
-            self.refused[s] = f"code {error.code}: {error.msg}"
-            self.dispatcher.unroute(s)
-        log.error("%s: exchange refused %d streams (code %d: %s)", conn.id, len(streams), error.code, error.msg)
+                        self.placement.limit.get(conn.id, 0), len(streams))
+        else:
+            for s in streams:
+                if s in self.placement.refused:
+                    self.dispatcher.unroute(s)
+            log.error("%s: exchange refused %d streams (code %d: %s)", conn.id, len(streams), error.code, error.msg)
+        if changes:
+            self._background_task(self._apply(changes))
 
     def _lost(self, conn: Connection) -> None:
         self._on_lost(list(conn.streams))
@@ -376,7 +327,7 @@ class Pool:
                 "last_message_age_s": round(now - c.last_message, 3) if c.last_message else None,
                 "age_s": round(age / 1000, 1) if age is not None else None, "messages": c.messages,
                 "resubscribes": c.resubscribes, "internal_errors": c.internal_errors,
-                "control_errors": c.control_errors, "limit": self._limit.get(c.id),
+                "control_errors": c.control_errors, "limit": self.placement.limit.get(c.id),
             })
         return out
 

@@ -117,7 +117,7 @@ def test_too_many_subscriptions_moves_streams_to_another_connection() -> None:
             cfg = config(**{"websocket.base_url": f"ws://127.0.0.1:{port}",
                             "websocket.connection_pool.max_streams_per_connection": 10})
             pool, _ = pool_for(cfg)
-            monkey_chunk = __import__("klinestore.ingest.connection", fromlist=["x"])
+            monkey_chunk = __import__("klinestore.ingest.session", fromlist=["x"])
             chunk, monkey_chunk.SUBSCRIBE_CHUNK = monkey_chunk.SUBSCRIBE_CHUNK, 2
             try:
                 streams = [f"s{i}usdt@kline_1m" for i in range(7)]
@@ -218,7 +218,7 @@ def test_an_error_reply_refuses_only_its_chunk_and_later_chunks_are_still_sent()
         async with serve(exchange, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
             pool, _ = pool_for(config(**{"websocket.base_url": f"ws://127.0.0.1:{port}"}))
-            module = __import__("klinestore.ingest.connection", fromlist=["x"])
+            module = __import__("klinestore.ingest.session", fromlist=["x"])
             chunk, module.SUBSCRIBE_CHUNK = module.SUBSCRIBE_CHUNK, 2
             streams = ["aaausdt@kline_1m", "bbbusdt@kline_1m", bad, "cccusdt@kline_1m",
                        "dddusdt@kline_1m", "eeeusdt@kline_1m"]

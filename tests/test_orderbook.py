@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from frames import depth, event
-from klinestore.ingest.orderbook import BRIDGING, BUFFERING, QUEUED_BUFFERED, SYNCED, OrderBook
+from klinestore.ingest.orderbook import BRIDGING, BUFFERING, QUEUED_BUFFERED, QUEUED_LEVELS, SYNCED, OrderBook
 from klinestore.ingest.protocol import BookTickerEvent, DepthUpdateEvent, decode_depth_snapshot, decode_frame
 from klinestore.ingest.protocol.rest import DepthSnapshot
 
@@ -160,6 +160,21 @@ def test_a_book_waiting_for_its_turn_keeps_only_its_newest_events_and_still_sync
         book.on_event(ev(i * 2 + 1, i * 2 + 2, i * 2))
     assert book.status()["buffered"] == QUEUED_BUFFERED + 100
     assert book.on_snapshot(snapshot(1050)) and book.synced and book.last_update_id == 1200
+
+
+def test_a_waiting_book_keeps_few_levels_however_large_the_diffs_and_still_syncs() -> None:
+    """At 1000 symbols, books waiting minutes for the weight budget held 8 whole diffs each (issue 12)."""
+    book = OrderBook("BTCUSDT")
+    wide = [(100.0 - i * 0.01, 1.0) for i in range(QUEUED_LEVELS)]  # one diff alone at the bound
+    for i in range(50):
+        book.on_event(ev(i * 2 + 1, i * 2 + 2, i * 2, bids=wide, asks=[(101.0, 1.0)]))
+    assert book.status()["buffered"] == 1  # the newest, kept whatever its size
+    for i in range(50, 60):
+        book.on_event(ev(i * 2 + 1, i * 2 + 2, i * 2, bids=[(99.0, 2.0)]))
+    assert book.status()["buffered"] == QUEUED_BUFFERED and book.overflows == 0  # small diffs: the newest 8
+    book.fetching()
+    book.on_event(ev(121, 122, 120, bids=wide))
+    assert book.on_snapshot(snapshot(119)) and book.synced and book.last_update_id == 122
 
 
 def test_a_failed_snapshot_request_gives_back_what_it_buffered() -> None:
