@@ -24,13 +24,13 @@ from typing import NamedTuple
 import numpy as np
 
 from klinestore.core.intervals import HOUR_MS, MINUTE_MS, bar_close, bar_open, next_open
+from klinestore.ingest.protocol.wire import INTEREST_RATE  # noqa: F401 - the rate funding uses, re-exported
 from klinestore.sim.fixed import fmt
 from klinestore.sim.hashing import mix, mix_array, name_hash
 from klinestore.sim.market import Market
 
 FUNDING_MS = 8 * HOUR_MS
 MIN_MARK_DECIMALS = 8
-INTEREST_RATE = "0.00010000"
 _SECOND_MS = 1000
 _BLOCK_MINUTES = 1440  # minutes computed per numpy block (86 400 seconds)
 
