@@ -34,6 +34,7 @@ class Request:
     headers: dict[str, str]  # lower-case names
     body: bytes = b""
     peer: str = ""  # "host:port" of the client's connection
+    target: str = ""  # the request target as sent (path and query)
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -53,6 +54,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: Takes over a connection whose request asks ``Upgrade: websocket`` (it owns the streams until it returns).
+Upgrade = Callable[[Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class BadRequest(Exception):
@@ -64,14 +67,20 @@ class BadRequest(Exception):
 class HttpServer:
     """Serves ``handler`` on ``host:port`` until :meth:`stop`."""
 
-    def __init__(self, handler: Handler, host: str, port: int, *, max_connections: int | None = None) -> None:
+    def __init__(self, handler: Handler, host: str, port: int, *, max_connections: int | None = None,
+                 upgrade: Upgrade | None = None) -> None:
         self._handler = handler
+        self._upgrade = upgrade
         self._host = host
         self._port = port
         self._max_connections = max_connections  # beyond it a connection gets 503 and is closed
         self.refused = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def connections(self) -> int:
+        return len(self._writers)
 
     @property
     def port(self) -> int:
@@ -110,6 +119,9 @@ class HttpServer:
                     return
                 except BadRequest as exc:
                     await _write(writer, Response.json(exc.status, {"error": str(exc)}), keep_alive=False)
+                    return
+                if self._upgrade is not None and request.headers.get("upgrade", "").lower() == "websocket":
+                    await self._upgrade(request, reader, writer)
                     return
                 try:
                     response = await self._handler(request)
@@ -157,7 +169,7 @@ async def _read_request(reader: asyncio.StreamReader, peer: str = "") -> tuple[R
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
     split = urlsplit(target)
     query = parse_qs(split.query, keep_blank_values=True)
-    return Request(method.upper(), split.path, query, headers, body, peer), keep_alive
+    return Request(method.upper(), split.path, query, headers, body, peer, target), keep_alive
 
 
 async def _write(writer: asyncio.StreamWriter, response: Response, *, keep_alive: bool) -> None:

@@ -1,0 +1,123 @@
+"""``/fapi/v1/klines`` rows from the service's own data: history from the store, the newest
+bars and the open bar from the ingest rings.
+
+The window is the exchange's (``klinestore.ingest.protocol.params.bar_window``: the first
+``limit`` bars from ``startTime``, else the last ``limit`` up to ``endTime`` or now, bars
+opening within ``[startTime, endTime]``), and counting starts at the first stored bar, as the
+exchange's starts at the listing. Within it the ring's newest contiguous run wins (it holds
+every bar not yet flushed), the store answers for older bars, and the open bar is the newest
+update the service received. A bar the service never got (a gap it recorded) is missing
+here as it is in the store, never invented.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import polars as pl
+
+from klinestore.ingest.klines import KlineSeries
+from klinestore.ingest.protocol.params import bar_window
+from klinestore.ingest.protocol.wire import kline_row
+from klinestore.storage import Dataset
+
+#: Seconds the first stored open time of a series is trusted before it is looked up again.
+FIRST_OPEN_TTL = 60.0
+
+_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades",
+            "taker_buy_volume", "taker_buy_quote_volume")
+Row = tuple[int, float, float, float, float, float, int, float, int, float, float]
+
+
+class Decimals(NamedTuple):
+    """How the exchange prints a symbol's numbers (exchangeInfo's precisions)."""
+
+    price: int
+    qty: int
+
+    @property
+    def quote(self) -> int:
+        return self.price + self.qty
+
+
+def format_row(row: Row, d: Decimals) -> list[int | str]:
+    """One stored or live bar as the exchange's 12-field row, numbers at the symbol's decimals."""
+    t, o, h, lo, c, v, close_time, q, n, vb, qb = row
+    pd, qd, xd = d.price, d.qty, d.quote
+    return kline_row(int(t), f"{o:.{pd}f}", f"{h:.{pd}f}", f"{lo:.{pd}f}", f"{c:.{pd}f}", f"{v:.{qd}f}",
+                     int(close_time), f"{q:.{xd}f}", int(n), f"{vb:.{qd}f}", f"{qb:.{xd}f}")
+
+
+class KlineRows:
+    """Chooses and reads the bars of a klines answer (see the module docstring)."""
+
+    def __init__(self, dataset: Dataset, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.dataset = dataset
+        self._clock = clock
+        self._first: dict[tuple[str, str], tuple[float, int | None]] = {}
+        self.store_reads = 0  # answers that needed the store (the rest came from the rings alone)
+
+    def rows(self, series: KlineSeries, start: int | None, end: int | None, limit: int, now: int) -> list[Row]:
+        symbol, interval = series.symbol, series.interval
+        first_ms = None
+        if start is not None:
+            first_ms = self.first_open(symbol, interval, series)
+        lo, hi, head = bar_window(interval, start, end, limit, now, first_ms)
+        if hi < lo:
+            return []
+        out = self._ring_rows(series, lo, hi)
+        ring_from = out[0][0] if out else series.contiguous_from if series.contiguous_from >= 0 else hi + 1
+        if lo < ring_from:
+            older = self._store_rows(symbol, interval, lo, min(hi + 1, ring_from))
+            out = older + out
+        ob = series.open_bar
+        if ob is not None and lo <= ob.t <= hi and (not out or ob.t > out[-1][0]):
+            out.append((ob.t, ob.o, ob.h, ob.l, ob.c, ob.v, ob.T, ob.q, ob.n, ob.V, ob.Q))
+        return out[:limit] if head else out[-limit:]
+
+    def first_open(self, symbol: str, interval: str, series: KlineSeries) -> int | None:
+        """Open time of the first bar kept (store or ring), cached for ``FIRST_OPEN_TTL`` seconds."""
+        key = (symbol, interval)
+        cached = self._first.get(key)
+        now = self._clock()
+        if cached is None or now - cached[0] > FIRST_OPEN_TTL:
+            cached = (now, self._first_stored(symbol, interval))
+            self._first[key] = cached
+        first = cached[1]
+        if len(series.ring):
+            ring_first = series.ring.key_at(0)
+            first = ring_first if first is None else min(first, ring_first)
+        return first
+
+    def _first_stored(self, symbol: str, interval: str) -> int | None:
+        for part in self.dataset.partitions(interval):
+            year, month = (int(x) for x in part.month.split("-"))
+            begin = calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+            end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0)) * 1000
+            frame = self.dataset.read(symbol, interval, begin, end)
+            if frame.height:
+                return int(frame.select(pl.col("open_time").dt.epoch("ms").min()).item())
+        return None
+
+    @staticmethod
+    def _ring_rows(series: KlineSeries, lo: int, hi: int) -> list[Row]:
+        """Closed bars of the ring's newest contiguous run opening in ``[lo, hi]``."""
+        n = series.contiguous_count()
+        if not n or series.last_open_time < lo or series.contiguous_from > hi:
+            return []
+        rows = series.ring.tail(n)
+        times = rows["open_time"]
+        a, b = int(times.searchsorted(lo, "left")), int(times.searchsorted(hi, "right"))
+        return [tuple(r)[:11] for r in rows[a:b].tolist()]  # type: ignore[misc]
+
+    def _store_rows(self, symbol: str, interval: str, lo: int, end: int) -> list[Row]:
+        """Stored bars opening in ``[lo, end)``, oldest first."""
+        self.store_reads += 1
+        frame = self.dataset.read(symbol, interval, lo, end)
+        if not frame.height:
+            return []
+        frame = frame.with_columns(pl.col("open_time", "close_time").dt.epoch("ms"))
+        return frame.select(_COLUMNS).rows()  # type: ignore[return-value]

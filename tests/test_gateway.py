@@ -1,0 +1,242 @@
+"""The gateway over a real service on the simulator: what a bot pointed at it sees.
+
+One service (WebSocket-only mode, the gateway on a free loopback port) runs on its own loop
+in a thread for the module; the tests are plain clients over loopback (urllib, websockets,
+ccxt), as bots are. The simulator's truth and its own REST answers are the reference, and
+its request ledger proves the exchange saw no REST klines call for any of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from klinestore.core.intervals import MINUTE_MS
+from klinestore.service import Service
+from klinestore.sim import SimThread
+from simfixtures import START_MS, get
+from test_service import service_config
+
+
+class Running:
+    """A service on its own event loop in a thread."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.loop = asyncio.new_event_loop()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(service.start())
+
+    def call(self, coro: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def read(self, fn: Any) -> Any:
+        """``fn()`` evaluated on the service's loop (its state is the loop's)."""
+        async def run() -> Any:
+            return fn()
+        return self.call(run())
+
+    def stop(self) -> None:
+        try:
+            self.call(self.service.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimThread, Running]]:
+    sim = SimThread(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START_MS).start()
+    data = tmp_path_factory.mktemp("gateway") / "data"
+    config = service_config(sim, data, **{"gateway.enabled": True, "gateway.port": 0, "gateway.send_buffer": 4096,
+                                          "websocket.streams.depth_refresh_interval": 0.5,
+                                          "websocket.streams.kline_intervals": ["1m", "5m"]})
+    run = Running(Service(config))
+    try:
+        deadline = time.monotonic() + 20
+        while run.read(lambda: len(run.service.feed.state.series("BTCUSDT", "1m").ring)) < 4:
+            assert time.monotonic() < deadline, "no closed bars"
+            time.sleep(0.1)
+        yield sim, run
+    finally:
+        run.stop()
+        sim.stop()
+
+
+def url(run: Running) -> str:
+    return run.service.gateway.rest_url  # type: ignore[union-attr]
+
+
+def closed_window(run: Running) -> tuple[int, int]:
+    """Open times of the oldest and newest closed 1m bars the service holds."""
+    series = run.service.feed.state.series("BTCUSDT", "1m")
+    return run.read(lambda: (series.ring.key_at(0), series.last_open_time))
+
+
+def test_klines_are_the_exchanges_rows_and_errors(running: tuple[SimThread, Running]) -> None:
+    sim, run = running
+    first, last = closed_window(run)
+    status, headers, rows = get(f"{url(run)}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&startTime={first}&endTime={last}")
+    assert status == 200 and int(headers["X-MBX-USED-WEIGHT-1M"]) >= 1
+    truth = {r[0]: r for r in sim.truth("BTCUSDT", "1m")}
+    assert len(rows) == (last - first) // MINUTE_MS + 1 >= 4
+    assert rows == [truth[r[0]] for r in rows]  # every field, decimals as the exchange prints them
+
+    # No startTime: the newest bars up to now, the open bar last (as the exchange answers).
+    _, _, newest = get(f"{url(run)}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=3")
+    assert len(newest) == 3 and newest[-1][0] > last and newest[-2][0] == newest[-1][0] - MINUTE_MS
+    # From before the first bar kept: counting starts at the first bar, as at a listing.
+    _, _, head = get(f"{url(run)}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&startTime=0&limit=2")
+    assert [r[0] for r in head] == [first, first + MINUTE_MS]
+
+    assert sim.ledger().get("/fapi/v1/klines", 0) == 0  # WebSocket-only: the exchange saw no klines call
+    # The exchange's own answers to bad input, compared with the simulator's (tested to Binance's rules).
+    for query in ("symbol=BTCUSDT&interval=1m&limit=0", "symbol=BTCUSDT&interval=1m&limit=1501",
+                  f"symbol=BTCUSDT&interval=1m&startTime={last}&endTime={first}", "symbol=BTCUSDT",
+                  "symbol=btc-usdt&interval=1m", "symbol=NOPEUSDT&interval=1m", "symbol=BTCUSDT&interval=7m",
+                  "symbol=BTCUSDT&interval=1m&limit=abc"):
+        ours, theirs = get(f"{url(run)}/fapi/v1/klines?{query}"), get(f"{sim.rest_url}/fapi/v1/klines?{query}")
+        assert (ours[0], ours[2]) == (theirs[0], theirs[2]), query
+    status, _, body = get(f"{url(run)}/fapi/v1/klines?symbol=BTCUSDT&interval=3m")
+    assert status == 400 and body["code"] == -1121 and "BTCUSDT 3m" in body["msg"] and "1m, 5m" in body["msg"]
+    assert get(f"{url(run)}/fapi/v1/fundingRate?symbol=BTCUSDT")[2] == {
+        "code": -5000, "msg": "Path /fapi/v1/fundingRate, Method GET is invalid"}
+
+
+def test_ccxt_gets_the_exchanges_bars(running: tuple[SimThread, Running]) -> None:
+    ccxt = pytest.importorskip("ccxt", reason="ccxt is not installed (pip install -e '.[ccxt]')")
+    sim, run = running
+    exchange = ccxt.binanceusdm({"enableRateLimit": False, "timeout": 15_000})
+    for key, version in (("fapiPublic", "v1"), ("fapiPublicV2", "v2"), ("fapiPublicV3", "v3")):
+        exchange.urls["api"][key] = f"{url(run)}/fapi/{version}"
+    first, last = closed_window(run)
+    before = sim.ledger().get("/fapi/v1/klines", 0)
+    exchange.load_markets()
+    bars = exchange.fetch_ohlcv("BTC/USDT:USDT", "1m", since=first, limit=last // MINUTE_MS - first // MINUTE_MS + 1)
+    truth = {r[0]: [r[0], *(float(x) for x in r[1:6])] for r in sim.truth("BTCUSDT", "1m")}
+    assert len(bars) >= 4 and bars == [truth[b[0]] for b in bars]
+    assert sim.ledger().get("/fapi/v1/klines", 0) == before  # none of it reached the exchange
+
+
+def test_twenty_concurrent_clients_are_served(running: tuple[SimThread, Running]) -> None:
+    sim, run = running
+    first, last = closed_window(run)
+    query = f"{url(run)}/fapi/v1/klines?symbol=ETHUSDT&interval=1m&startTime={first}&endTime={last}"
+
+    def client(_: int) -> list[Any]:
+        return [get(query) for _ in range(5)]
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = [a for batch in pool.map(client, range(20)) for a in batch]
+    assert len(answers) == 100 and all(status == 200 for status, _, _ in answers)
+    assert all(body == answers[0][2] for _, _, body in answers) and len(answers[0][2]) >= 4
+
+
+def test_websocket_clients_receive_live_klines_and_refusals(running: tuple[SimThread, Running]) -> None:
+    sim, run = running
+    ws = run.service.gateway.ws_url  # type: ignore[union-attr]
+    before = sim.ledger().get("/fapi/v1/klines", 0)
+
+    async def scenario() -> None:
+        async with connect(f"{ws}/market/stream?streams=btcusdt@kline_1m") as combined, \
+                connect(f"{ws}/ws/ethusdt@kline_5m") as single:
+            got = json.loads(await asyncio.wait_for(combined.recv(), 5))
+            assert got["stream"] == "btcusdt@kline_1m" and got["data"]["k"]["i"] == "1m"
+            bare = json.loads(await asyncio.wait_for(single.recv(), 5))
+            assert bare["e"] == "kline" and bare["s"] == "ETHUSDT" and bare["k"]["i"] == "5m"
+            await combined.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@kline_3m"], "id": 7}))
+            await combined.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 8}))
+            replies = {}
+            while len(replies) < 2:
+                msg = json.loads(await asyncio.wait_for(combined.recv(), 5))
+                if "id" in msg:
+                    replies[msg["id"]] = msg
+            assert replies[7]["error"]["code"] == 2 and "'btcusdt@kline_3m'" in replies[7]["error"]["msg"]
+            assert replies[8]["result"] == ["btcusdt@kline_1m"]
+
+    asyncio.run(scenario())
+    status = json.loads((Path(run.service.status_path)).read_text())
+    assert status["gateway"]["rest"] == url(run) and status["gateway"]["ws"] == run.service.gateway.ws_url  # type: ignore[union-attr]
+    assert sim.ledger().get("/fapi/v1/klines", 0) == before
+
+
+def test_a_client_that_never_reads_is_disconnected_and_ingest_goes_on(running: tuple[SimThread, Running]) -> None:
+    sim, run = running
+    gateway = run.service.gateway
+    assert gateway is not None
+    port = int(gateway.ws_url.rsplit(":", 1)[1])
+    streams = "/".join(run.read(lambda: run.service.feed.dispatcher.routes()))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /stream?streams={streams} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    assert sock.recv(12) == b"HTTP/1.1 101"  # then never read again
+    messages = run.read(lambda: run.service.feed.dispatcher.messages)
+    deadline = time.monotonic() + 30
+    while run.read(lambda: gateway.fanout.dropped_slow) < 1:
+        assert time.monotonic() < deadline, "the slow client was never disconnected"
+        time.sleep(0.1)
+    assert run.read(lambda: len(gateway.clients)) == 0
+    assert run.read(lambda: run.service.feed.dispatcher.messages) > messages
+    assert run.read(lambda: run.service.feed.dispatcher.tap) is None  # nobody listens: ingest pays nothing
+    sock.close()
+
+
+def test_a_diff_depth_client_syncs_its_book_against_the_gateway(running: tuple[SimThread, Running]) -> None:
+    sim, run = running
+    gateway = run.service.gateway
+    assert gateway is not None
+    stream = next(s for s in run.read(lambda: run.service.feed.dispatcher.routes()) if s.startswith("btcusdt@depth"))
+
+    async def scenario() -> tuple[dict[str, dict[str, str]], int]:
+        async with connect(f"{gateway.ws_url}/public/ws/{stream}") as ws:
+            events = [json.loads(await asyncio.wait_for(ws.recv(), 5))]
+            snap = await asyncio.to_thread(get, f"{gateway.rest_url}/fapi/v1/depth?symbol=BTCUSDT&limit=100")
+            for _ in range(50):  # 503 while the service's own book refreshes (the fast market walks off it)
+                if snap[0] != 503:
+                    break
+                await asyncio.sleep(0.1)
+                snap = await asyncio.to_thread(get, f"{gateway.rest_url}/fapi/v1/depth?symbol=BTCUSDT&limit=100")
+            assert snap[0] == 200 and len(snap[2]["bids"]) >= 20 and len(snap[2]["asks"]) >= 20
+            book = snap[2]
+            sides = {"b": {p: q for p, q in book["bids"]}, "a": {p: q for p, q in book["asks"]}}
+            last = book["lastUpdateId"]
+            synced = False
+            applied = 0
+            while applied < 4:
+                ev = events.pop(0) if events else json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if ev["u"] < last:
+                    continue  # older than the snapshot
+                if not synced:
+                    assert ev["U"] <= last <= ev["u"]  # the documented bridge
+                    synced = True
+                else:
+                    assert ev["pu"] == last  # the chain is whole
+                for side in ("b", "a"):
+                    for p, q in ev[side]:
+                        if float(q) == 0:
+                            sides[side].pop(p, None)
+                        else:
+                            sides[side][p] = q
+                last = ev["u"]
+                applied += 1
+            return sides, last
+
+    sides, last = asyncio.run(scenario())
+    truth = sim.order_book("BTCUSDT", last)
+    bids = sorted(sides["b"].items(), key=lambda kv: -float(kv[0]))[:20]
+    asks = sorted(sides["a"].items(), key=lambda kv: float(kv[0]))[:20]
+    assert [list(x) for x in bids] == truth["bids"][:20] and [list(x) for x in asks] == truth["asks"][:20]
