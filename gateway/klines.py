@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+import msgspec
 import polars as pl
 
 from klinestore.ingest.klines import KlineSeries
@@ -26,6 +27,8 @@ from klinestore.storage import Dataset
 
 #: Seconds the first stored open time of a series is trusted before it is looked up again.
 FIRST_OPEN_TTL = 60.0
+#: Encoded rows kept (about 200 bytes each): a bot polling the newest 500 bars re-encodes one.
+ROW_CACHE = 50_000
 
 _COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades",
             "taker_buy_volume", "taker_buy_quote_volume")
@@ -51,6 +54,34 @@ def format_row(row: Row, d: Decimals) -> list[int | str]:
                      int(close_time), f"{q:.{xd}f}", int(n), f"{vb:.{qd}f}", f"{qb:.{xd}f}")
 
 
+class RowCache:
+    """Rows encoded once: a bar's JSON depends only on its values and the symbol's decimals, so
+    the key is exactly those (a corrected bar is a new key). Oldest entries go first past the bound."""
+
+    def __init__(self, size: int = ROW_CACHE) -> None:
+        self._size = size
+        self._rows: dict[tuple[Row, Decimals], bytes] = {}
+        self._encode = msgspec.json.Encoder().encode
+        self.hits = 0
+
+    def body(self, rows: list[Row], d: Decimals, open_bar: Row | None = None) -> bytes:
+        """The JSON array of ``rows`` (closed, cached) and the ``open_bar`` (encoded fresh)."""
+        cache, parts = self._rows, []
+        for row in rows:
+            key = (row, d)
+            data = cache.get(key)
+            if data is None:
+                data = cache[key] = self._encode(format_row(row, d))
+                if len(cache) > self._size:
+                    del cache[next(iter(cache))]
+            else:
+                self.hits += 1
+            parts.append(data)
+        if open_bar is not None:
+            parts.append(self._encode(format_row(open_bar, d)))
+        return b"[" + b",".join(parts) + b"]"
+
+
 class KlineRows:
     """Chooses and reads the bars of a klines answer (see the module docstring)."""
 
@@ -60,23 +91,30 @@ class KlineRows:
         self._first: dict[tuple[str, str], tuple[float, int | None]] = {}
         self.store_reads = 0  # answers that needed the store (the rest came from the rings alone)
 
-    def rows(self, series: KlineSeries, start: int | None, end: int | None, limit: int, now: int) -> list[Row]:
+    def rows(self, series: KlineSeries, start: int | None, end: int | None, limit: int,
+             now: int) -> tuple[list[Row], Row | None]:
+        """The closed bars of the answer and its open bar (None when the window has none)."""
         symbol, interval = series.symbol, series.interval
         first_ms = None
         if start is not None:
             first_ms = self.first_open(symbol, interval, series)
         lo, hi, head = bar_window(interval, start, end, limit, now, first_ms)
         if hi < lo:
-            return []
+            return [], None
         out = self._ring_rows(series, lo, hi)
         ring_from = out[0][0] if out else series.contiguous_from if series.contiguous_from >= 0 else hi + 1
         if lo < ring_from:
             older = self._store_rows(symbol, interval, lo, min(hi + 1, ring_from))
             out = older + out
-        ob = series.open_bar
+        ob, open_row = series.open_bar, None
         if ob is not None and lo <= ob.t <= hi and (not out or ob.t > out[-1][0]):
-            out.append((ob.t, ob.o, ob.h, ob.l, ob.c, ob.v, ob.T, ob.q, ob.n, ob.V, ob.Q))
-        return out[:limit] if head else out[-limit:]
+            open_row = (ob.t, ob.o, ob.h, ob.l, ob.c, ob.v, ob.T, ob.q, ob.n, ob.V, ob.Q)
+        if head:
+            out = out[:limit]
+            return out, open_row if open_row is not None and len(out) < limit else None
+        if open_row is not None:
+            return out[len(out) + 1 - limit:] if len(out) >= limit else out, open_row
+        return out[-limit:], None
 
     def first_open(self, symbol: str, interval: str, series: KlineSeries) -> int | None:
         """Open time of the first bar kept (store or ring), cached for ``FIRST_OPEN_TTL`` seconds."""

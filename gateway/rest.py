@@ -21,7 +21,7 @@ from klinestore.core.intervals import check_interval
 from klinestore.core.symbols import check_symbol
 from klinestore.gateway.budget import WeightBudget
 from klinestore.gateway.exchangeinfo import ExchangeInfoCache
-from klinestore.gateway.klines import Decimals, KlineRows, format_row
+from klinestore.gateway.klines import Decimals, KlineRows, RowCache
 from klinestore.ingest.klines import KlineSeries
 from klinestore.ingest.protocol import params
 from klinestore.ingest.protocol.http import Request, Response
@@ -70,6 +70,7 @@ class GatewayRest:
             CONTINUOUS_KLINES_PATH: self._continuous_klines, DEPTH_PATH: self._depth,
             PREMIUM_INDEX_PATH: self._premium_index,
         }
+        self.encoded = RowCache()
         self.requests: dict[str, int] = {}
         self.unauthorized = 0
 
@@ -108,24 +109,25 @@ class GatewayRest:
             raise unavailable("exchangeInfo has not been fetched from the exchange yet")
         return self.info.body
 
-    def _klines(self, request: Request, now: int) -> list[list[int | str]]:
+    def _klines(self, request: Request, now: int) -> bytes:
         symbol = self._symbol(request, "symbol")
         return self._kline_rows(request, symbol, now)
 
-    def _continuous_klines(self, request: Request, now: int) -> list[list[int | str]]:
+    def _continuous_klines(self, request: Request, now: int) -> bytes:
         pair = self._symbol(request, "pair")
         contract = params.checked(request, "contractType", _contract, -1121, "Invalid contractType.")
         if contract != "PERPETUAL":
             raise ApiError(-1121, f"klinestore gateway keeps perpetual contracts only, not {contract}.")
         return self._kline_rows(request, pair, now)
 
-    def _kline_rows(self, request: Request, symbol: str, now: int) -> list[list[int | str]]:
+    def _kline_rows(self, request: Request, symbol: str, now: int) -> bytes:
         interval = params.checked(request, "interval", check_interval, -1120, "Invalid interval.")
         limit = params.limit(request, KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT)
         start, end = params.time_range(request)
         series = self._series(symbol, interval)
         d = self._decimals(symbol)
-        return [format_row(row, d) for row in self.rows.rows(series, start, end, limit, now)]
+        closed, open_bar = self.rows.rows(series, start, end, limit, now)
+        return self.encoded.body(closed, d, open_bar)
 
     def _depth(self, request: Request, now: int) -> bytes:
         symbol = self._symbol(request, "symbol")
