@@ -6,7 +6,8 @@ The window is the exchange's (``klinestore.ingest.protocol.params.bar_window``: 
 opening within ``[startTime, endTime]``), and counting starts at the first stored bar, as the
 exchange's starts at the listing. Within it the ring's newest contiguous run wins (it holds
 every bar not yet flushed), the store answers for older bars, and the open bar is the newest
-update the service received. A bar the service never got (a gap it recorded) is missing
+update the service received; in the moments after a bar's close time, before its close
+message arrives (``CLOSE_GRACE_MS``), the answer is the one of just before the close. A bar the service never got (a gap it recorded) is missing
 here as it is in the store, never invented.
 """
 
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import msgspec
 import polars as pl
 
-from klinestore.ingest.klines import KlineSeries
+from klinestore.ingest.klines import CLOSE_GRACE_MS, KlineSeries
 from klinestore.ingest.protocol.params import bar_window
 from klinestore.ingest.protocol.wire import kline_row
 from klinestore.storage import Dataset
@@ -95,6 +96,9 @@ class KlineRows:
              now: int) -> tuple[list[Row], Row | None]:
         """The closed bars of the answer and its open bar (None when the window has none)."""
         symbol, interval = series.symbol, series.interval
+        ob = series.open_bar
+        if ob is not None and ob.t > series.last_open_time and ob.T < now <= ob.T + CLOSE_GRACE_MS:
+            now = ob.T  # its close is in flight: answer as of the newest bar received, not with a hole
         first_ms = None
         if start is not None:
             first_ms = self.first_open(symbol, interval, series)
@@ -106,7 +110,7 @@ class KlineRows:
         if lo < ring_from:
             older = self._store_rows(symbol, interval, lo, min(hi + 1, ring_from))
             out = older + out
-        ob, open_row = series.open_bar, None
+        open_row = None
         if ob is not None and lo <= ob.t <= hi and (not out or ob.t > out[-1][0]):
             open_row = (ob.t, ob.o, ob.h, ob.l, ob.c, ob.v, ob.T, ob.q, ob.n, ob.V, ob.Q)
         if head:

@@ -14,6 +14,8 @@ import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimThrea
     sim = SimThread(symbols=("BTCUSDT", "ETHUSDT"), speed=60, seed=7, start_ms=START_MS).start()
     data = tmp_path_factory.mktemp("gateway") / "data"
     config = service_config(sim, data, **{"gateway.enabled": True, "gateway.port": 0, "gateway.send_buffer": 4096,
-                                          "websocket.streams.depth_refresh_interval": 0.5,
+                                          "websocket.streams.depth_refresh_interval": 0.5, "gateway.weight_limit": 300,
                                           "websocket.streams.kline_intervals": ["1m", "5m"]})
     run = Running(Service(config))
     try:
@@ -118,9 +120,10 @@ def test_klines_are_the_exchanges_rows_and_errors(running: tuple[SimThread, Runn
 def test_ccxt_gets_the_exchanges_bars(running: tuple[SimThread, Running]) -> None:
     ccxt = pytest.importorskip("ccxt", reason="ccxt is not installed (pip install -e '.[ccxt]')")
     sim, run = running
-    exchange = ccxt.binanceusdm({"enableRateLimit": False, "timeout": 15_000})
-    for key, version in (("fapiPublic", "v1"), ("fapiPublicV2", "v2"), ("fapiPublicV3", "v3")):
-        exchange.urls["api"][key] = f"{url(run)}/fapi/{version}"
+    # Pointed the way freqtrade's ``ccxt_config`` does it (docs/gateway.md): ccxt deep-merges ``urls``.
+    api = {key: f"{url(run)}/fapi/{version}"
+           for key, version in (("fapiPublic", "v1"), ("fapiPublicV2", "v2"), ("fapiPublicV3", "v3"))}
+    exchange = ccxt.binanceusdm({"enableRateLimit": False, "timeout": 15_000, "urls": {"api": api}})
     first, last = closed_window(run)
     before = sim.ledger().get("/fapi/v1/klines", 0)
     exchange.load_markets()
@@ -240,3 +243,54 @@ def test_a_diff_depth_client_syncs_its_book_against_the_gateway(running: tuple[S
     bids = sorted(sides["b"].items(), key=lambda kv: -float(kv[0]))[:20]
     asks = sorted(sides["a"].items(), key=lambda kv: float(kv[0]))[:20]
     assert [list(x) for x in bids] == truth["bids"][:20] and [list(x) for x in asks] == truth["asks"][:20]
+
+
+def test_binance_futures_connector_reads_the_gateway(running: tuple[SimThread, Running]) -> None:
+    """Binance's own connector, pointed by its URL settings (docs/gateway.md): REST and the legacy /ws."""
+    um = pytest.importorskip("binance.um_futures", reason="binance-futures-connector is not installed "
+                                                          "(pip install -e '.[clients]')")
+    wsmod = pytest.importorskip("binance.websocket.um_futures.websocket_client")
+    sim, run = running
+    gateway = run.service.gateway
+    assert gateway is not None
+    first, last = closed_window(run)
+    rows = um.UMFutures(base_url=gateway.rest_url).klines("BTCUSDT", "1m", startTime=first, endTime=last)
+    truth = {r[0]: r for r in sim.truth("BTCUSDT", "1m")}
+    assert len(rows) >= 4 and rows == [truth[r[0]] for r in rows]
+
+    got: list[dict[str, Any]] = []
+    client = wsmod.UMFuturesWebsocketClient(stream_url=gateway.ws_url, on_message=lambda _, m: got.append(json.loads(m)))
+    try:
+        client.kline(symbol="btcusdt", interval="1m")
+        deadline = time.monotonic() + 10
+        while not any(m.get("e") == "kline" for m in got):
+            assert time.monotonic() < deadline, f"no kline through the connector: {got[:3]}"
+            time.sleep(0.05)
+    finally:
+        client.stop()
+    assert {"result": None, "id": got[0]["id"]} in got  # its SUBSCRIBE was acknowledged as Binance does
+    kline = next(m for m in got if m.get("e") == "kline")
+    assert kline["s"] == "BTCUSDT" and kline["k"]["i"] == "1m"
+
+
+def test_a_client_over_its_weight_budget_gets_429_and_others_are_served(running: tuple[SimThread, Running]) -> None:
+    sim, run = running
+    rest = url(run)
+    budget = run.service.config.gateway.weight_limit
+    query = f"{rest}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=1000"  # weight 5
+
+    def ask(key: str) -> tuple[int, dict[str, str], Any]:
+        request = urllib.request.Request(query, headers={"X-MBX-APIKEY": key})
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, dict(response.headers), json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), json.loads(exc.read())
+
+    answers = [ask("greedy-bot") for _ in range(budget // 5 + 1)]
+    status, headers, body = answers[-1]
+    if status == 200:  # the minute turned during the burst: the budget started over
+        status, headers, body = ask("greedy-bot")
+    assert status == 429 and body["code"] == -1003 and int(headers["Retry-After"]) >= 1
+    assert all(a[0] == 200 for a in answers[: budget // 5 - 1])
+    assert ask("patient-bot")[0] == 200  # one bot's budget is its own

@@ -1,0 +1,108 @@
+"""The gateway's parts without sockets: its config rules, the weight budget, the token check,
+the klines window at a bar's close, and the fan-out's bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from klinestore.config import Config
+from klinestore.core.errors import ConfigError
+from klinestore.gateway.budget import WeightBudget
+from klinestore.gateway.exchangeinfo import ExchangeInfoCache
+from klinestore.gateway.fanout import CLOSE_OVERLOAD, Fanout
+from klinestore.gateway.klines import KlineRows
+from klinestore.gateway.rest import GatewayRest
+from klinestore.ingest.clock import ExchangeClock
+from klinestore.ingest.protocol.http import Request
+from klinestore.ingest.state import MarketState
+from klinestore.storage import Dataset
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def test_a_non_loopback_bind_needs_a_token() -> None:
+    with pytest.raises(ConfigError, match="gateway.token.*0.0.0.0"):
+        Config().replace(**{"gateway.host": "0.0.0.0"})
+    with pytest.raises(ConfigError, match="gateway.token.*16"):
+        Config().replace(**{"gateway.host": "0.0.0.0", "gateway.token": "short"})
+    assert Config().replace(**{"gateway.host": "0.0.0.0", "gateway.token": TOKEN}).gateway.token == TOKEN
+    assert Config().gateway.host == "127.0.0.1" and not Config().gateway.enabled
+
+
+def test_the_weight_budget_is_per_client_and_per_minute() -> None:
+    now = [120.0]
+    budget = WeightBudget(10, clock=lambda: now[0])
+    assert budget.charge("a", 6).ok and not budget.charge("a", 5).ok
+    refused = budget.charge("a", 5)
+    assert refused.used == 6 and refused.retry_after == 60 and budget.refused == 2
+    assert budget.charge("b", 10).ok  # another client is not starved by the first
+    now[0] = 180.5  # the next minute
+    assert budget.charge("a", 10).ok
+
+
+def rest(tmp_path: Path, token: str = "") -> GatewayRest:
+    config = Config()
+    clock = ExchangeClock()
+    info = ExchangeInfoCache(lambda: asyncio.sleep(0, b"{}"))  # never refreshed here: no exchangeInfo yet
+    return GatewayRest(MarketState(config.websocket.cache, clock), info, KlineRows(Dataset(tmp_path)),
+                       WeightBudget(100), now_ms=lambda: 1_714_521_600_000, token=token)
+
+
+def ask(gw: GatewayRest, path: str, headers: dict[str, str] | None = None, **query: str) -> tuple[int, object]:
+    request = Request("GET", path, {k: [v] for k, v in query.items()}, headers or {}, b"", "10.0.0.9:5555")
+    response = asyncio.run(gw.handle(request))
+    return response.status, json.loads(response.body)
+
+
+def test_a_token_is_required_when_set(tmp_path: Path) -> None:
+    gw = rest(tmp_path, TOKEN)
+    assert ask(gw, "/fapi/v1/ping") == (401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."})
+    assert ask(gw, "/fapi/v1/ping", {"authorization": "Bearer wrong"})[0] == 401
+    assert ask(gw, "/fapi/v1/ping", {"authorization": f"Bearer {TOKEN}"}) == (200, {})
+    assert gw.unauthorized == 2
+
+
+def test_what_the_service_does_not_ingest_is_refused_naming_it(tmp_path: Path) -> None:
+    gw = rest(tmp_path)
+    status, body = ask(gw, "/fapi/v1/klines", symbol="BTCUSDT", interval="1m")
+    assert status == 400 and body == {"code": -1121, "msg": "klinestore gateway does not ingest BTCUSDT 1m klines."}
+    assert ask(gw, "/fapi/v1/depth", symbol="BTCUSDT")[1] == {
+        "code": -1121, "msg": "klinestore gateway does not ingest the depth of BTCUSDT."}
+    assert ask(gw, "/fapi/v1/exchangeInfo")[0] == 503
+    assert ask(gw, "/fapi/v1/aggTrades", symbol="BTCUSDT") == (
+        404, {"code": -5000, "msg": "Path /fapi/v1/aggTrades, Method GET is invalid"})
+
+
+class Client:
+    def __init__(self) -> None:
+        self.combined = True
+        self.subscriptions: list[str] = []
+        self.sent: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    def push(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def test_the_tap_is_installed_only_while_someone_listens_and_the_queue_is_bounded() -> None:
+    taps: list[object] = []
+
+    async def scenario() -> None:
+        fan = Fanout(taps.append, queue_frames=16)
+        client = Client()
+        fan.subscribe(client, ["btcusdt@kline_1m"])
+        assert taps[-1] == fan.tap
+        fan.tap("ethusdt@kline_1m", b"{}")  # nobody wants it: not even queued
+        for i in range(17):
+            fan.tap("btcusdt@kline_1m", b'{"stream":"btcusdt@kline_1m","data":{"i":%d}}' % i)
+        assert client.closed == CLOSE_OVERLOAD and fan.overloads == 1 and taps[-1] is None
+
+    asyncio.run(scenario())
