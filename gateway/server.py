@@ -101,8 +101,8 @@ class Gateway:
 
     def served(self, name: str, endpoint: Endpoint) -> str | None:
         """None if ``name`` is delivered on ``endpoint``; else the one-line refusal naming it."""
-        ingested = self.feed.dispatcher.routes()
-        if name not in ingested:
+        if not self.feed.dispatcher.routed(name):
+            ingested = self.feed.dispatcher.routes()
             shown = ", ".join(sorted(ingested)[:_SHOWN]) + (", ..." if len(ingested) > _SHOWN else "")
             return f"klinestore gateway does not ingest stream {name!r} (it ingests {shown or 'nothing'})"
         stream = wsserve.parse(name)

@@ -98,6 +98,10 @@ class Dispatcher:
     def routes(self) -> list[str]:
         return list(self._routes)
 
+    def routed(self, stream: str) -> bool:
+        """True if frames of ``stream`` are applied (the service ingests it)."""
+        return stream in self._routes
+
     # --- the hot path ---------------------------------------------------------------------------
 
     def dispatch(self, raw: bytes | str, mono: float) -> Frame | None:
