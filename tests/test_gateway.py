@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import json
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -27,6 +28,8 @@ from klinestore.core.intervals import MINUTE_MS
 from klinestore.service import Service
 from klinestore.sim import SimThread
 from simfixtures import START_MS, get
+from support import klinestore_command, subprocess_env
+from test_run_command import write_config
 from test_service import service_config
 
 
@@ -294,3 +297,29 @@ def test_a_client_over_its_weight_budget_gets_429_and_others_are_served(running:
     assert status == 429 and body["code"] == -1003 and int(headers["Retry-After"]) >= 1
     assert all(a[0] == 200 for a in answers[: budget // 5 - 1])
     assert ask("patient-bot")[0] == 200  # one bot's budget is its own
+
+
+def test_klinestore_run_gateway_port_serves_and_names_its_urls(tmp_path: Path) -> None:
+    """``klinestore run --gateway-port 0``: status.json names the URLs while it runs, and they answer."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        klinestore_command("run", "--sim", "--for", "8", "--data-dir", str(data), "--config",
+                           str(write_config(tmp_path)), "--symbols", "BTCUSDT", "--gateway-port", "0"),
+        env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        gateway: dict[str, Any] = {}
+        while not gateway.get("rest"):
+            assert time.monotonic() < deadline and proc.poll() is None, "no gateway in status.json"
+            time.sleep(0.2)
+            try:
+                gateway = json.loads((data / "status.json").read_text()).get("gateway", {})
+            except (OSError, ValueError):
+                continue
+        assert gateway["rest"].startswith("http://127.0.0.1:") and gateway["ws"] == "ws" + gateway["rest"][4:]
+        assert get(f"{gateway['rest']}/fapi/v1/ping")[:3:2] == (200, {})
+        assert get(f"{gateway['rest']}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=2")[0] == 200
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
