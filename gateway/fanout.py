@@ -58,6 +58,7 @@ class Fanout:
         self.frames_out = 0
         self.dropped_slow = 0
         self.overloads = 0
+        self.bad_frames = 0  # frames that could not be passed on (counted, logged, skipped)
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -114,7 +115,12 @@ class Fanout:
             self._wake.clear()
             done = 0
             while self._queue:
-                self.deliver(*self._queue.popleft())
+                stream, raw = self._queue.popleft()
+                try:
+                    self.deliver(stream, raw)
+                except Exception:  # noqa: BLE001 - one frame must not stop the fan-out for everyone
+                    self.bad_frames += 1
+                    log.exception("gateway: a frame of %s could not be passed on", stream)
                 done += 1
                 if done % _BATCH == 0:
                     await asyncio.sleep(0)

@@ -152,6 +152,6 @@ class Gateway:
             "rest_requests": sum(self.rest.requests.values()), "weight_refused": self.budget.refused,
             "connections_refused": self._http.refused, "ws_refused": self.ws_refused,
             "unauthorized": self.rest.unauthorized, "frames_in": f.frames_in, "frames_out": f.frames_out,
-            "slow_clients_dropped": f.dropped_slow, "overloads": f.overloads,
+            "slow_clients_dropped": f.dropped_slow, "overloads": f.overloads, "bad_frames": f.bad_frames,
             "klines_from_store": self.rows.store_reads, "exchange_info_failures": self.info.failures,
         }

@@ -106,3 +106,22 @@ def test_the_tap_is_installed_only_while_someone_listens_and_the_queue_is_bounde
         assert client.closed == CLOSE_OVERLOAD and fan.overloads == 1 and taps[-1] is None
 
     asyncio.run(scenario())
+
+
+def test_a_frame_that_cannot_be_passed_on_is_counted_and_the_fanout_goes_on() -> None:
+    async def scenario() -> None:
+        fan = Fanout(lambda tap: None, queue_frames=16)
+        client = Client()
+        client.combined = False  # the bare event must be cut out of the envelope
+        fan.subscribe(client, ["btcusdt@kline_1m"])
+        task = asyncio.create_task(fan.run())
+        fan.tap("btcusdt@kline_1m", b"not json")
+        fan.tap("btcusdt@kline_1m", b'{"stream":"btcusdt@kline_1m","data":{"e":"kline"}}')
+        for _ in range(100):
+            if client.sent:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        assert fan.bad_frames == 1 and len(client.sent) == 1 and client.sent[0].endswith(b'{"e":"kline"}')
+
+    asyncio.run(scenario())
