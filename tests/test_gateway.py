@@ -323,3 +323,26 @@ def test_klinestore_run_gateway_port_serves_and_names_its_urls(tmp_path: Path) -
     finally:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
+
+
+def test_premium_index_continuous_klines_and_depth_errors(running: tuple[SimThread, Running]) -> None:
+    sim, run = running
+    rest = url(run)
+    status, _, one = get(f"{rest}/fapi/v1/premiumIndex?symbol=BTCUSDT")
+    mark = run.read(lambda: run.service.feed.state.marks.get("BTCUSDT"))
+    theirs = get(f"{sim.rest_url}/fapi/v1/premiumIndex?symbol=BTCUSDT")[2]
+    assert status == 200 and list(one) == list(theirs)  # Binance's fields, in its order
+    assert one["symbol"] == "BTCUSDT" and abs(float(one["markPrice"]) - mark.mark_price) < 1e-6 * mark.mark_price
+    assert one["nextFundingTime"] == theirs["nextFundingTime"] and float(one["lastFundingRate"]) == float(
+        theirs["lastFundingRate"])
+    assert {p["symbol"] for p in get(f"{rest}/fapi/v1/premiumIndex")[2]} == {"BTCUSDT", "ETHUSDT"}
+
+    first, last = closed_window(run)
+    window = f"interval=1m&startTime={first}&endTime={last}"
+    plain = get(f"{rest}/fapi/v1/klines?symbol=BTCUSDT&{window}")[2]
+    assert get(f"{rest}/fapi/v1/continuousKlines?pair=BTCUSDT&contractType=PERPETUAL&{window}")[2] == plain
+    assert get(f"{rest}/fapi/v1/continuousKlines?pair=BTCUSDT&contractType=CURRENT_QUARTER&{window}")[0] == 400
+
+    for query in ("symbol=BTCUSDT&limit=7", "symbol=NOPEUSDT", "limit=5"):
+        ours, theirs = get(f"{rest}/fapi/v1/depth?{query}"), get(f"{sim.rest_url}/fapi/v1/depth?{query}")
+        assert (ours[0], ours[2]) == (theirs[0], theirs[2]), query
