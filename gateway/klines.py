@@ -105,8 +105,7 @@ class KlineRows:
         lo, hi, head = bar_window(interval, start, end, limit, now, first_ms)
         if hi < lo:
             return [], None
-        out = self._ring_rows(series, lo, hi)
-        ring_from = out[0][0] if out else series.contiguous_from if series.contiguous_from >= 0 else hi + 1
+        out, ring_from = self._ring_rows(series, lo, hi)
         if lo < ring_from:
             older = self._store_rows(symbol, interval, lo, min(hi + 1, ring_from))
             out = older + out
@@ -145,15 +144,19 @@ class KlineRows:
         return None
 
     @staticmethod
-    def _ring_rows(series: KlineSeries, lo: int, hi: int) -> list[Row]:
-        """Closed bars of the ring's newest contiguous run opening in ``[lo, hi]``."""
+    def _ring_rows(series: KlineSeries, lo: int, hi: int) -> tuple[list[Row], int]:
+        """Closed bars of the ring's newest contiguous run opening in ``[lo, hi]``, and the open
+        time the run starts at (past ``hi`` when the ring holds none): older bars are the store's."""
         n = series.contiguous_count()
-        if not n or series.last_open_time < lo or series.contiguous_from > hi:
-            return []
+        if not n:
+            return [], hi + 1
+        run_first = series.ring.key_at(-n)
+        if series.last_open_time < lo or run_first > hi:
+            return [], run_first
         rows = series.ring.tail(n)
         times = rows["open_time"]
         a, b = int(times.searchsorted(lo, "left")), int(times.searchsorted(hi, "right"))
-        return [tuple(r)[:11] for r in rows[a:b].tolist()]  # type: ignore[misc]
+        return [tuple(r)[:11] for r in rows[a:b].tolist()], run_first  # type: ignore[misc]
 
     def _store_rows(self, symbol: str, interval: str, lo: int, end: int) -> list[Row]:
         """Stored bars opening in ``[lo, end)``, oldest first."""

@@ -27,6 +27,7 @@ from websockets.asyncio.client import connect
 from klinestore.core.intervals import MINUTE_MS
 from klinestore.service import Service
 from klinestore.sim import SimThread
+from klinestore.storage import read_bars
 from simfixtures import START_MS, get
 from support import klinestore_command, subprocess_env
 from test_run_command import write_config
@@ -67,13 +68,14 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimThrea
     data = tmp_path_factory.mktemp("gateway") / "data"
     config = service_config(sim, data, **{"gateway.enabled": True, "gateway.port": 0, "gateway.send_buffer": 4096,
                                           "websocket.streams.depth_refresh_interval": 0.5, "gateway.weight_limit": 300,
+                                          "websocket.cache.kline_1m_history": 3,  # older 1m bars: the store's
                                           "websocket.streams.kline_intervals": ["1m", "5m"]})
     run = Running(Service(config))
     try:
-        deadline = time.monotonic() + 20
-        while run.read(lambda: len(run.service.feed.state.series("BTCUSDT", "1m").ring)) < 4:
-            assert time.monotonic() < deadline, "no closed bars"
-            time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while read_bars(data, "BTCUSDT", "1m").height < 5 or read_bars(data, "ETHUSDT", "1m").height < 5:
+            assert time.monotonic() < deadline, "no closed bars in the store"
+            time.sleep(0.2)
         yield sim, run
     finally:
         run.stop()
@@ -85,9 +87,14 @@ def url(run: Running) -> str:
 
 
 def closed_window(run: Running) -> tuple[int, int]:
-    """Open times of the oldest and newest closed 1m bars the service holds."""
+    """Open times of the oldest closed 1m bar stored and the newest the service holds: the
+    ring keeps 3, so an answer over this window is read from the store and the ring together."""
+    stored = read_bars(run.service.data_dir, "BTCUSDT", "1m")
     series = run.service.feed.state.series("BTCUSDT", "1m")
-    return run.read(lambda: (series.ring.key_at(0), series.last_open_time))
+    first = int(stored["open_time"][0].timestamp() * 1000)
+    last, ring_first = run.read(lambda: (series.last_open_time, series.ring.key_at(0)))
+    assert first < ring_first  # the window does reach past the ring into the store
+    return first, last
 
 
 def test_klines_are_the_exchanges_rows_and_errors(running: tuple[SimThread, Running]) -> None:
@@ -96,8 +103,9 @@ def test_klines_are_the_exchanges_rows_and_errors(running: tuple[SimThread, Runn
     status, headers, rows = get(f"{url(run)}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&startTime={first}&endTime={last}")
     assert status == 200 and int(headers["X-MBX-USED-WEIGHT-1M"]) >= 1
     truth = {r[0]: r for r in sim.truth("BTCUSDT", "1m")}
-    assert len(rows) == (last - first) // MINUTE_MS + 1 >= 4
+    assert len(rows) == (last - first) // MINUTE_MS + 1 >= 5
     assert rows == [truth[r[0]] for r in rows]  # every field, decimals as the exchange prints them
+    assert run.read(lambda: run.service.gateway.rows.store_reads) >= 1  # type: ignore[union-attr]
 
     # No startTime: the newest bars up to now, the open bar last (as the exchange answers).
     _, _, newest = get(f"{url(run)}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=3")
