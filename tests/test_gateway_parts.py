@@ -125,3 +125,27 @@ def test_a_frame_that_cannot_be_passed_on_is_counted_and_the_fanout_goes_on() ->
         assert fan.bad_frames == 1 and len(client.sent) == 1 and client.sent[0].endswith(b'{"e":"kline"}')
 
     asyncio.run(scenario())
+
+
+def test_connections_past_the_cap_get_503_and_are_closed() -> None:
+    from klinestore.ingest.protocol.http import HttpServer, Response
+
+    async def ok(request: Request) -> Response:
+        return Response.json(200, {})
+
+    async def scenario() -> None:
+        server = HttpServer(ok, "127.0.0.1", 0, max_connections=1)
+        await server.start()
+        try:
+            first = await asyncio.open_connection("127.0.0.1", server.port)
+            first[1].write(b"GET /fapi/v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await first[0].readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")  # held open (keep-alive)
+            second = await asyncio.open_connection("127.0.0.1", server.port)
+            answer = await asyncio.wait_for(second[0].read(), 5)  # read to EOF: answered, then closed
+            assert answer.startswith(b"HTTP/1.1 503") and b'"code":-1003' in answer and server.refused == 1
+            first[1].close()
+            second[1].close()
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
