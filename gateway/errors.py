@@ -1,7 +1,7 @@
 """The gateway's errors. Tree::
 
     GatewayError (klinestore.core.errors root)
-    └── GatewayStartError   the port cannot be bound, or the service has no live state to serve
+    └── GatewayStartError   the gateway cannot listen (port taken, address refused)
 """
 
 from __future__ import annotations

@@ -141,12 +141,12 @@ class GatewayRest:
         if not book.synced or book.bids.short or book.asks.short:  # short: the price walked off the known levels
             raise unavailable(f"the local book of {symbol} is resyncing")
         bids, asks = book.depth(limit)
-        pd, qd = self._decimals(symbol)[:2]
-        side = levels_json
-        return depth_snapshot(
-            book.last_update_id, book.event_time,
-            side((f"{p:.{pd}f}", f"{q:.{qd}f}") for p, q in bids), side((f"{p:.{pd}f}", f"{q:.{qd}f}") for p, q in asks),
-        )
+        d = self._decimals(symbol)
+
+        def side(levels: list[tuple[float, float]]) -> str:
+            return levels_json((f"{p:.{d.price}f}", f"{q:.{d.qty}f}") for p, q in levels)
+
+        return depth_snapshot(book.last_update_id, book.event_time, side(bids), side(asks))
 
     def _premium_index(self, request: Request, now: int) -> Any:
         if request.param("symbol"):
