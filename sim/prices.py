@@ -24,7 +24,6 @@ from typing import NamedTuple
 import numpy as np
 
 from klinestore.core.intervals import HOUR_MS, MINUTE_MS, bar_close, bar_open, next_open
-from klinestore.ingest.protocol.wire import INTEREST_RATE  # noqa: F401 - the rate funding uses, re-exported
 from klinestore.sim.fixed import fmt
 from klinestore.sim.hashing import mix, mix_array, name_hash
 from klinestore.sim.market import Market
