@@ -69,6 +69,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimThrea
     config = service_config(sim, data, **{"gateway.enabled": True, "gateway.port": 0, "gateway.send_buffer": 4096,
                                           "websocket.streams.depth_refresh_interval": 0.5, "gateway.weight_limit": 300,
                                           "websocket.cache.kline_1m_history": 3,  # older 1m bars: the store's
+                                          "websocket.streams.depth_snapshot_limit": 1000,
                                           "websocket.streams.kline_intervals": ["1m", "5m"]})
     run = Running(Service(config))
     try:
@@ -215,18 +216,20 @@ def test_a_diff_depth_client_syncs_its_book_against_the_gateway(running: tuple[S
     assert gateway is not None
     stream = next(s for s in run.read(lambda: run.service.feed.dispatcher.routes()) if s.startswith("btcusdt@depth"))
 
-    async def scenario() -> tuple[dict[str, dict[str, str]], int]:
+    async def scenario() -> tuple[dict[str, dict[str, str]], int, tuple[float, float]]:
         async with connect(f"{gateway.ws_url}/public/ws/{stream}") as ws:
             events = [json.loads(await asyncio.wait_for(ws.recv(), 5))]
-            snap = await asyncio.to_thread(get, f"{gateway.rest_url}/fapi/v1/depth?symbol=BTCUSDT&limit=100")
+            depth = f"{gateway.rest_url}/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
+            snap = await asyncio.to_thread(get, depth)
             for _ in range(50):  # 503 while the service's own book refreshes (the fast market walks off it)
                 if snap[0] != 503:
                     break
                 await asyncio.sleep(0.1)
-                snap = await asyncio.to_thread(get, f"{gateway.rest_url}/fapi/v1/depth?symbol=BTCUSDT&limit=100")
-            assert snap[0] == 200 and len(snap[2]["bids"]) >= 20 and len(snap[2]["asks"]) >= 20
+                snap = await asyncio.to_thread(get, depth)
+            assert snap[0] == 200 and len(snap[2]["bids"]) >= 100 and len(snap[2]["asks"]) >= 100
             book = snap[2]
             sides = {"b": {p: q for p, q in book["bids"]}, "a": {p: q for p, q in book["asks"]}}
+            covered = (float(book["bids"][-1][0]), float(book["asks"][-1][0]))  # what a snapshot shows
             last = book["lastUpdateId"]
             synced = False
             applied = 0
@@ -247,13 +250,18 @@ def test_a_diff_depth_client_syncs_its_book_against_the_gateway(running: tuple[S
                             sides[side][p] = q
                 last = ev["u"]
                 applied += 1
-            return sides, last
+            return sides, last, covered
 
-    sides, last = asyncio.run(scenario())
+    sides, last, (low, high) = asyncio.run(scenario())
     truth = sim.order_book("BTCUSDT", last)
-    bids = sorted(sides["b"].items(), key=lambda kv: -float(kv[0]))[:20]
-    asks = sorted(sides["a"].items(), key=lambda kv: float(kv[0]))[:20]
-    assert [list(x) for x in bids] == truth["bids"][:20] and [list(x) for x in asks] == truth["asks"][:20]
+    # The client knows the price range its snapshot covered (plus what the diffs told it); there
+    # its book must be the exchange's, level for level.
+    bids = [list(x) for x in sorted(sides["b"].items(), key=lambda kv: -float(kv[0])) if float(x[0]) >= low]
+    asks = [list(x) for x in sorted(sides["a"].items(), key=lambda kv: float(kv[0])) if float(x[0]) <= high]
+    true_bids = [x for x in truth["bids"] if float(x[0]) >= low]
+    true_asks = [x for x in truth["asks"] if float(x[0]) <= high]
+    assert len(true_bids) >= 20 and len(true_asks) >= 20
+    assert bids == true_bids and asks == true_asks
 
 
 def test_binance_futures_connector_reads_the_gateway(running: tuple[SimThread, Running]) -> None:
