@@ -96,10 +96,19 @@ async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, p
     return body
 
 
-async def load(host: str, port: int, path: str, clients: int, seconds: float) -> tuple[float, float]:
-    """(requests/s, p99 latency in ms) of ``clients`` connections asking ``path`` back to back."""
+async def load(host: str, port: int, path: str, clients: int, seconds: float,
+               data: Path | None = None) -> tuple[float, float, float]:
+    """(requests/s, p99 latency in ms, worst loop lag in ms the service reported meanwhile) of
+    ``clients`` connections asking ``path`` back to back."""
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
+    lags: list[float] = [0.0]
+
+    async def sample() -> None:  # the service's event-loop lag (ingest's delay), from status.json
+        while data is not None and time.perf_counter() < stop:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                lags.append(float(status(data)["loop_lag_ms"]["last"]))
+            await asyncio.sleep(0.25)
 
     async def client() -> None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -112,10 +121,10 @@ async def load(host: str, port: int, path: str, clients: int, seconds: float) ->
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(sample(), *(client() for _ in range(clients)))
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return len(latencies) / elapsed, latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return len(latencies) / elapsed, latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, max(lags)
 
 
 async def fanout(ws_url: str, streams: list[str], clients: int, seconds: float,
@@ -143,6 +152,16 @@ async def fanout(ws_url: str, streams: list[str], clients: int, seconds: float,
     for ws in conns:
         await ws.close()
     return rate, in_rate
+
+
+def worst_lag(data: Path, seconds: float) -> float:
+    """The worst event-loop lag (ms) the service reports over ``seconds`` with no client."""
+    worst, stop = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            worst = max(worst, float(status(data)["loop_lag_ms"]["last"]))
+        time.sleep(0.25)
+    return worst
 
 
 def service_window(pid: int, data: Path, seconds: float) -> tuple[float, float]:
@@ -183,13 +202,15 @@ def gateway_figures(quick: bool) -> list[Figure]:
         gw = wait_ready(data)
         host, port = gw["rest"].removeprefix("http://").rsplit(":", 1)
         idle_cpu, received = service_window(service.pid, data, seconds)
+        idle_lag = worst_lag(data, seconds)
         for clients in (1, 20, 100):
             c0, t0 = _cpu_seconds(service.pid), time.perf_counter()
-            rate, p99 = asyncio.run(load(host, int(port), KLINES, clients, seconds))
+            rate, p99, lag = asyncio.run(load(host, int(port), KLINES, clients, seconds, data))
             busy = (_cpu_seconds(service.pid) - c0) / (time.perf_counter() - t0)
-            floor, floor_p99 = asyncio.run(load(host, int(port), PING, clients, seconds))
+            floor, floor_p99, _ = asyncio.run(load(host, int(port), PING, clients, seconds))
             notes = {"p99_ms": round(p99, 2), "ping_p99_ms": round(floor_p99, 2),
-                     "service_cpu_share_under_load": round(busy, 3), "service_cpu_share_idle": round(idle_cpu, 3)}
+                     "service_cpu_share_under_load": round(busy, 3), "service_cpu_share_idle": round(idle_cpu, 3),
+                     "loop_lag_ms_worst_under_load": round(lag, 1), "loop_lag_ms_worst_idle": round(idle_lag, 1)}
             figures.append(Figure("gateway", f"klines limit 500, {clients} client(s)", rate, "requests/s",
                                   baseline=floor, baseline_name="/fapi/v1/ping on the same server and clients",
                                   notes=notes))
