@@ -1,7 +1,8 @@
 """The bar: klinestore's one record type, in memory, in the WAL and in Parquet.
 
 Key: (symbol, interval, open_time); the last write wins, and exchange bars (``ws``, ``rest``,
-``import``) win over bars klinestore derived itself (``resample``). Prices and volumes are
+``import``) win over bars klinestore derived itself (``resample``, and ``trades``: a 1m bar
+rebuilt exactly from the aggTrades when the kline stream missed it). Prices and volumes are
 float64 parsed from the exchange's decimal strings; times are UTC milliseconds in memory and
 UTC timestamps in Parquet.
 """
@@ -13,8 +14,8 @@ from typing import Literal
 import msgspec
 import pyarrow as pa
 
-Source = Literal["ws", "rest", "import", "resample"]
-SOURCES: tuple[str, ...] = ("ws", "rest", "import", "resample")
+Source = Literal["ws", "rest", "import", "resample", "trades"]
+SOURCES: tuple[str, ...] = ("ws", "rest", "import", "resample", "trades")
 #: Sources that are the exchange's own bars; they win over derived ones.
 EXCHANGE_SOURCES = frozenset({"ws", "rest", "import"})
 

@@ -23,6 +23,7 @@ from klinestore.ingest.errors import ProtocolError
 from klinestore.ingest.hooks import Hook
 from klinestore.ingest.klines import KlineSeries, kline_bar
 from klinestore.ingest.liveness import Activity
+from klinestore.ingest.markbars import MarkSeriesOut
 from klinestore.ingest.orderbook import OrderBook
 from klinestore.ingest.protocol.events import (
     AggTradeEvent,
@@ -56,8 +57,10 @@ class Dispatcher:
         on_close: Hook | None = None,
         on_book_wants_snapshot: Callable[[str], None] | None = None,
         activity: Activity | None = None,
+        series: MarkSeriesOut | None = None,
     ) -> None:
         self.state = state
+        self.series = series  # mark/index bars and funding to storage, when it keeps them
         self.sink = sink
         self.clock = clock
         self.on_close = on_close if on_close is not None else Hook("on_kline_close")
@@ -148,6 +151,8 @@ class Dispatcher:
 
     def _on_trade(self, window: TradeWindow, ev: AggTradeEvent) -> None:
         window.add(ev)
+        if self.series is not None:
+            self.series.on_trade(ev)
         self.activity.agg_trades[window.symbol] = self._mono
 
     def _on_depth(self, book: OrderBook, ev: DepthUpdateEvent) -> None:
@@ -157,6 +162,8 @@ class Dispatcher:
 
     def _on_mark(self, _: None, ev: MarkPriceEvent) -> None:
         self.state.marks.update(ev)
+        if self.series is not None:
+            self.series.on_mark(ev)
 
     # --- closed bars --------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from klinestore.ingest.lag import LoopLag
 from klinestore.ingest.ledger import ApiLedger
 from klinestore.ingest.listings import ListingChange, Listings, shard_of
 from klinestore.ingest.liveness import Activity, Liveness
+from klinestore.ingest.markbars import MarkSeriesOut, RowSink
 from klinestore.ingest.markprice import Mark
 from klinestore.ingest.orderbook import OrderBook
 from klinestore.ingest.pool import Pool
@@ -76,6 +77,7 @@ class Feed:
         transport: httpx.AsyncBaseTransport | None = None,
         connect_fn: Callable[..., Any] = connect,
         rng: random.Random | None = None,
+        series_sinks: Mapping[str, RowSink] | None = None,
     ) -> None:
         self.config = config
         self.symbols: dict[str, tuple[str, ...]] = {}  # symbol -> its kline intervals
@@ -96,8 +98,12 @@ class Feed:
             refresh_every=config.websocket.streams.depth_refresh_interval,
         )
         self.activity = Activity()
+        #: mark/index 1m bars and funding events, when storage keeps them (``series_sinks``)
+        self.series = (MarkSeriesOut(series_sinks, unknown_mark=not config.modes.rest_klines_allowed)
+                       if series_sinks else None)
         self.dispatcher = Dispatcher(self.state, sink, self.clock, on_close=self.kline_close,
-                                     on_book_wants_snapshot=self.depth_sync.want, activity=self.activity)
+                                     on_book_wants_snapshot=self.depth_sync.want, activity=self.activity,
+                                     series=self.series)
         hb = config.websocket.heartbeat
         self.liveness = Liveness(self.activity, self.state, self.clock, timeout=hb.timeout,
                                  mark_price_timeout=hb.mark_price_timeout)

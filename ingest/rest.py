@@ -38,16 +38,21 @@ from klinestore.ingest.ledger import ApiLedger
 from klinestore.ingest.protocol.rest import (
     DEPTH_PATH,
     EXCHANGE_INFO_PATH,
+    FUNDING_RATE_PATH,
+    INDEX_KLINES_PATH,
     KLINES_MAX_LIMIT,
     KLINES_PATH,
+    MARK_KLINES_PATH,
     TIME_PATH,
     USED_WEIGHT_HEADER,
     DepthSnapshot,
     ExchangeInfo,
+    FundingRate,
     RestKline,
     decode_api_error,
     decode_depth_snapshot,
     decode_exchange_info,
+    decode_funding_rates,
     decode_klines,
     decode_server_time,
     path_weight,
@@ -139,6 +144,33 @@ class RestClient:
         if end_ms is not None:
             params["endTime"] = end_ms
         return decode_klines(await self.get(KLINES_PATH, params, priority=priority))
+
+    async def funding_rates(
+        self, symbol: str, *, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000,
+        priority: Priority = Priority.NORMAL,
+    ) -> list[FundingRate]:
+        """``/fapi/v1/fundingRate`` of one symbol, oldest first (from ``start_ms``: the first ``limit``)."""
+        params: dict[str, Any] = {"symbol": symbol, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        if end_ms is not None:
+            params["endTime"] = end_ms
+        return decode_funding_rates(await self.get(FUNDING_RATE_PATH, params, priority=priority))
+
+    async def price_klines(
+        self, kind: str, symbol: str, interval: str, *, start_ms: int | None = None, end_ms: int | None = None,
+        limit: int = KLINES_MAX_LIMIT, priority: Priority = Priority.NORMAL,
+    ) -> list[RestKline]:
+        """Mark (``kind="mark"``) or index klines; like :meth:`klines`, refused in WebSocket-only mode."""
+        path = MARK_KLINES_PATH if kind == "mark" else INDEX_KLINES_PATH
+        if not self.allow_klines:
+            raise RestError("REST klines are disabled in websocket_only mode", endpoint=path)
+        params: dict[str, Any] = {"symbol" if kind == "mark" else "pair": symbol, "interval": interval, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        if end_ms is not None:
+            params["endTime"] = end_ms
+        return decode_klines(await self.get(path, params, priority=priority))
 
     # --- the core -------------------------------------------------------------------------------
 

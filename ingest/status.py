@@ -81,6 +81,7 @@ def snapshot(feed: Feed) -> dict[str, Any]:
         "order_books": books,
         "books_in_sync": sum(1 for b in state.books.values() if b.synced),
         "marks": marks,
+        "mark_series": feed.series.status() if feed.series is not None else {},  # mark/index bars, funding
         "recent_gaps": [
             {"symbol": g.symbol, "interval": g.interval, "start": iso(g.start_open_ms), "end": iso(g.end_open_ms),
              "bars": g.bar_count(), "reason": g.reason}

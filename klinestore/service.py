@@ -45,8 +45,10 @@ from klinestore.ingest.sink import BarSink
 from klinestore.ingest.status import snapshot
 from klinestore.jobs.quality import QualityJobs
 from klinestore.jobs.scheduler import JobScheduler
+from klinestore.jobs.series_fill import SeriesFill
+from klinestore.jobs.trade_repair import TradeRepair
 from klinestore.queries.metrics import start_metrics_server
-from klinestore.storage import BarStore, RestartState, prepare_dirs, shard_file
+from klinestore.storage import BarStore, RestartState, SeriesStores, prepare_dirs, shard_file
 from klinestore.storage.status import STATUS_FILE, write_status
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,25 @@ class Service:
         self.data_dir = Path(config.storage.data_dir)
         self.status_path = self.data_dir / shard_file(STATUS_FILE, config.sharding.shard_id, config.sharding.num_shards)
         self.store: BarStore | None = None
+        self.series: SeriesStores | None = None  # mark/index bars and funding, beside the klines
         if sink is None:
             self.store = BarStore(self.data_dir, config.storage, shard_id=config.sharding.shard_id)
+            self.series = SeriesStores(self.data_dir, config.storage, shard_id=config.sharding.shard_id)
             sink = self.store
         self.sink: BarSink = sink
         extra: dict[str, Any] = {} if connect_fn is None else {"connect_fn": connect_fn}
+        if self.series is not None:
+            extra["series_sinks"] = self.series.sinks
         self.feed = Feed(config, self.sink, transport=transport, **extra)
         self.scheduler = JobScheduler()
+        self.series_fill: SeriesFill | None = None
+        self.trade_repair: TradeRepair | None = None  # WebSocket-only: 1m gaps rebuilt from stored aggTrades
+        if self.feed.series is not None and config.modes.rest_klines_allowed:
+            self.series_fill = SeriesFill(self.feed.rest, self.feed.series, self.data_dir, self.feed.clock,
+                                          lambda: sorted(self.feed.symbols))
+        elif self.series is not None and self.series.trades is not None:
+            self.trade_repair = TradeRepair(self.feed, self.series.trades)
+            self.feed.on_gap(self.trade_repair.on_gap)
         self.quality = QualityJobs(config, self.feed, self.sink, self.data_dir)
         self.restart: RestartState | None = None
         self.warm_bars = 0  # bars loaded into the ring buffers from disk at start
@@ -100,6 +114,8 @@ class Service:
         prepare_dirs(self.data_dir)
         if self.store is not None:
             self.restart = await asyncio.to_thread(self.store.open)
+            if self.series is not None:
+                await asyncio.to_thread(self.series.open)
             await self._warm_restart(self.store)
         self._started = True
         await self.quality.open()
@@ -127,6 +143,10 @@ class Service:
         jobs, storage = self.config.jobs, self.config.storage
         self.scheduler.add("status", self.write_status, jobs.status_interval, first_after_s=0)
         self.scheduler.add("listings", self.refresh_listings, jobs.listing_refresh_interval)
+        if self.series_fill is not None:  # fallback mode: what the markPrice stream missed, from REST
+            self.scheduler.add("series_fill", self.series_fill.run, storage.flush_interval, first_after_s=0)
+        if self.trade_repair is not None:
+            self.scheduler.add("trade_repair", self.trade_repair.run, storage.flush_interval)
         if self.store is not None:
             self.scheduler.add("flush", self.flush, storage.flush_interval)
             self.scheduler.add("compaction", self.compact, storage.compaction_interval)
@@ -160,6 +180,8 @@ class Service:
         if self.store is not None and self._started:
             try:
                 await asyncio.to_thread(self.store.close)  # the last flush, then the lock goes
+                if self.series is not None:
+                    await asyncio.to_thread(self.series.close)  # (a failure above leaves them in their WAL too)
                 self.flushes += 1
                 self.last_flush_ms = int(time.time() * 1000)
             except Exception as exc:  # noqa: BLE001 - reported; the WAL still holds every bar
@@ -191,6 +213,8 @@ class Service:
         }
         if self.store is not None:
             storage["pending_bars"] = self.store.pending_bars
+        if self.series is not None:  # mark/index bars, funding events, aggTrades in their WALs, not yet in Parquet
+            storage["series_pending_rows"] = self.series.pending_rows
         if self.restart is not None:
             r = self.restart
             storage["restart"] = {"replayed_bars": r.replayed_bars, "wal_segments": r.wal_segments,
@@ -202,6 +226,8 @@ class Service:
         data["status_interval_s"] = self.config.jobs.status_interval
         data["metrics"] = self.metrics_url
         data["gateway"] = self.gateway.status() if self.gateway is not None else {"rest": "", "ws": ""}
+        if self.trade_repair is not None:
+            data["trade_repair"] = self.trade_repair.status()
         data["jobs"] = self.scheduler.snapshot()
         data.update(self.quality.status())
         return data
@@ -246,6 +272,8 @@ class Service:
             return
         try:
             report = await asyncio.to_thread(self.store.flush)
+            if self.series is not None:
+                await asyncio.to_thread(self.series.flush)
         except Exception as exc:
             self.flush_failures += 1
             self.last_flush_error = repr(exc)
@@ -261,6 +289,8 @@ class Service:
         report = await asyncio.to_thread(self.store.compact)
         self.compactions += 1
         await self.quality.on_quarantined(report.quarantined)
+        if self.series is not None:
+            await self.quality.on_quarantined(await asyncio.to_thread(self.series.compact))
         if report.merged_files or report.deleted_files:
             log.info("compaction: %d files merged into %d, %d retired files deleted", report.merged_files,
                      report.written_files, report.deleted_files)

@@ -8,6 +8,8 @@
     top = kq.sql("SELECT symbol, sum(quote_volume) FROM bars_1d GROUP BY ALL ORDER BY 2 DESC")
     con = kq.connect()                                                  # DuckDB, read-only views
     holes = kq.gaps("BTCUSDT", "1m", "2024-01-01", "2024-02-01")
+    rates = kq.funding("BTCUSDT", "2024-01-01")                          # symbol, funding_time, funding_rate, mark_price
+    marks = kq.mark_bars("BTCUSDT", "1h", "2024-01-01")                 # kq.index_bars likewise
 
 ``data_dir`` defaults to the configured one (``storage.data_dir``, env ``KLINESTORE_DATA_DIR``).
 Ranges are half-open on open times, ``[start, end)`` (see :mod:`klinestore.queries.times`).
@@ -21,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import polars as pl
 
+from klinestore.queries import series as _series
 from klinestore.queries import sql as _sql
 from klinestore.queries.gaps import expected_end, gap_frame, missing_runs
 from klinestore.queries.times import optional_ms, to_ms
-from klinestore.storage import Dataset
+from klinestore.storage import Dataset, read_agg_trades
 from klinestore.storage.config import default_data_dir as configured_data_dir
 
 if TYPE_CHECKING:
@@ -98,3 +101,48 @@ def gaps(
     end_ms = expected_end(interval, optional_ms(end, name="end"))
     frame = Dataset(default_data_dir(data_dir)).read(symbol, interval, start_ms, end_ms)
     return gap_frame(missing_runs(frame, interval, start_ms, end_ms, count_incomplete=count_incomplete), interval)
+
+
+def funding(
+    symbol: str, start: Any = None, end: Any = None, *, data_dir: Path | str | None = None, as_pandas: bool = False
+) -> pl.DataFrame | pd.DataFrame:
+    """Funding events of one symbol with funding times in ``[start, end)``, oldest first.
+
+    Columns ``symbol, funding_time`` (UTC), ``funding_rate, mark_price`` (null when unknown).
+    """
+    frame = _series.funding(default_data_dir(data_dir), symbol, optional_ms(start, name="start"),
+                            optional_ms(end, name="end"))
+    return frame.to_pandas() if as_pandas else frame
+
+
+def mark_bars(
+    symbol: str, interval: str, start: Any = None, end: Any = None, *, data_dir: Path | str | None = None,
+    as_pandas: bool = False, kind: str = "mark",
+) -> pl.DataFrame | pd.DataFrame:
+    """Mark-price bars (``kind="index"``: index-price bars) of one symbol, open times in ``[start, end)``.
+
+    Columns ``symbol, interval, open_time, close_time, open, high, low, close, is_complete, source``.
+    """
+    frame = _series.price_bars(default_data_dir(data_dir), kind, symbol, interval, optional_ms(start, name="start"),
+                               optional_ms(end, name="end"))
+    return frame.to_pandas() if as_pandas else frame
+
+
+def index_bars(
+    symbol: str, interval: str, start: Any = None, end: Any = None, *, data_dir: Path | str | None = None,
+    as_pandas: bool = False,
+) -> pl.DataFrame | pd.DataFrame:
+    """Index-price bars of one symbol, open times in ``[start, end)`` (columns as :func:`mark_bars`)."""
+    return mark_bars(symbol, interval, start, end, data_dir=data_dir, as_pandas=as_pandas, kind="index")
+
+
+def agg_trades(
+    symbol: str, start: Any = None, end: Any = None, *, data_dir: Path | str | None = None, as_pandas: bool = False
+) -> pl.DataFrame | pd.DataFrame:
+    """Stored aggTrades of one symbol with ``transact_time`` in ``[start, end)``, by id (``storage.persist_aggtrades``).
+
+    Columns ``symbol, agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time, is_buyer_maker``.
+    """
+    frame = read_agg_trades(default_data_dir(data_dir), symbol, optional_ms(start, name="start"),
+                            optional_ms(end, name="end"))
+    return frame.to_pandas() if as_pandas else frame

@@ -6,7 +6,9 @@ Formats:
 * ``binance``: data.binance.vision's USD-M kline CSV, 12 columns with its header line
   (``open_time,...,count,...,ignore``), ms timestamps, shortest decimal floats;
 * ``freqtrade``: ``<out>/futures/<BASE>_<QUOTE>_<QUOTE>-<tf>-futures.feather``, freqtrade's
-  futures layout and schema (``date`` timestamp[ns, UTC], ``open..volume`` float64, lz4);
+  futures layout and schema (``date`` timestamp[ns, UTC], ``open..volume`` float64, lz4),
+  plus the mark and funding-rate files a futures backtest loads
+  (:func:`~klinestore.queries.export_series.write_freqtrade_extras`);
 * ``backtesting``: a Parquet file that ``backtesting.Backtest(pd.read_parquet(path), ...)``
   takes as it is (``Open, High, Low, Close, Volume``, UTC DatetimeIndex).
 
@@ -37,6 +39,7 @@ from klinestore.core.schema import BAR_SCHEMA
 from klinestore.core.symbols import check_symbol
 from klinestore.queries.api import default_data_dir
 from klinestore.queries.errors import ExportError, GapError
+from klinestore.queries.export_series import write_freqtrade_extras
 from klinestore.queries.files import atomic_output
 from klinestore.queries.gaps import describe_runs, expected_end, missing_count, missing_runs
 from klinestore.queries.inventory import require_data_dir, require_series
@@ -75,6 +78,7 @@ class ExportReport:
     filled: int  # of those, written as empty bars (on_gap="fill")
     runs: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
+    extras: list[Path] = field(default_factory=list)  # freqtrade futures: its mark and funding_rate files
 
     def summary(self) -> str:
         span = f"{self.symbol} {self.interval} [{short(self.start_ms)}, {short(self.end_ms)})"
@@ -85,6 +89,8 @@ class ExportReport:
         if unfilled:
             why = " (before the first stored bar: no close to fill with)" if self.on_gap == "fill" else ""
             text += f"; {unfilled:,} missing bars not exported{why}: {describe_runs(self.runs, self.interval)}"
+        if self.extras:
+            text += f"; also {', '.join(p.name for p in self.extras)}"
         return text
 
 
@@ -131,10 +137,13 @@ def export(
         rows = _WRITERS[fmt](chunks, tmp, symbol, interval)
         if on_gap == "fail" and chunks.runs:
             raise gap_error(symbol, interval, first, end_ms, chunks.runs)
+    extras = []
+    if fmt == "freqtrade" and market == "um":  # what a futures backtest loads beside the candles
+        extras = write_freqtrade_extras(data_dir, symbol, target, first, end_ms, allow_incomplete=allow_incomplete)
     return ExportReport(
         path=target, format=fmt, symbol=symbol, interval=interval, start_ms=first, end_ms=end_ms, rows=rows,
         on_gap=on_gap, missing=missing_count(chunks.runs, interval), filled=chunks.filled, runs=chunks.unfilled_runs(),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, extras=extras,
     )
 
 

@@ -35,7 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from klinestore.queries.errors import SqlError
-from klinestore.queries.views import MARKET_PREFIX, create_views, readable_dirs
+from klinestore.queries.views import AGG_TRADES_DIR, MARKET_PREFIX, SERIES_PREFIX, create_views, readable_dirs
 from klinestore.storage import Dataset, find_damaged, skipped
 
 #: Reads only: queries (SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, UNPIVOT), EXPLAIN of
@@ -111,7 +111,8 @@ _ATTEMPTS = 5
 def _damaged(data_dir: Path, *, deep: bool, among: Iterable[Path] | None = None) -> list[Path]:
     """Damaged bar files (noted with a warning each); all of the datasets' files unless ``among``."""
     if among is None:
-        among = [p for market in MARKET_PREFIX for p in Dataset(data_dir, market).files()]
+        among = [p for name in (*MARKET_PREFIX, *SERIES_PREFIX, "funding") for p in Dataset(data_dir, name).files()]
+        among += sorted((data_dir / AGG_TRADES_DIR).glob("day=*/*.parquet"))
     if deep:
         return find_damaged(among)
     healthy = set(skipped(among))

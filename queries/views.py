@@ -7,6 +7,12 @@
   ignore case, so the calendar month ``1M`` is ``bars_1mo`` (``bars_1m`` is minutes);
 * ``spot_bars``, ``spot_bars_<interval>``: the same over the spot dataset that ``klinestore
   import --market spot`` writes (kept apart: a spot BTCUSDT is not the USD-M one);
+* ``mark_bars``, ``mark_bars_<interval>``, ``index_bars``, ``index_bars_<interval>``: mark and
+  index price bars (``symbol, interval, open_time, close_time, open, high, low, close,
+  is_complete, source``), and ``funding`` (``symbol, funding_time, funding_rate, mark_price``),
+  from the series datasets (``klinestore.storage.series``);
+* ``agg_trades``: every stored aggTrade (``storage.persist_aggtrades``), one row per
+  ``(symbol, agg_trade_id)``;
 * ``dataqual``, ``reconciliations``, ``gaps``, ``connection_events``, ``api_calls``: the
   service's tables as it publishes them (``klinestore.storage.tables``), typed and empty before the
   first publish.
@@ -23,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from klinestore.core.intervals import interval_sort_key
-from klinestore.storage import Dataset
+from klinestore.storage import Dataset, agg_trades_relation_sql, series_relation_sql
 from klinestore.storage.tables import TABLE_COLUMNS, TABLES_DIR, empty_select, published_glob
 
 #: Interval views that exist even on an empty dataset (the service's default intervals).
@@ -38,6 +44,10 @@ def interval_view(interval: str) -> str:
 
 #: View-name prefix per market: USD-M futures are the plain ``bars``.
 MARKET_PREFIX = {"um": "", "spot": "spot_"}
+#: Where the agg_trades view reads (``klinestore.storage.aggtrades``).
+AGG_TRADES_DIR = "agg_trades"
+#: View-name prefix of the price series (``mark_bars``, ``index_bars_1h``...).
+SERIES_PREFIX = {"mark": "mark_", "index": "index_"}
 
 
 def stored_intervals(data_dir: Path, market: str = "um") -> list[str]:
@@ -51,7 +61,8 @@ def view_intervals(data_dir: Path, market: str = "um") -> list[str]:
 
 def readable_dirs(data_dir: Path) -> list[Path]:
     """The only directories a session may read: the bar datasets and the published tables."""
-    return [*(Dataset(data_dir, market).root for market in MARKET_PREFIX), data_dir / TABLES_DIR]
+    datasets = [*MARKET_PREFIX, *SERIES_PREFIX, "funding"]
+    return [*(Dataset(data_dir, name).root for name in datasets), data_dir / AGG_TRADES_DIR, data_dir / TABLES_DIR]
 
 
 def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, skip: Collection[Path] = ()) -> list[str]:
@@ -68,6 +79,17 @@ def create_views(con: duckdb.DuckDBPyConnection, data_dir: Path, skip: Collectio
             name = prefix + interval_view(interval)
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset.relation_sql(interval, skip=skip)}")
             names.append(name)
+    for kind, prefix in SERIES_PREFIX.items():
+        con.execute(f"CREATE OR REPLACE VIEW {prefix}bars AS {series_relation_sql(data_dir, kind, skip=skip)}")
+        names.append(f"{prefix}bars")
+        for interval in view_intervals(data_dir, kind):
+            name = prefix + interval_view(interval)
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {series_relation_sql(data_dir, kind, interval, skip=skip)}")
+            names.append(name)
+    con.execute(f"CREATE OR REPLACE VIEW funding AS {series_relation_sql(data_dir, 'funding', skip=skip)}")
+    names.append("funding")
+    con.execute(f"CREATE OR REPLACE VIEW agg_trades AS {agg_trades_relation_sql(data_dir, skip=skip)}")
+    names.append("agg_trades")
     for table in TABLE_VIEWS:
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {table_select(data_dir, table)}")
         names.append(table)

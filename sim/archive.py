@@ -7,8 +7,11 @@ klines, corrections included: the archive is the exchange's final word) and its
 host. Zips are built deterministically (fixed member time), so an archive and its checksum
 agree whenever they are fetched. The ``archive_corrupt`` fault makes the next zip served
 differ from its checksum. aggTrades archives hold the market's aggregated trades
-(``agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker``);
-fundingRate and markPriceKlines archives are not served (404).
+(``agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker``).
+markPriceKlines and indexPriceKlines archives hold the mark and index klines in the kline
+layout (the ``markPriceKlines`` REST rows: volumes 0, ``count`` the seconds sampled);
+fundingRate archives exist only by month, as on the real host, with its header
+``calc_time,funding_interval_hours,last_funding_rate`` and one row per funding event.
 """
 
 from __future__ import annotations
@@ -24,18 +27,21 @@ from klinestore.sim.clock import ExchangeClock
 from klinestore.sim.faults import FaultState
 from klinestore.ingest.protocol.http import Request, Response
 from klinestore.sim.market import Market
+from klinestore.sim.prices import Prices
 
 PREFIX = "/data/"
 HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
 AGG_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+FUNDING_HEADER = "calc_time,funding_interval_hours,last_funding_rate"
+_PRICE_KINDS = {"markPriceKlines": "mark", "indexPriceKlines": "index"}
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 class ArchiveHost:
     """``GET /data/futures/um/{daily,monthly}/{klines,aggTrades}/...`` for the simulated market."""
 
-    def __init__(self, market: Market, clock: ExchangeClock, faults: FaultState) -> None:
-        self.market, self.clock, self.faults = market, clock, faults
+    def __init__(self, market: Market, clock: ExchangeClock, faults: FaultState, prices: Prices | None = None) -> None:
+        self.market, self.clock, self.faults, self.prices = market, clock, faults, prices
         self.served = 0
 
     def handle(self, request: Request) -> Response:
@@ -58,14 +64,25 @@ class ArchiveHost:
 
     def archive(self, ref: ArchiveRef) -> bytes | None:
         """The zip of ``ref``, or None when the host would not have it (yet)."""
-        if ref.kind not in ("klines", "aggTrades") or (ref.kind == "klines") != (ref.interval is not None):
+        price_kind = _PRICE_KINDS.get(ref.kind)
+        if price_kind is not None or ref.kind == "fundingRate":
+            if self.prices is None or (ref.kind == "fundingRate" and not ref.monthly):
+                return None
+        elif ref.kind not in ("klines", "aggTrades") or (ref.kind == "klines") != (ref.interval is not None):
             return None
         start, end = _ms(ref.day), _ms(ref.end)
         span = self.market.span(ref.symbol)
         if span is None or end > self.clock.now_ms() or start < span.first_ms or not span.holds(start):
             return None
         spec = self.market.spec(ref.symbol)
-        if ref.interval is not None:
+        if self.prices is not None and price_kind is not None and ref.interval is not None:
+            rows = self.prices.bars(ref.symbol, price_kind, ref.interval, start, end - 1, end)
+            decimals = self.prices.decimals(ref.symbol)
+            lines = [HEADER] + [",".join(str(v) for v in bar.row(decimals)) for bar in rows]
+        elif self.prices is not None and ref.kind == "fundingRate":
+            events = self.prices.fundings(ref.symbol, start, end - 1, end)
+            lines = [FUNDING_HEADER] + [f"{e.time},8,{e.body()['fundingRate']}" for e in events]
+        elif ref.interval is not None:
             bars = self.market.bars(ref.symbol, ref.interval, start, end - 1, end)
             lines = [HEADER] + [",".join(str(v) for v in rest_row(bar, spec)) for bar in bars]
         else:

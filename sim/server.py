@@ -88,7 +88,7 @@ class Simulator:
         self.limiter = WeightLimiter(self.clock, config.weight_limit, ban_after=config.ban_after_429s,
                                      ban_ms=int(config.ban_duration * 1000))
         self.rest = BinanceRest(self.market, self.books, self.clock, self.faults, self.limiter, self.prices, self.tickers)
-        self.archive = ArchiveHost(self.market, self.clock, self.faults)
+        self.archive = ArchiveHost(self.market, self.clock, self.faults, self.prices)
         self.admin = AdminApi(self)
         self.http = HttpServer(self._route, config.host, config.rest_port)
         self._tasks: list[asyncio.Task[None]] = []

@@ -108,10 +108,9 @@ def describe(path: Path, *, symbol: str | None = None, interval: str | None = No
 
 def read_archive(spec: ArchiveFile, *, source: str = "import") -> pl.DataFrame:
     """The validated bars of one archive as a working frame (Int64 ms times)."""
-    data = _csv_bytes(spec.path)
     if spec.kind == "aggTrades":
-        trades = _validate_trades(spec, data, _parse(spec, data, _TRADE_TYPES, minimum=7))
-        return bars_from_trades(trades, spec.symbol, source=source)
+        return bars_from_trades(read_trades(spec), spec.symbol, source=source)
+    data = _csv_bytes(spec.path)
     frame = _parse(spec, data, _KLINE_TYPES, minimum=12)
     # numpy from here on: no Polars call per file (each queues on Polars' thread pool)
     series = {c: frame.get_column(c) for c in KLINE_FIELDS}
@@ -127,6 +126,17 @@ def read_archive(spec: ArchiveFile, *, source: str = "import") -> pl.DataFrame:
         source=_repeat("source", source, n), is_complete=pl.Series("is_complete", np.ones(n, dtype=bool)),
     )
     return pl.DataFrame([series[c] for c in BAR_COLUMNS])
+
+
+def read_trades(spec: ArchiveFile) -> pl.DataFrame:
+    """The validated trades of an aggTrades archive (bool maker flag, ms times, price and quantity as text)."""
+    data = _csv_bytes(spec.path)
+    return _validate_trades(spec, data, _parse(spec, data, _TRADE_TYPES, minimum=7))
+
+
+def verified_bytes(path: Path) -> bytes:
+    """The CSV text of an archive (a .zip's one member, or a .csv), its ``.CHECKSUM`` verified when beside it."""
+    return _csv_bytes(path)
 
 
 def _csv_bytes(path: Path) -> bytes:

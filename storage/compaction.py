@@ -30,7 +30,7 @@ import polars as pl
 
 from klinestore.storage.errors import DatasetError
 from klinestore.storage.frames import PARTITION_KEY, latest
-from klinestore.storage.layout import MARKETS, FileName, Stamper, data_files, dataset_root, list_partitions
+from klinestore.storage.layout import DATASETS, FileName, Stamper, data_files, dataset_root, list_partitions
 from klinestore.storage.quarantine import (
     READ_ERRORS,
     find_damaged,
@@ -78,12 +78,12 @@ def compact(
     importer uses it, so importing day after day never rewrites a whole month each time).
     """
     report = CompactReport()
-    report.quarantined = quarantine_writer(data_dir, writer, [dataset_root(data_dir, m) for m in MARKETS])
+    report.quarantined = quarantine_writer(data_dir, writer, [dataset_root(data_dir, m) for m in DATASETS])
     before = len(pending_obsolete(data_dir, writer))
     collect(data_dir, writer)
     retired = pending_obsolete(data_dir, writer)
     report.deleted_files = before - len(retired)
-    for market in MARKETS:
+    for market in DATASETS:
         root = dataset_root(data_dir, market)
         partitions = list_partitions(root)
         newest: dict[str, str] = {}

@@ -31,6 +31,10 @@ class StorageConfig:
     resample_intervals: tuple[str, ...] = opt(
         ("5m", "15m", "1h", "4h"), "Intervals resampled from 1m and persisted.", intervals
     )
+    persist_aggtrades: bool = opt(
+        False, "Keep every aggTrade received in the agg_trades dataset (its disk cost: docs/storage.md); also lets a "
+        "stalled kline stream be repaired from the trades."
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,6 +7,7 @@ compaction, the publish markers. Other packages read and inspect a dataset throu
 object, so none of them needs to know how files are named or where a month lives::
 
     bars = Dataset(data_dir)                    # USD-M: bars/; Dataset(data_dir, "spot"): bars_spot/
+    marks = Dataset(data_dir, "mark")           # the USD-M series: "mark", "index", "funding" (storage.series)
     bars.read("BTCUSDT", "1h", start_ms, end_ms)  # one row per open time, the largest version
     bars.relation_sql("1h")                     # the same rule as a DuckDB SELECT
     bars.intervals()                            # intervals stored, shortest first

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from klinestore.storage.errors import StorageError
-from klinestore.storage.layout import MARKETS, dataset_root, state_dir, wal_dir
+from klinestore.storage.layout import AGG_TRADES_DIR, DATASETS, dataset_root, state_dir, wal_dir
 
 #: Directories under the data directory that belong to storage and the service.
 _MANAGED_DIRS = frozenset(
-    {dataset_root(Path(), m).name for m in MARKETS}
+    {dataset_root(Path(), m).name for m in DATASETS} | {AGG_TRADES_DIR}
     | {state_dir(Path()).name, wal_dir(Path(), "s0000").parent.name, "tables"}  # klinestore.storage.tables.TABLES_DIR
 )
 #: Files at the top of the data directory that the service writes (status, DataQual database).

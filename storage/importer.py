@@ -35,11 +35,12 @@ from klinestore.storage.archive import ArchiveFile, describe, find_archives, rea
 from klinestore.storage.compaction import compact
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.frames import PARTITION_KEY, latest, with_version
-from klinestore.storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root
+from klinestore.storage.layout import DATASETS, IMPORT_WRITER, Stamper, dataset_root
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import announcement
 from klinestore.storage.reader import read_versioned
 from klinestore.storage.resample import bucket_ends, bucket_opens, resample_many
+from klinestore.storage.series import price_rows
 from klinestore.storage.txn import Publish, recover
 from klinestore.storage.writer import PartitionFiles
 
@@ -77,7 +78,11 @@ def import_archives(
     interval: str | None = None,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import kline and aggTrades archives (files or directories) into ``data_dir``."""
+    """Import kline and aggTrades archives (files or directories) into ``data_dir``.
+
+    ``market``: the dataset: ``um`` (default), ``spot``, or the USD-M ``mark`` / ``index``
+    series (markPriceKlines / indexPriceKlines archives, which have the kline layout).
+    """
     started = time.perf_counter()
     root = dataset_root(data_dir, market)
     specs = [describe(p, symbol=symbol, interval=interval) for p in find_archives(list(paths))]
@@ -87,7 +92,7 @@ def import_archives(
         groups.setdefault((spec.symbol, spec.interval), []).append(spec)
     stamper = Stamper(IMPORT_WRITER)
     with WriterLock(data_dir, IMPORT_WRITER):
-        recover(data_dir, IMPORT_WRITER, [dataset_root(data_dir, m) for m in MARKETS])
+        recover(data_dir, IMPORT_WRITER, [dataset_root(data_dir, m) for m in DATASETS])
         stamp = stamper.next()
         publish = Publish(data_dir, IMPORT_WRITER, stamper)
         try:
@@ -96,7 +101,7 @@ def import_archives(
                 minutes: dict[str, tuple[int, int]] = {}  # per symbol, the 1m range written
                 try:
                     prepared = (workers.submit(_prepare, key, bars, data_dir, market, config.resample_intervals, stamp)
-                                for key, bars in _groups(groups, progress))
+                                for key, bars in _groups(groups, progress, _reader(market)))
                     for symbol_groups in _by_symbol(_in_order(prepared, ahead=_CORES)):
                         staged = []
                         for group in symbol_groups:
@@ -115,7 +120,7 @@ def import_archives(
                 except BaseException:
                     files.discard()
                     raise
-            if minutes and market == "um":  # the live service resamples USD-M minutes: tell it
+            if minutes and market != "spot":  # the live service resamples USD-M (and its series') minutes: tell it
                 publish.announce = announcement(stamp, minutes)
             publish.commit()
         except BaseException:
@@ -184,8 +189,16 @@ def _per_interval(staged: list[tuple[str, pl.DataFrame]]) -> Iterator[pl.DataFra
         yield parts[0] if len(parts) == 1 else latest(pl.concat(parts), PARTITION_KEY).sort("open_time")
 
 
+def _reader(market: str) -> Callable[[ArchiveFile], pl.DataFrame]:
+    """How an archive's rows become the dataset's: mark and index klines count their seconds (:func:`price_rows`)."""
+    if market in ("mark", "index"):
+        return lambda spec: price_rows(read_archive(spec))
+    return read_archive
+
+
 def _groups(
-    groups: dict[tuple[str, str], list[ArchiveFile]], progress: Progress | None
+    groups: dict[tuple[str, str], list[ArchiveFile]], progress: Progress | None,
+    read: Callable[[ArchiveFile], pl.DataFrame] = read_archive,
 ) -> Iterator[tuple[tuple[str, str], pl.DataFrame]]:
     """Each group's bars (one row per open time, later files winning), files read ahead in parallel.
 
@@ -197,14 +210,14 @@ def _groups(
         ahead: deque[Future[pl.DataFrame]] = deque()
         queue = iter(specs)
         for spec in itertools.islice(queue, 2 * _CORES):
-            ahead.append(pool.submit(read_archive, spec))
+            ahead.append(pool.submit(read, spec))
         for key, group in groups.items():
             frames = []
             for spec in group:
                 frames.append(ahead.popleft().result())
                 following = next(queue, None)
                 if following is not None:
-                    ahead.append(pool.submit(read_archive, following))
+                    ahead.append(pool.submit(read, following))
                 if progress is not None:
                     progress(spec)
             bars = pl.concat(frames) if len(frames) > 1 else frames[0]

@@ -37,6 +37,19 @@ from klinestore.storage.errors import StorageError
 
 Market = Literal["um", "spot"]
 MARKETS: tuple[str, ...] = ("um", "spot")
+#: USD-M series stored as bar-shaped rows beside the klines (:mod:`klinestore.storage.series`):
+#: each its own dataset, written by its own writers (``m0000``, ``x0000``, ``f0000``), so its
+#: WAL, lock, journals and markers never meet the klines'.
+SERIES: tuple[str, ...] = ("mark", "index", "funding")
+#: Every dataset a data directory may hold: the markets' klines, then the series.
+DATASETS: tuple[str, ...] = MARKETS + SERIES
+_ROOTS = {"um": "bars", "spot": "bars_spot", "mark": "mark_bars", "index": "index_bars", "funding": "funding"}
+#: The letter of a dataset's live writers (``s`` for klines; the importer is ``imp`` everywhere).
+WRITER_LETTERS = {"um": "s", "spot": "s", "mark": "m", "index": "x", "funding": "f", "agg_trades": "t"}
+#: The aggTrades dataset (:mod:`klinestore.storage.aggtrades`): ``agg_trades/day=YYYY-MM-DD/``.
+AGG_TRADES_DIR = "agg_trades"
+#: The partition directories of every dataset, relative to its root (bars by month, trades by day).
+PARTITION_GLOBS = ("interval=*/month=*", "day=*")
 
 IMPORT_WRITER = "imp"
 _IMPORT_SLOT = 4096
@@ -45,14 +58,14 @@ EXCHANGE_RANK = 1 << 60
 #: Every data file of a dataset, relative to its root; a ``.tmp`` never matches.
 GLOB = "interval=*/month=*/*.parquet"
 
-_NAME = re.compile(r"(?P<stamp>[0-9a-f]{16})-(?P<writer>s\d{4}|imp)-g(?P<gen>\d{1,3})\.parquet")
+_NAME = re.compile(r"(?P<stamp>[0-9a-f]{16})-(?P<writer>[smxft]\d{4}|imp)-g(?P<gen>\d{1,3})\.parquet")
 
 
 def dataset_root(data_dir: Path, market: str = "um") -> Path:
-    """Root of a market's dataset: ``bars/`` for USD-M, ``bars_<market>/`` otherwise."""
-    if market not in MARKETS:
+    """Root of a dataset: ``bars/`` for USD-M, ``bars_spot/``, ``mark_bars/``, ``index_bars/``, ``funding/``."""
+    if market not in DATASETS:
         raise StorageError(f"unknown market {market!r}; expected one of {', '.join(MARKETS)}")
-    return Path(data_dir) / ("bars" if market == "um" else f"bars_{market}")
+    return Path(data_dir) / _ROOTS[market]
 
 
 def state_dir(data_dir: Path) -> Path:
@@ -63,11 +76,16 @@ def wal_dir(data_dir: Path, writer: str) -> Path:
     return Path(data_dir) / "wal" / writer
 
 
-def shard_writer(shard_id: int) -> str:
-    """The writer name of a live-service shard."""
+def shard_writer(shard_id: int, dataset: str = "um") -> str:
+    """The writer name of a live-service shard (of a series dataset: its own letter)."""
     if not 0 <= shard_id < _IMPORT_SLOT:
         raise StorageError(f"shard_id {shard_id} out of range 0..{_IMPORT_SLOT - 1}")
-    return f"s{shard_id:04d}"
+    return f"{WRITER_LETTERS[dataset]}{shard_id:04d}"
+
+
+def is_writer(name: str) -> bool:
+    """A writer name: ``imp`` or a shard of some dataset (``s0003``, ``m0000``, ...)."""
+    return name == IMPORT_WRITER or (len(name) == 5 and name[0] in "smxft" and name[1:].isdigit())
 
 
 def writer_slot(writer: str) -> int:

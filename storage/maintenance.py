@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from klinestore.storage.aggtrades import TradeStore, trades_root
 from klinestore.storage.compaction import CompactReport, compact
 from klinestore.storage.config import StorageConfig
-from klinestore.storage.layout import IMPORT_WRITER, MARKETS, Stamper, dataset_root, state_dir
+from klinestore.storage.layout import DATASETS, IMPORT_WRITER, Stamper, dataset_root, is_writer, state_dir
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.txn import recover
 
@@ -14,12 +16,12 @@ from klinestore.storage.txn import recover
 def writers(data_dir: Path) -> list[str]:
     """Every writer that has files, a WAL or a lock in ``data_dir``."""
     found = {IMPORT_WRITER}
-    for market in MARKETS:
+    for market in DATASETS:
         for path in dataset_root(data_dir, market).glob("interval=*/month=*/*.parquet"):
             found.add(path.name.split("-")[1])
     if state_dir(data_dir).is_dir():
         found.update(p.stem for p in state_dir(data_dir).glob("*.lock"))
-    return sorted(w for w in found if w == IMPORT_WRITER or (w.startswith("s") and w[1:].isdigit()))
+    return sorted(w for w in found if is_writer(w))
 
 
 def compact_all(data_dir: Path, config: StorageConfig) -> tuple[CompactReport, list[str]]:
@@ -35,8 +37,11 @@ def compact_all(data_dir: Path, config: StorageConfig) -> tuple[CompactReport, l
             busy.append(writer)
             continue
         try:
-            recover(Path(data_dir), writer, [dataset_root(data_dir, m) for m in MARKETS])
+            recover(Path(data_dir), writer, [*(dataset_root(data_dir, m) for m in DATASETS), trades_root(data_dir)])
             report.add(compact(Path(data_dir), writer, Stamper(writer), fan_in=config.compaction_min_files))
+            if writer.startswith("t"):  # a shard's aggTrades (storage.aggtrades)
+                trades = TradeStore(Path(data_dir), replace(config, compaction_grace=0), shard_id=int(writer[1:]))
+                report.quarantined += trades.compact()
         finally:
             lock.release()
     return report, busy

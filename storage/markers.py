@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from klinestore.storage.layout import state_dir
+from klinestore.storage.layout import IMPORT_WRITER, state_dir
 
 #: Publishes a marker remembers; a reader further behind refreshes all it holds.
 KEEP = 16
@@ -116,8 +116,8 @@ class MarkerWatch:
         for name in names:
             if name.startswith(_PREFIX) and name.endswith(".json"):
                 writer = name[len(_PREFIX):-len(".json")]
-                if writer != self._writer:
-                    out.append((writer, self._dir / name))
+                if writer != self._writer and (writer[0] == self._writer[0] or writer == IMPORT_WRITER):
+                    out.append((writer, self._dir / name))  # a writer of this dataset, or the importer
         return out
 
 

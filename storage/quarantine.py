@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from klinestore.storage.errors import DatasetError
 from klinestore.storage.fsguard import create_new
-from klinestore.storage.layout import FileName
+from klinestore.storage.layout import PARTITION_GLOBS, FileName
 from klinestore.storage.txn import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ def quarantine_writer(data_dir: Path, writer: str, roots: Iterable[Path]) -> lis
     readers of this process found); the records written. The caller holds the writer's lock."""
     found = {p: e for p, e in noted(data_dir).items() if (n := FileName.parse(p.name)) and n.writer == writer}
     for root in roots:
-        for path in Path(root).glob(f"interval=*/month=*/*-{writer}-g*.parquet"):
+        for path in (p for pattern in PARTITION_GLOBS for p in Path(root).glob(f"{pattern}/*-{writer}-g*.parquet")):
             error = damage(path)
             if error is not None:
                 found.setdefault(path.resolve(), error)

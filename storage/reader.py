@@ -23,7 +23,7 @@ import polars as pl
 from klinestore.core.intervals import bar_open, check_interval, interval_ms, is_aligned, next_open
 from klinestore.core.symbols import check_symbol
 from klinestore.storage.frames import BAR_COLUMNS, TIME, VERSIONED_SCHEMA, from_bars, latest, to_public
-from klinestore.storage.layout import GLOB, data_files, dataset_root, list_partitions, month_of
+from klinestore.storage.layout import GLOB, WRITER_LETTERS, data_files, dataset_root, list_partitions, month_of
 from klinestore.storage.quarantine import read_skipping
 from klinestore.storage.txn import retired_files
 from klinestore.storage.wal import read_records
@@ -141,8 +141,8 @@ def read_versioned(
     )
     if stored is not None:
         parts.append(stored)
-    if wal and market == "um":
-        wal_rows = wal_frame(data_dir).filter(pl.col("interval") == interval)
+    if wal and market != "spot":
+        wal_rows = wal_frame(data_dir, market).filter(pl.col("interval") == interval)
         parts.append(wal_rows.filter(_predicate(symbols, start_ms, end_ms, pl.Int64)))
     if not parts:
         return pl.DataFrame(schema=VERSIONED_SCHEMA)
@@ -151,11 +151,12 @@ def read_versioned(
     return frame.sort("symbol", "open_time") if ordered else frame
 
 
-def wal_frame(data_dir: Path) -> pl.DataFrame:
-    """Every bar in every writer's WAL (read-only), versioned like its future Parquet row."""
+def wal_frame(data_dir: Path, market: str = "um") -> pl.DataFrame:
+    """Every bar in the WAL of every writer of a dataset (read-only), versioned like its future Parquet row."""
     bars, stamps = [], []
     wal_root = Path(data_dir) / "wal"
-    for directory in sorted(wal_root.iterdir()) if wal_root.is_dir() else ():
+    letter = WRITER_LETTERS[market]
+    for directory in sorted(d for d in wal_root.iterdir() if d.name.startswith(letter)) if wal_root.is_dir() else ():
         for stamp, batch in read_records(directory):
             bars.extend(batch)
             stamps.extend([stamp] * len(batch))
@@ -201,7 +202,7 @@ def load_recent(
     """
     data_dir = Path(data_dir)
     wanted = [check_symbol(s) for s in symbols]
-    recent_wal = wal_frame(data_dir) if wal and market == "um" else pl.DataFrame(schema=VERSIONED_SCHEMA)
+    recent_wal = wal_frame(data_dir, market) if wal and market != "spot" else pl.DataFrame(schema=VERSIONED_SCHEMA)
     out: dict[tuple[str, str], pl.DataFrame] = {}
     for interval, size in sizes.items():
         check_interval(interval)
@@ -255,8 +256,8 @@ def last_open_times(
     data_dir = Path(data_dir)
     wanted = None if symbols is None else {check_symbol(s) for s in symbols}
     found: dict[str, int] = {}
-    if wal and market == "um":
-        frame = wal_frame(data_dir).filter(pl.col("interval") == interval)
+    if wal and market != "spot":
+        frame = wal_frame(data_dir, market).filter(pl.col("interval") == interval)
         for symbol, latest_open in frame.group_by("symbol").agg(pl.col("open_time").max()).iter_rows():
             found[symbol] = latest_open
     for _, _, path in reversed(list_partitions(dataset_root(data_dir, market), interval)):

@@ -30,7 +30,7 @@ from klinestore.storage.config import StorageConfig
 from klinestore.storage.errors import BarError, StorageError
 from klinestore.storage.frames import VERSIONED_SCHEMA, from_bars, latest
 from klinestore.storage.fsguard import prepare_dirs
-from klinestore.storage.layout import EXCHANGE_RANK, MARKETS, Stamper, dataset_root, shard_writer, state_dir, wal_dir
+from klinestore.storage.layout import DATASETS, EXCHANGE_RANK, Stamper, dataset_root, shard_writer, state_dir, wal_dir
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import MarkerWatch, Poll, announcement
 from klinestore.storage.quarantine import quarantine_writer
@@ -91,11 +91,12 @@ class FlushReport:
 class BarStore:
     """Durable storage of one shard's closed bars (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, config: StorageConfig, *, shard_id: int = 0) -> None:
+    def __init__(self, data_dir: Path, config: StorageConfig, *, shard_id: int = 0, dataset: str = "um") -> None:
         self.data_dir = Path(data_dir)
         self.config = config
-        self.writer = shard_writer(shard_id)
-        self.root = dataset_root(self.data_dir, "um")
+        self.dataset = dataset  # "um" (klines) or a series (:mod:`klinestore.storage.series`)
+        self.writer = shard_writer(shard_id, dataset)
+        self.root = dataset_root(self.data_dir, dataset)
         self._lock = WriterLock(self.data_dir, self.writer)
         self._stamper = Stamper(self.writer)
         self._wal = Wal(wal_dir(self.data_dir, self.writer), fsync_window=config.wal_fsync_window)
@@ -120,7 +121,7 @@ class BarStore:
             raise StorageError(
                 f"shard {self.writer} of {self.data_dir} is open in another process (pid {self._lock.holder()})"
             )
-        roots = [dataset_root(self.data_dir, m) for m in MARKETS]
+        roots = [dataset_root(self.data_dir, m) for m in DATASETS]
         try:
             prepare_dirs(self._wal.directory)
             recovered = recover(self.data_dir, self.writer, roots)
@@ -242,8 +243,8 @@ class BarStore:
     # -- reading ---------------------------------------------------------------------------
 
     def load_recent(self, symbols: Sequence[str], sizes: Mapping[str, int]) -> dict[tuple[str, str], pl.DataFrame]:
-        """:func:`storage.load_recent` on this store's data directory (Parquet plus WAL)."""
-        return load_recent(self.data_dir, symbols, sizes)
+        """:func:`storage.load_recent` on this store's dataset (Parquet plus WAL)."""
+        return load_recent(self.data_dir, symbols, sizes, market=self.dataset)
 
     def wal_segments(self) -> list[Path]:
         """This shard's WAL segment files on disk (for status: their count and bytes)."""
@@ -300,7 +301,7 @@ class BarStore:
             oldest = int(minutes.get_column("open_time").min()) // span * span - span
             if covered is None or oldest < covered:  # a back-fill older than the tail: read its buckets
                 symbols = minutes.get_column("symbol").unique().to_list()
-                stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered)
+                stored = read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=oldest, end_ms=covered, market=self.dataset)
                 known = latest(pl.concat([stored, known]))
         parts = []
         if minutes.height:
@@ -359,7 +360,7 @@ class BarStore:
                 if whole_buckets and end < _FOREVER:
                     span = (start, _buckets(intervals, end - 1, end - 1)[1])
                 reads.setdefault(span, []).append(symbol)
-        parts = [read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=start, end_ms=end)
+        parts = [read_versioned(self.data_dir, "1m", symbols=symbols, start_ms=start, end_ms=end, market=self.dataset)
                  for (start, end), symbols in reads.items()]
         return latest(pl.concat(parts)) if parts else pl.DataFrame(schema=VERSIONED_SCHEMA)
 
@@ -371,16 +372,16 @@ class BarStore:
         self._tail = tail.filter(pl.col("open_time") >= horizon)
 
     def _load_tail(self) -> pl.DataFrame:
-        newest = last_open_times(self.data_dir, "1m", wal=False)
+        newest = last_open_times(self.data_dir, "1m", market=self.dataset, wal=False)
         if not newest:
             return pl.DataFrame(schema=VERSIONED_SCHEMA)
         start = max(newest.values()) - 2 * self._tail_minutes * MINUTE_MS
-        return read_versioned(self.data_dir, "1m", start_ms=start)
+        return read_versioned(self.data_dir, "1m", start_ms=start, market=self.dataset)
 
     def _last_open_times(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
         for interval in sorted({p.name.split("=", 1)[1] for p in self.root.glob("interval=*")}):
-            for symbol, newest in last_open_times(self.data_dir, interval, wal=False).items():
+            for symbol, newest in last_open_times(self.data_dir, interval, market=self.dataset, wal=False).items():
                 out[(symbol, interval)] = newest
         for (symbol, interval, open_time) in self._pending:
             out[(symbol, interval)] = max(out.get((symbol, interval), open_time), open_time)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from klinestore.storage.errors import StorageError
 from klinestore.storage.fsguard import create_new
-from klinestore.storage.layout import Stamper, state_dir, tmp_path
+from klinestore.storage.layout import PARTITION_GLOBS, Stamper, state_dir, tmp_path
 from klinestore.storage.markers import bumped, marker_path, read_marker
 
 
@@ -206,9 +206,10 @@ def recover(data_dir: Path, writer: str, roots: Iterable[Path]) -> int:
             fixed += 1
         _roll_forward(data_dir, journal, entry)
     for root in roots:
-        for orphan in Path(root).glob(f"interval=*/month=*/.*-{writer}-*.tmp"):
-            orphan.unlink(missing_ok=True)
-            fixed += 1
+        for pattern in PARTITION_GLOBS:
+            for orphan in Path(root).glob(f"{pattern}/.*-{writer}-*.tmp"):
+                orphan.unlink(missing_ok=True)
+                fixed += 1
     for orphan in state_dir(data_dir).glob(f".txn-{writer}-*.tmp") if state_dir(data_dir).is_dir() else ():
         orphan.unlink(missing_ok=True)
     return fixed

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -42,9 +43,14 @@ _HEADER = struct.Struct("<II")
 MAX_RECORD = 64 << 20
 SEGMENT_BYTES = 64 << 20
 
-Record = tuple[int, list[Bar]]
+Record = tuple[int, list[Any]]  # (stamp, rows): Bars, unless the log was opened for another row type
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(tuple[int, list[Bar]])
+
+
+def decoder_of(row_type: type) -> msgspec.msgpack.Decoder:
+    """The record decoder of a log of ``row_type`` rows (a msgspec struct; :class:`Bar` by default)."""
+    return _decoder if row_type is Bar else msgspec.msgpack.Decoder(tuple[int, list[row_type]])  # type: ignore[valid-type]
 
 
 @dataclass(slots=True)
@@ -62,19 +68,19 @@ class Replay:
         return sum(len(bars) for _, bars in self.records)
 
 
-def encode(stamp: int, bars: Sequence[Bar]) -> bytes:
+def encode(stamp: int, bars: Sequence[Any]) -> bytes:
     payload = _encoder.encode((stamp, bars))
     if len(payload) > MAX_RECORD:
         raise WalError(f"WAL record of {len(payload)} bytes exceeds {MAX_RECORD}; append fewer bars at once")
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_segment(data: bytes) -> tuple[list[Record], int, bool]:
+def decode_segment(data: bytes, decoder: msgspec.msgpack.Decoder = _decoder) -> tuple[list[Record], int, bool]:
     """Records of a segment, the offset of the first bad byte, and whether it was corrupt (vs torn)."""
     records: list[Record] = []
     offset, size = 0, len(data)
     while offset < size:
-        record, end, corrupt = _record_at(data, offset)
+        record, end, corrupt = _record_at(data, offset, decoder)
         if record is None:
             return records, offset, corrupt
         records.append(record)
@@ -82,7 +88,7 @@ def decode_segment(data: bytes) -> tuple[list[Record], int, bool]:
     return records, offset, False
 
 
-def _record_at(data: bytes, offset: int) -> tuple[Record | None, int, bool]:
+def _record_at(data: bytes, offset: int, decoder: msgspec.msgpack.Decoder = _decoder) -> tuple[Record | None, int, bool]:
     """The record at ``offset`` and where it ends, or None and whether the bytes there are corrupt (vs torn)."""
     size = len(data)
     if size - offset < _HEADER.size:
@@ -97,7 +103,7 @@ def _record_at(data: bytes, offset: int) -> tuple[Record | None, int, bool]:
     if zlib.crc32(payload) != crc:
         return None, offset, True
     try:
-        return _decoder.decode(payload), start + length, False
+        return decoder.decode(payload), start + length, False
     except msgspec.DecodeError:
         return None, offset, True
 
@@ -115,41 +121,41 @@ class CorruptSpan:
     intervals: tuple[str, ...] = ()
 
 
-def scan_segment(data: bytes) -> tuple[list[Record], list[CorruptSpan], int]:
+def scan_segment(data: bytes, decoder: msgspec.msgpack.Decoder = _decoder) -> tuple[list[Record], list[CorruptSpan], int]:
     """Every whole record of a segment, past corrupt ones (the next record is found by its
     CRC), the corrupt spans, and where a torn tail starts (``len(data)`` if none)."""
     records: list[Record] = []
     spans: list[CorruptSpan] = []
     offset, size = 0, len(data)
     while offset < size:
-        record, end, corrupt = _record_at(data, offset)
+        record, end, corrupt = _record_at(data, offset, decoder)
         if record is not None:
             records.append(record)
             offset = end
             continue
-        resume = _next_record(data, offset + 1)
+        resume = _next_record(data, offset + 1, decoder)
         if resume is None:
             if corrupt:
                 spans.append(_span(offset, size, records, None))
                 return records, spans, size
             return records, spans, offset  # a torn tail: the process died mid-append
-        following, _, _ = _record_at(data, resume)
+        following, _, _ = _record_at(data, resume, decoder)
         spans.append(_span(offset, resume, records, following))
         offset = resume
     return records, spans, size
 
 
-def _next_record(data: bytes, offset: int) -> int | None:
+def _next_record(data: bytes, offset: int, decoder: msgspec.msgpack.Decoder) -> int | None:
     for at in range(offset, len(data) - _HEADER.size):
         length, crc = _HEADER.unpack_from(data, at)
-        if 0 < length <= min(MAX_RECORD, len(data) - at - _HEADER.size) and _record_at(data, at)[0] is not None:
+        if 0 < length <= min(MAX_RECORD, len(data) - at - _HEADER.size) and _record_at(data, at, decoder)[0] is not None:
             return at
     return None
 
 
 def _span(start: int, end: int, before: list[Record], after: Record | None) -> CorruptSpan:
     near = [*(before[-1][1] if before else ()), *(after[1] if after else ())]
-    if not near:
+    if not near or not isinstance(near[0], Bar):  # another row type: no bar times to bound the loss with
         return CorruptSpan(start, end)
     opens = [b.open_time for b in near]
     return CorruptSpan(start, end, min(opens), max(opens), tuple(sorted({b.interval for b in near})))
@@ -159,12 +165,13 @@ def segment_paths(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.wal")) if directory.is_dir() else []
 
 
-def read_records(directory: Path) -> list[Record]:
+def read_records(directory: Path, row_type: type = Bar) -> list[Record]:
     """Every whole record under ``directory``, read-only (safe while a writer appends)."""
     out: list[Record] = []
+    decoder = decoder_of(row_type)
     for path in segment_paths(directory):
         try:
-            out.extend(scan_segment(path.read_bytes())[0])
+            out.extend(scan_segment(path.read_bytes(), decoder)[0])
         except FileNotFoundError:
             continue  # trimmed by its writer meanwhile: its rows are in Parquet now
     return out
@@ -173,8 +180,9 @@ def read_records(directory: Path) -> list[Record]:
 class Wal:
     """One writer's log. Thread-safe: the event loop appends while a flush thread rotates."""
 
-    def __init__(self, directory: Path, *, fsync_window: float = 1.0) -> None:
+    def __init__(self, directory: Path, *, fsync_window: float = 1.0, row_type: type = Bar) -> None:
         self.directory = Path(directory)
+        self._decoder = decoder_of(row_type)
         self.fsync_window = fsync_window
         self.appended_bytes = 0
         self.fsyncs = 0
@@ -220,7 +228,7 @@ class Wal:
 
     # -- the hot path ----------------------------------------------------------------------
 
-    def append(self, stamp: int, bars: Sequence[Bar]) -> None:
+    def append(self, stamp: int, bars: Sequence[Any]) -> None:
         """Write one record (see the module docstring for what is durable when)."""
         record = encode(stamp, bars)
         with self._lock:
@@ -314,7 +322,7 @@ class Wal:
             data = path.read_bytes()
         except OSError as exc:
             raise WalError(f"cannot read WAL segment {path}: {exc}") from exc
-        records, spans, torn = scan_segment(data)
+        records, spans, torn = scan_segment(data, self._decoder)
         replay.records.extend(records)
         if not spans and torn == len(data):
             return

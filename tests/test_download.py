@@ -104,7 +104,9 @@ def test_an_interrupted_download_resumes_from_the_verified_archives(sim: dict[st
 
 def test_mistakes_are_one_line(tmp_path: Path) -> None:
     for args, words in ((("--start", "2024-01-03", "--end", "2024-01-01"), "is not after --start"),
-                        (("--start", "2024-01-01", "--end", "2024-01-02", "--data", "fundingRate"), "not stored"),
+                        (("--start", "2024-01-01", "--end", "2024-01-02", "--data", "fundingRates"), "unknown kind"),
+                        (("--start", "2024-01-01", "--end", "2024-01-02", "--data", "fundingRate"),
+                         "fundingRate: a month's after the month ends"),
                         (("--start", "01/01/2024", "--end", "2024-01-02"), "expected a date"),
                         (("--start", "2024-01-01", "--end", "2024-01-02", "--archive-url", "http://127.0.0.1:9"),
                          "check the network, a proxy, or --archive-url")):

@@ -93,8 +93,11 @@ def test_two_shard_processes_write_one_dataset_that_sql_sees_whole(tmp_path: Pat
     for n, path in enumerate(status_files):  # each shard subscribed only its own symbols
         assert json.loads(path.read_text())["symbols"] == sorted(s for s in SYMBOLS if owner[s] == n)
     assert not (data / "status.json").exists()
-    assert sorted(p.name for p in (data / "state").glob("*.lock")) == ["s0000.lock", "s0001.lock"]
-    assert sorted(p.name for p in (data / "wal").iterdir()) == ["s0000", "s0001"]
+    # each shard's writers: its klines (s) and its futures series (m mark, x index, f funding)
+    assert sorted(p.name for p in (data / "state").glob("*.lock")) == sorted(
+        f"{letter}{n:04d}.lock" for letter in "fmsx" for n in range(SHARDS))
+    assert sorted(p.name for p in (data / "wal").iterdir()) == sorted(
+        f"{letter}{n:04d}" for letter in "fmsx" for n in range(SHARDS))
 
     files = f"read_parquet('{data}/bars/*/*/*.parquet', filename = true, hive_partitioning = true)"
     writers = sql(data, f"SELECT DISTINCT symbol, regexp_extract(filename, '-(s[0-9]{{4}})-g', 1) AS writer FROM {files}")

@@ -23,11 +23,13 @@ from klinestore.core.symbols import check_symbol
 
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 ROOT = "/data/futures/um"
-KLINE_KINDS = ("klines", "markPriceKlines")
-KINDS = ("klines", "aggTrades", "fundingRate", "markPriceKlines")
+KLINE_KINDS = ("klines", "markPriceKlines", "indexPriceKlines")
+KINDS = ("klines", "aggTrades", "fundingRate", "markPriceKlines", "indexPriceKlines")
+#: Kinds the host publishes only by month (fundingRate: ``BTCUSDT-fundingRate-2024-01.zip``).
+MONTHLY_ONLY = ("fundingRate",)
 CHECKSUM_SUFFIX = ".CHECKSUM"
 _PATH = re.compile(
-    r"/data/futures/um/(?P<period>daily|monthly)/(?P<kind>klines|markPriceKlines|aggTrades|fundingRate)/"
+    r"/data/futures/um/(?P<period>daily|monthly)/(?P<kind>klines|markPriceKlines|indexPriceKlines|aggTrades|fundingRate)/"
     r"(?P<symbol>[A-Z0-9]{2,30})/(?:(?P<interval>[0-9]+[a-zA-Z]{1,2})/)?"
     r"(?P=symbol)-(?P<label>[0-9a-zA-Z]+)-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.zip(?P<checksum>\.CHECKSUM)?"
 )
@@ -118,6 +120,12 @@ def plan(
 
 def _covering(kind: str, symbol: str, interval: str | None, start: date, end: date) -> list[ArchiveRef]:
     out, day = [], start
+    if kind in MONTHLY_ONLY:  # every month touching the range, once it is over
+        day = date(start.year, start.month, 1)
+        while day < end and next_month(day) <= end:
+            out.append(ArchiveRef(kind, symbol, interval, day, monthly=True))
+            day = next_month(day)
+        return out
     while day < end:
         if day.day == 1 and next_month(day) <= end:
             out.append(ArchiveRef(kind, symbol, interval, day, monthly=True))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 
-def add_bar_range(parser: argparse.ArgumentParser, *, range_required: bool = True) -> None:
+def add_bar_range(parser: argparse.ArgumentParser, *, range_required: bool = True, interval_required: bool = True) -> None:
     """``--symbol --interval --start --end``: one symbol's bars with open times in [start, end)."""
     parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
-    parser.add_argument("--interval", required=True, help="interval, e.g. 1m, 5m, 1h, 4h, 1d")
+    parser.add_argument("--interval", required=interval_required, help="interval, e.g. 1m, 5m, 1h, 4h, 1d")
     parser.add_argument("--start", required=range_required,
                         help="first open time (inclusive): ISO date/datetime or epoch ms")
     parser.add_argument("--end", required=range_required,

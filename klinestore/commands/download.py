@@ -17,9 +17,9 @@ from klinestore.core.errors import ConfigError
 from klinestore.core.symbols import check_symbols
 from klinestore.ingest.archives import DEFAULT_PARALLEL, Fetched, download
 from klinestore.ingest.protocol.archive import DEFAULT_ARCHIVE_URL, KINDS, ArchiveRef, plan
-from klinestore.storage import find_gaps, import_archives
+from klinestore.storage import find_gaps, import_all
 
-HELP = "download the exchange's kline archives (checksums verified) and import them"
+HELP = "download the exchange's archives (klines, aggTrades, mark/index klines, funding; checksums verified) and import them"
 DESCRIPTION = f"""\
 Fetch the exchange's archives for every symbol, interval and day in [--start, --end) (dates,
 UTC, --end exclusive) from its archive host ({DEFAULT_ARCHIVE_URL}, or --archive-url):
@@ -35,17 +35,22 @@ is skipped without a request. --parallel archives are fetched at once (default
 archive host is not the API: downloads cost no REST weight, which makes this the way to
 fill gaps in WebSocket-only mode.
 
---data klines (default) or aggTrades (1m bars are built from the trades); fundingRate and
-markPriceKlines archives are not stored by klinestore yet and are refused.
+--data klines (default), aggTrades (1m bars are built from the trades; the trades are kept
+too with storage.persist_aggtrades), markPriceKlines / indexPriceKlines (the mark and index
+bars, --intervals as for klines) and fundingRate (funding events, by month only: the host
+publishes a month's file after the month ends).
 Exit codes: 0 done, 1 an error (bad argument, an archive refused, the host unreachable)."""
 EXAMPLES = """\
   klinestore download --symbols BTCUSDT,ETHUSDT --intervals 1m --start 2024-01-01 --end 2024-02-01
   klinestore download --symbols BTCUSDT --intervals 1m,1h --start 2024-03-01 --end 2024-03-08 --data-dir /srv/ks
   klinestore download --symbols BTCUSDT --intervals 1m --start 2024-05-01 --end 2024-05-02 --data aggTrades
+  klinestore download --symbols BTCUSDT --intervals 1m --start 2024-01-01 --end 2024-02-01 \
+      --data markPriceKlines,indexPriceKlines,fundingRate
   klinestore download --symbols BTCUSDT --intervals 1m --start 2024-01-01 --end 2024-01-03 \\
       --archive-url http://127.0.0.1:9001                # the simulator's archive (klinestore sim)
 """
-STORED_KINDS = ("klines", "aggTrades")
+#: Which dataset a kind of archive fills (what ``stored_complete`` checks).
+_DATASET = {"klines": "um", "aggTrades": "um", "markPriceKlines": "mark", "indexPriceKlines": "index"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +79,6 @@ def _kinds(text: str) -> list[str]:
     for kind in kinds:
         if kind not in KINDS:
             raise ConfigError("--data", f"unknown kind {kind!r}; expected {', '.join(KINDS)}")
-        if kind not in STORED_KINDS:
-            raise ConfigError("--data", f"{kind} archives are not stored by klinestore yet; use klines or aggTrades")
     return kinds or ["klines"]
 
 
@@ -86,9 +89,10 @@ def _ms(day: date) -> int:
 def stored_complete(data_dir: Path, ref: ArchiveRef) -> bool:
     """Whether every bar the archive would bring is stored already (complete, not resampled from gaps)."""
     interval = ref.interval or "1m"
-    if not data_dir.is_dir():
+    if not data_dir.is_dir() or ref.kind not in _DATASET:  # funding: too few rows to be worth a check
         return False
-    return not find_gaps(data_dir, ref.symbol, interval, _ms(ref.day), _ms(ref.end), complete_only=True)
+    return not find_gaps(data_dir, ref.symbol, interval, _ms(ref.day), _ms(ref.end), complete_only=True,
+                         market=_DATASET[ref.kind])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     today = datetime.now(timezone.utc).date()
     refs = plan(symbols, intervals, _kinds(args.data), start, end, today)
     if not refs:
-        raise ConfigError("--start", f"no archive can exist yet for days from {start} (the host publishes a day after it ends)")
+        raise ConfigError("--start", f"no archive can exist yet for days from {start} (the host publishes a day after it "
+                                     "ends; fundingRate: a month's after the month ends)")
     wanted = [r for r in refs if not stored_complete(data_dir, r)]
     results = _fetch(wanted, args.archive_url, data_dir / "downloads", args.parallel)
     usable = [f for f in results if f.outcome in ("downloaded", "present")]
@@ -116,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"not published: {f.detail}", file=sys.stderr)
     imported = ""
     if usable:
-        report = import_archives([f.path for f in usable], data_dir, config.storage)
+        report = import_all([f.path for f in usable], data_dir, config.storage)
         imported = (f"; imported {report.rows:,} bars ({report.written:,} written, {report.unchanged:,} unchanged, "
                     f"{report.resampled:,} resampled) into {data_dir}")
     downloaded = sum(1 for f in usable if f.outcome == "downloaded")

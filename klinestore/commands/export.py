@@ -11,8 +11,10 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from klinestore.commands import add_bar_range, add_market
 from klinestore.queries.api import default_data_dir
-from klinestore.queries.errors import GapError
+from klinestore.queries.errors import ExportError, GapError
 from klinestore.queries.export import FORMATS, ON_GAP, export
+from klinestore.queries.export_series import WHATS, export_series
+from klinestore.queries.inventory import require_data_dir
 from klinestore.storage.fsguard import check_output_path
 
 HELP = "export one symbol's bars for a backtest (parquet, csv, binance, freqtrade, backtesting)"
@@ -29,6 +31,16 @@ Formats:
   freqtrade    OUT is freqtrade's data directory (e.g. user_data/data/binance): writes
                OUT/futures/BTC_USDT_USDT-1h-futures.feather (date, open, high, low, close, volume)
   backtesting  a Parquet file for backtesting.py: Backtest(pd.read_parquet(OUT), Strategy)
+
+               and, for a USD-M symbol, what a futures backtest loads beside it (when
+               stored): OUT/futures/BTC_USDT_USDT-{8h,1h}-mark.feather and
+               OUT/futures/BTC_USDT_USDT-{8h,1h}-funding_rate.feather (freqtrade reads them
+               at its funding timeframe: 8h up to 2024.x, 1h since)
+
+--what funding|mark|index|aggtrades exports a futures series instead of bars, as parquet or
+csv (the columns of its SQL view): funding events, mark or index bars of --interval
+(resampled from 1m when that interval is not stored), or the stored aggTrades; --interval
+is needed for bars, mark and index only.
 
 --market spot exports what `klinestore import --market spot` stored (freqtrade: the spot
 layout, OUT/BTC_USDT-1h.feather).
@@ -53,13 +65,17 @@ EXAMPLES = """\
       --format csv --out btc-4h.csv --on-gap drop
   klinestore export --market spot --symbol BTCUSDT --interval 1h --start 2023-01-01 --end 2023-01-08 \\
       --format freqtrade --out user_data/data/binance
+  klinestore export --what funding --symbol BTCUSDT --start 2024-01-01 --end 2024-02-01 \\
+      --format csv --out btc-funding.csv
 """
 
 EXIT_GAPS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bar_range(parser)
+    add_bar_range(parser, interval_required=False)
+    parser.add_argument("--what", choices=WHATS, default="bars",
+                        help="bars (default), or a futures series: funding, mark, index, aggtrades (parquet or csv)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="output format (see above)")
     parser.add_argument("--out", required=True, type=Path, help="output file (freqtrade: its data directory)")
     parser.add_argument("--on-gap", choices=ON_GAP, default="fail", help="missing bars: fail (default), drop or fill")
@@ -73,6 +89,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output_path(args.out, default_data_dir(args.data_dir))
+    if args.what != "bars":
+        if args.market != "um":
+            raise ExportError(f"--what {args.what} is a USD-M series; it has no --market {args.market}")
+        series = export_series(args.what, args.symbol, args.start, args.end, args.format, args.out,
+                               data_dir=require_data_dir(default_data_dir(args.data_dir)), interval=args.interval,
+                               allow_incomplete=args.allow_incomplete)
+        print(series.summary())
+        return 0
+    if args.interval is None:
+        raise ExportError("--interval is required for bars")
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]export[/]"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),

@@ -11,9 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from klinestore.config import load_config
 from klinestore.core.errors import KlinestoreError
-from klinestore.storage import find_archives, import_archives
+from klinestore.storage import SERIES_KINDS, find_archives, import_all, import_archives
 
-HELP = "import Binance archive files (klines or aggTrades; zip or csv) into the dataset"
+HELP = "import Binance archive files (klines, aggTrades, mark/index klines, funding rates; zip or csv)"
 DESCRIPTION = """\
 Import data.binance.vision archives: kline files <SYM>-<iv>-YYYY-MM[-DD].zip|csv (daily or
 monthly, with or without a header, ms or µs timestamps) and aggTrades files
@@ -29,6 +29,13 @@ changes nothing. --market spot imports into a separate dataset (bars_spot/).
 An archive whose path names its market the way the exchange's archive host does
 (.../spot/daily/klines/..., .../futures/um/monthly/...) must match --market: spot bars never
 go into the futures dataset by mistake, nor the reverse (COIN-M, futures/cm, is refused).
+USD-M series: markPriceKlines and indexPriceKlines archives (the kline layout) go to the mark
+and index bars, fundingRate archives (<SYM>-fundingRate-YYYY-MM.zip) to the funding events
+(without a mark price: the archive has none, so events already stored keep theirs), each
+recognised by its path as the archive host lays it out (.../markPriceKlines/BTCUSDT/1m/...)
+or named with --series. aggTrades archives are also kept as trades (agg_trades) when
+storage.persist_aggtrades is on.
+
 Exit 1 with one line when a path does not exist, no archive is found, or a market does not
 match."""
 EXAMPLES = """\
@@ -36,6 +43,8 @@ EXAMPLES = """\
   klinestore import ~/binance/futures/um/monthly/klines/ --data-dir /srv/klinestore
   klinestore import ETHUSDT-aggTrades-2024-03-15.zip
   klinestore import --market spot --symbol BTCUSDT --interval 1m export.csv
+  klinestore import ~/binance/futures/um/monthly/fundingRate/BTCUSDT/
+  klinestore import --series mark BTCUSDT-1m-2024-01-01.zip        # a markPriceKlines file
 """
 
 
@@ -45,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--market", choices=("um", "spot"), default="um", help="USD-M futures (default) or spot")
     parser.add_argument("--symbol", help="symbol of every file (default: from each file name)")
     parser.add_argument("--interval", help="kline interval of every file (default: from each file name)")
+    parser.add_argument("--series", choices=SERIES_KINDS,
+                        help="every file is of this USD-M series (default: from each file's path)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,10 +72,15 @@ def run(args: argparse.Namespace) -> int:
         TimeRemainingColumn(), console=console, transient=True, disable=not sys.stderr.isatty(),
     ) as progress:
         task = progress.add_task("", total=len(files))
-        report = import_archives(
-            args.paths, data_dir, config.storage, market=args.market, symbol=args.symbol, interval=args.interval,
-            progress=lambda spec: progress.update(task, advance=1, description=spec.path.name),
-        )
+        advance = lambda spec: progress.update(task, advance=1, description=spec.path.name)  # noqa: E731
+        if args.market == "um":
+            report = import_all(args.paths, data_dir, config.storage, series=args.series, symbol=args.symbol,
+                                interval=args.interval, progress=advance)
+        elif args.series is not None:
+            raise KlinestoreError("--series is a USD-M series; it cannot be imported with --market spot")
+        else:
+            report = import_archives(args.paths, data_dir, config.storage, market=args.market, symbol=args.symbol,
+                                     interval=args.interval, progress=advance)
     print(
         f"imported {report.files} files into {data_dir}: {report.rows:,} bars read, {report.written:,} written, "
         f"{report.unchanged:,} unchanged, {report.resampled:,} resampled bars "
