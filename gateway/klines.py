@@ -121,6 +121,10 @@ class KlineRows:
 
     def first_open(self, symbol: str, interval: str, series: KlineSeries) -> int | None:
         """Open time of the first bar kept (store or ring), cached for ``FIRST_OPEN_TTL`` seconds."""
+        return self.first_kept(symbol, interval, series.ring.key_at(0) if len(series.ring) else None)
+
+    def first_kept(self, symbol: str, interval: str, live_first: int | None) -> int | None:
+        """The first stored open time (cached for ``FIRST_OPEN_TTL`` seconds) or ``live_first``, the older."""
         key = (symbol, interval)
         cached = self._first.get(key)
         now = self._clock()
@@ -128,9 +132,8 @@ class KlineRows:
             cached = (now, self._first_stored(symbol, interval))
             self._first[key] = cached
         first = cached[1]
-        if len(series.ring):
-            ring_first = series.ring.key_at(0)
-            first = ring_first if first is None else min(first, ring_first)
+        if live_first is not None:
+            first = live_first if first is None else min(first, live_first)
         return first
 
     def _first_stored(self, symbol: str, interval: str) -> int | None:

@@ -3,10 +3,10 @@
 Every answer is the exchange's layout (``klinestore.ingest.protocol.wire``), every bad
 parameter gets Binance's code and message (``klinestore.ingest.protocol.params``), and every
 answer carries ``X-MBX-USED-WEIGHT-1M``: the client's use of its local budget
-(:class:`WeightBudget`). A path the gateway does not serve (yet: ``markPriceKlines``,
-``fundingRate`` and ``aggTrades`` need stored tables; :meth:`GatewayRest.add_route` plugs them
-in) gets Binance's answer for an unknown path, 404 ``-5000``. Nothing here calls the
-exchange: exchangeInfo is the cached copy.
+(:class:`WeightBudget`). The series endpoints (``markPriceKlines``, ``indexPriceKlines``,
+``fundingRate``, ``aggTrades``) are plugged in by :meth:`GatewayRest.add_route`
+(``gateway/series.py``, ``gateway/trades.py``); any other path gets Binance's answer for an
+unknown path, 404 ``-5000``. Nothing here calls the exchange: exchangeInfo is the cached copy.
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ class GatewayRest:
         return self.info.body
 
     def _klines(self, request: Request, now: int) -> bytes:
-        symbol = self._symbol(request, "symbol")
+        symbol = self.symbol_param(request, "symbol")
         return self._kline_rows(request, symbol, now)
 
     def _continuous_klines(self, request: Request, now: int) -> bytes:
-        pair = self._symbol(request, "pair")
+        pair = self.symbol_param(request, "pair")
         contract = params.checked(request, "contractType", _contract, -1121, "Invalid contractType.")
         if contract != "PERPETUAL":
             raise ApiError(-1121, f"klinestore gateway keeps perpetual contracts only, not {contract}.")
@@ -125,12 +125,12 @@ class GatewayRest:
         limit = params.limit(request, KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT)
         start, end = params.time_range(request)
         series = self._series(symbol, interval)
-        d = self._decimals(symbol)
+        d = self.decimals(symbol)
         closed, open_bar = self.rows.rows(series, start, end, limit, now)
         return self.encoded.body(closed, d, open_bar)
 
     def _depth(self, request: Request, now: int) -> bytes:
-        symbol = self._symbol(request, "symbol")
+        symbol = self.symbol_param(request, "symbol")
         limit = params.integer(request, "limit")
         limit = DEPTH_DEFAULT_LIMIT if limit is None else limit
         if limit not in DEPTH_LIMITS:
@@ -141,7 +141,7 @@ class GatewayRest:
         if not book.synced or book.bids.short or book.asks.short:  # short: the price walked off the known levels
             raise unavailable(f"the local book of {symbol} is resyncing")
         bids, asks = book.depth(limit)
-        d = self._decimals(symbol)
+        d = self.decimals(symbol)
 
         def side(levels: list[tuple[float, float]]) -> str:
             return levels_json((f"{p:.{d.price}f}", f"{q:.{d.qty}f}") for p, q in levels)
@@ -150,7 +150,7 @@ class GatewayRest:
 
     def _premium_index(self, request: Request, now: int) -> Any:
         if request.param("symbol"):
-            symbol = self._symbol(request, "symbol")
+            symbol = self.symbol_param(request, "symbol")
             if self.state.marks.get(symbol) is None:
                 raise not_ingested(f"the mark price of {symbol}")
             return self._premium(symbol, now)
@@ -167,7 +167,7 @@ class GatewayRest:
 
     # --- parameters --------------------------------------------------------------------
 
-    def _symbol(self, request: Request, name: str) -> str:
+    def symbol_param(self, request: Request, name: str) -> str:
         """A symbol the exchange lists (-1121 otherwise), as Binance checks it."""
         symbol = params.checked(request, name, check_symbol, -1121, "Invalid symbol.")
         if self.info.body is not None and not self.info.listed(symbol):
@@ -182,7 +182,7 @@ class GatewayRest:
             raise not_ingested(what)
         return series
 
-    def _decimals(self, symbol: str) -> Decimals:
+    def decimals(self, symbol: str) -> Decimals:
         d = self.info.decimals.get(symbol)
         if d is None:
             raise unavailable(f"exchangeInfo has no precision for {symbol} yet")

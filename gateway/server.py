@@ -25,6 +25,8 @@ from klinestore.gateway.exchangeinfo import ExchangeInfoCache
 from klinestore.gateway.fanout import Fanout
 from klinestore.gateway.klines import KlineRows
 from klinestore.gateway.rest import GatewayRest, authorized
+from klinestore.gateway.series import SeriesRoutes
+from klinestore.gateway.trades import TradeRoutes
 from klinestore.gateway.wsclient import WsClient, handshake
 from klinestore.ingest.feed import Feed
 from klinestore.ingest.protocol import wsserve
@@ -50,6 +52,14 @@ class Gateway:
         self.budget = WeightBudget(config.weight_limit)
         self.rest = GatewayRest(feed.state, self.info, self.rows, self.budget, now_ms=self.now_ms,
                                 token=config.token)
+        streams = feed.config.websocket.streams
+        self.series = SeriesRoutes(self.rest, feed.series, data_dir, symbols=feed.symbols,
+                                   stored_intervals=feed.config.storage.resample_intervals,
+                                   mark_stream=streams.mark_price)
+        self.trades = TradeRoutes(self.rest, feed.series, data_dir, symbols=feed.symbols,
+                                  trade_stream=streams.aggtrade)
+        self.series.install()
+        self.trades.install()
         self.fanout = Fanout(self._set_tap, queue_frames=config.queue_frames)
         self.clients: dict[int, WsClient] = {}
         self._ids = itertools.count(1)
@@ -153,5 +163,5 @@ class Gateway:
             "connections_refused": self._http.refused, "ws_refused": self.ws_refused,
             "unauthorized": self.rest.unauthorized, "frames_in": f.frames_in, "frames_out": f.frames_out,
             "slow_clients_dropped": f.dropped_slow, "overloads": f.overloads, "bad_frames": f.bad_frames,
-            "klines_from_store": self.rows.store_reads, "exchange_info_failures": self.info.failures,
+            "klines_from_store": self.rows.store_reads, "agg_trades_from_store": self.trades.store_reads, "exchange_info_failures": self.info.failures,
         }

@@ -270,6 +270,8 @@ class Service:
         """
         if self.store is None:
             return
+        recent = self.feed.series.recent if self.feed.series is not None else None
+        checkpoint = recent.checkpoint() if recent is not None else 0
         try:
             report = await asyncio.to_thread(self.store.flush)
             if self.series is not None:
@@ -278,6 +280,8 @@ class Service:
             self.flush_failures += 1
             self.last_flush_error = repr(exc)
             raise
+        if recent is not None:  # the series rows numbered up to the checkpoint are in Parquet now
+            recent.trim(checkpoint)
         self.flushes += 1
         self.flushed_bars += report.bars
         self.last_flush_ms = int(time.time() * 1000)

@@ -125,8 +125,8 @@ def test_klines_are_the_exchanges_rows_and_errors(running: tuple[SimThread, Runn
         assert (ours[0], ours[2]) == (theirs[0], theirs[2]), query
     status, _, body = get(f"{url(run)}/fapi/v1/klines?symbol=BTCUSDT&interval=3m")
     assert status == 400 and body["code"] == -1121 and "BTCUSDT 3m" in body["msg"] and "1m, 5m" in body["msg"]
-    assert get(f"{url(run)}/fapi/v1/fundingRate?symbol=BTCUSDT")[2] == {
-        "code": -5000, "msg": "Path /fapi/v1/fundingRate, Method GET is invalid"}
+    assert get(f"{url(run)}/fapi/v1/openInterest?symbol=BTCUSDT")[2] == {  # a path the gateway does not serve
+        "code": -5000, "msg": "Path /fapi/v1/openInterest, Method GET is invalid"}
 
 
 def test_ccxt_gets_the_exchanges_bars(running: tuple[SimThread, Running]) -> None:
@@ -362,3 +362,13 @@ def test_premium_index_continuous_klines_and_depth_errors(running: tuple[SimThre
     for query in ("symbol=BTCUSDT&limit=7", "symbol=NOPEUSDT", "limit=5"):
         ours, theirs = get(f"{rest}/fapi/v1/depth?{query}"), get(f"{sim.rest_url}/fapi/v1/depth?{query}")
         assert (ours[0], ours[2]) == (theirs[0], theirs[2]), query
+
+
+def test_agg_trades_not_kept_are_refused_naming_the_setting(running: tuple[SimThread, Running]) -> None:
+    """This service keeps no aggTrades (``storage.persist_aggtrades`` off): Binance's unknown-path
+    answer, saying which setting leaves it out, rather than an empty list a bot would trust."""
+    sim, run = running
+    status, _, body = get(f"{url(run)}/fapi/v1/aggTrades?symbol=BTCUSDT&limit=5")
+    assert status == 404 and body["code"] == -5000 and "storage.persist_aggtrades" in body["msg"]
+    assert body["msg"].startswith("Path /fapi/v1/aggTrades, Method GET is invalid")
+    assert get(f"{url(run)}/fapi/v1/markPriceKlines?symbol=BTCUSDT&interval=1m&limit=2")[0] == 200

@@ -16,10 +16,12 @@ from klinestore.gateway.exchangeinfo import ExchangeInfoCache
 from klinestore.gateway.fanout import CLOSE_OVERLOAD, Fanout
 from klinestore.gateway.klines import KlineRows
 from klinestore.gateway.rest import GatewayRest
+from klinestore.gateway.series import Piece, _complete, _fold
 from klinestore.ingest.clock import ExchangeClock
 from klinestore.ingest.protocol.http import Request
+from klinestore.ingest.recent import RecentRows
 from klinestore.ingest.state import MarketState
-from klinestore.storage import Dataset
+from klinestore.storage import Dataset, funding_row
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -149,3 +151,30 @@ def test_connections_past_the_cap_get_503_and_are_closed() -> None:
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_recent_rows_are_kept_until_a_flush_begun_after_them_succeeds() -> None:
+    """The service checkpoints before a flush and trims after it: rows added while it ran stay."""
+    recent = RecentRows(max_rows=3)
+    recent.extend("funding", [funding_row("BTCUSDT", t, 0.0001, 1.0) for t in (1, 2)])
+    checkpoint = recent.checkpoint()
+    recent.extend("funding", [funding_row("BTCUSDT", 3, 0.0001, 1.0), funding_row("ETHUSDT", 3, 0.0001, 1.0)])
+    recent.trim(checkpoint)
+    assert [r.open_time for r in recent.rows("funding", "BTCUSDT")] == [3]
+    assert len(recent.rows("funding", "ETHUSDT")) == 1 and recent.rows("mark", "BTCUSDT") == []
+    recent.extend("funding", [funding_row("BTCUSDT", t, 0.0001, 1.0) for t in (4, 5, 6)])
+    assert [r.open_time for r in recent.rows("funding", "BTCUSDT")] == [4, 5, 6] and recent.dropped == 1
+
+
+def test_price_buckets_are_served_only_when_every_second_was_sampled() -> None:
+    minute = 60_000
+    pieces = [Piece(t * minute, 10.0 + t, 20.0 + t, 5.0, 11.0 + t, 60) for t in range(6)]
+    pieces[4] = pieces[4]._replace(seconds=59)  # a second the stream missed
+    pieces.append(Piece(6 * minute, 1.0, 30.0, 0.5, 2.0, 12))  # the minute being built
+    folded = _fold(pieces, "3m")
+    assert [(b.open_time, b.open, b.high, b.low, b.close, b.seconds) for b in folded] == [
+        (0, 10.0, 22.0, 5.0, 13.0, 180), (3 * minute, 13.0, 25.0, 5.0, 16.0, 179), (6 * minute, 1.0, 30.0, 0.5, 2.0, 12)]
+    kept = _complete(folded, "3m", now=6 * minute + 12_500)
+    assert [b.open_time for b in kept] == [0, 6 * minute]  # the one with a hole is missing, the open one served
+    # the open bucket with a missed minute is not served either
+    assert _complete([Piece(0, 1, 1, 1, 1, 60 + 5)], "3m", now=2 * minute + 5_000) == []
