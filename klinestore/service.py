@@ -116,6 +116,8 @@ class Service:
             self.restart = await asyncio.to_thread(self.store.open)
             if self.series is not None:
                 await asyncio.to_thread(self.series.open)
+                if self.gateway is not None and self.series.pending_rows:  # the gateway reads the
+                    await asyncio.to_thread(self.series.flush)  # series from Parquet: the WAL's rows first
             await self._warm_restart(self.store)
         self._started = True
         await self.quality.open()

@@ -8,8 +8,12 @@ the simulator's truth (``/sim/truth?kind=...``) and its own REST answer to the s
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +22,8 @@ from klinestore.core.intervals import MINUTE_MS
 from klinestore.service import Service
 from klinestore.sim import SimThread
 from klinestore.storage import read_agg_trades, read_funding, read_price_bars
-from simfixtures import START_MS, get
+from simfixtures import START_MS, SimFactory, get
+from support import klinestore_command, subprocess_env
 from test_gateway import Running
 from test_service import service_config
 
@@ -206,3 +211,47 @@ def client(ccxt: Any, rest: str) -> Any:
     exchange = ccxt.binanceusdm({"enableRateLimit": False, "timeout": 15_000, "urls": {"api": api}})
     exchange.load_markets()
     return exchange
+
+
+def test_after_a_kill_9_the_rows_only_in_the_wal_are_served(tmp_path: Path, sim_factory: SimFactory) -> None:
+    """``klinestore run`` killed before any flush: the next service's gateway serves the rows its
+    WAL gave back (published before the gateway opens), equal to the exchange's."""
+    data = tmp_path / "data"
+    sim = sim_factory(symbols=(SYMBOL,), speed=60, seed=5, start_ms=FUNDING_AT - 90_000)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "symbols": [SYMBOL], "jobs": {"status_interval": 0.3},
+        "websocket": {"base_url": sim.ws_url, "rest_url": sim.rest_url},
+        "storage": {"flush_interval": 3600, "persist_aggtrades": True},  # nothing reaches Parquet before the kill
+    }))
+    proc = subprocess.Popen(klinestore_command("run", "--data-dir", str(data), "--config", str(config)),
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    written: dict[str, int] = {}
+    try:
+        def ready() -> bool:
+            nonlocal written
+            try:
+                written = json.loads((data / "status.json").read_text()).get("mark_series", {}).get("written", {})
+            except (OSError, ValueError):
+                return False
+            return written.get("mark", 0) >= 2 and written.get("funding", 0) >= 1
+        wait("two mark minutes and a funding event in status.json", ready, 60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert not list((data / "mark_bars").glob("**/*.parquet"))  # all of it only in the WAL
+    service_conf = service_config(sim, data, **{"gateway.enabled": True, "gateway.port": 0,
+                                                "storage.persist_aggtrades": True, "storage.flush_interval": 3600,
+                                                "websocket.streams.kline_intervals": ["1m"]})
+    run = Running(Service(service_conf))
+    try:
+        rest = url(run)
+        mark = get(f"{rest}/fapi/v1/markPriceKlines?symbol={SYMBOL}&interval=1m&startTime=0&limit={written['mark']}")
+        truth = {r[0]: r for r in sim.truth_of(SYMBOL, "mark")}
+        assert mark[0] == 200 and len(mark[2]) == written["mark"] and all(r == truth[r[0]] for r in mark[2])
+        funding = get(f"{rest}/fapi/v1/fundingRate?symbol={SYMBOL}&startTime={FUNDING_AT}&endTime={FUNDING_AT}")[2]
+        assert funding == [t for t in sim.truth_of(SYMBOL, "funding") if t["fundingTime"] == FUNDING_AT]
+    finally:
+        run.stop()
