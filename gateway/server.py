@@ -163,5 +163,6 @@ class Gateway:
             "connections_refused": self._http.refused, "ws_refused": self.ws_refused,
             "unauthorized": self.rest.unauthorized, "frames_in": f.frames_in, "frames_out": f.frames_out,
             "slow_clients_dropped": f.dropped_slow, "overloads": f.overloads, "bad_frames": f.bad_frames,
-            "klines_from_store": self.rows.store_reads, "agg_trades_from_store": self.trades.store_reads, "exchange_info_failures": self.info.failures,
+            "klines_from_store": self.rows.store_reads,
+            "agg_trades_from_store": self.trades.store_reads, "exchange_info_failures": self.info.failures,
         }

@@ -173,7 +173,8 @@ def test_price_buckets_are_served_only_when_every_second_was_sampled() -> None:
     pieces.append(Piece(6 * minute, 1.0, 30.0, 0.5, 2.0, 12))  # the minute being built
     folded = _fold(pieces, "3m")
     assert [(b.open_time, b.open, b.high, b.low, b.close, b.seconds) for b in folded] == [
-        (0, 10.0, 22.0, 5.0, 13.0, 180), (3 * minute, 13.0, 25.0, 5.0, 16.0, 179), (6 * minute, 1.0, 30.0, 0.5, 2.0, 12)]
+        (0, 10.0, 22.0, 5.0, 13.0, 180), (3 * minute, 13.0, 25.0, 5.0, 16.0, 179),
+        (6 * minute, 1.0, 30.0, 0.5, 2.0, 12)]
     kept = _complete(folded, "3m", now=6 * minute + 12_500)
     assert [b.open_time for b in kept] == [0, 6 * minute]  # the one with a hole is missing, the open one served
     # the open bucket with a missed minute is not served either

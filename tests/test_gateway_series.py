@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,8 @@ def trades_kept(run: Running) -> tuple[list[dict[str, Any]], list[int]]:
     """The trades stored in Parquet (as the exchange's objects' ids and times) and the ids only in memory."""
     stored = read_agg_trades(run.service.data_dir, SYMBOL)
     out = run.service.feed.series
-    recent = run.read(lambda: [t.agg_trade_id for t in out.recent.rows("agg_trades", SYMBOL)])  # type: ignore[union-attr]
+    recent = run.read(
+        lambda: [t.agg_trade_id for t in out.recent.rows("agg_trades", SYMBOL)])  # type: ignore[union-attr]
     ids = set(stored["agg_trade_id"].to_list())
     rows = [{"a": a, "T": int(t.timestamp() * 1000)} for a, t in stored.select("agg_trade_id", "transact_time").rows()]
     return rows, [a for a in recent if a not in ids]
@@ -255,3 +257,16 @@ def test_after_a_kill_9_the_rows_only_in_the_wal_are_served(tmp_path: Path, sim_
         assert funding == [t for t in sim.truth_of(SYMBOL, "funding") if t["fundingTime"] == FUNDING_AT]
     finally:
         run.stop()
+
+
+def test_each_answer_charges_binances_weight(running: tuple[SimThread, Running]) -> None:
+    """aggTrades 20, fundingRate 1, mark/index klines by limit (5 for 1000), to the asking client's budget."""
+    _, run = running
+    used = []
+    for query in (f"aggTrades?symbol={SYMBOL}&limit=5", f"fundingRate?symbol={SYMBOL}",
+                  f"markPriceKlines?symbol={SYMBOL}&interval=1m&limit=1000",
+                  f"indexPriceKlines?pair={SYMBOL}&interval=1m&limit=50"):
+        request = urllib.request.Request(f"{url(run)}/fapi/v1/{query}", headers={"X-MBX-APIKEY": "weights-test"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            used.append(int(answer.headers["X-MBX-USED-WEIGHT-1M"]))
+    assert used == [20, 21, 26, 27]
