@@ -15,11 +15,13 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-#: Rows kept per (series, symbol): minutes of bars or a busy symbol's trades between flushes.
-MAX_ROWS = 200_000
+#: Rows kept per (series, symbol): a busy symbol's aggTrades of several flush intervals (about 100 bytes each).
+MAX_ROWS = 50_000
 
 
 class RecentRows:
+    """Rows by (series, symbol), numbered as they arrive (see the module docstring)."""
+
     def __init__(self, max_rows: int = MAX_ROWS) -> None:
         self.max_rows = max_rows
         self._rows: dict[tuple[str, str], deque[tuple[int, Any]]] = {}
