@@ -8,6 +8,7 @@ Tree::
     ├── InvalidInterval        an interval Binance does not publish
     ├── ingest.IngestError     see ingest/errors.py
     ├── storage.StorageError   see storage/errors.py
+    ├── gateway.GatewayError   see gateway/errors.py
     └── queries.QueryError     see queries/errors.py
 
 Each package translates third-party errors at its boundary, so callers catch one root.

@@ -75,6 +75,9 @@ class Dispatcher:
         self.closed = 0  # closed bars committed
         self.sink_errors = 0
         self.sink_dropped = 0
+        #: Called with (stream, raw frame) after a routed frame is applied, while someone listens
+        #: (the gateway's fan-out); None costs the hot path one attribute test.
+        self.tap: Callable[[str, bytes | str], None] | None = None
 
     # --- routes -------------------------------------------------------------------------------
 
@@ -98,6 +101,10 @@ class Dispatcher:
     def routes(self) -> list[str]:
         return list(self._routes)
 
+    def routed(self, stream: str) -> bool:
+        """True if frames of ``stream`` are applied (the service ingests it)."""
+        return stream in self._routes
+
     # --- the hot path ---------------------------------------------------------------------------
 
     def dispatch(self, raw: bytes | str, mono: float) -> Frame | None:
@@ -120,6 +127,9 @@ class Dispatcher:
         self.clock.observe(data.E, mono)  # type: ignore[union-attr] - routed streams carry one event
         self._mono = mono
         route[0](route[1], data)
+        tap = self.tap
+        if tap is not None:
+            tap(stream, raw)
         return frame
 
     def _on_kline(self, series: KlineSeries, ev: KlineEvent) -> None:

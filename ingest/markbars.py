@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from klinestore.core.intervals import MINUTE_MS
 from klinestore.core.schema import Bar
 from klinestore.ingest.protocol.events import AggTradeEvent, MarkPriceEvent
+from klinestore.ingest.recent import RecentRows
 from klinestore.storage import AggTrade, funding_row, price_bar
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,19 @@ class MarkSeriesBuilder:
             out.append(("index", price_bar(symbol, "1m", minute.open_time, tuple(minute.index))))  # type: ignore[arg-type]
         return out
 
+    def open_minute(self, symbol: str, kind: str) -> tuple[int, tuple[float, float, float, float], int] | None:
+        """The minute being built for ``kind`` (``mark``/``index``): open time, OHLC so far and the
+        seconds seen, or None (no update yet, or an index missing from some of its seconds)."""
+        state = self._symbols.get(symbol)
+        minute = None if state is None else state.minute
+        if minute is None:
+            return None
+        if kind == "mark":
+            return minute.open_time, tuple(minute.mark), minute.seconds  # type: ignore[return-value]
+        if minute.index is None or minute.index_seen != minute.seconds:
+            return None
+        return minute.open_time, tuple(minute.index), minute.seconds  # type: ignore[return-value]
+
     def remove(self, symbol: str) -> None:
         self._symbols.pop(symbol, None)
 
@@ -125,12 +139,14 @@ class MarkSeriesOut:
 
     A sink that raises ``ValueError`` refused a row as invalid: it is dropped and counted
     (``refused``); any other failure holds the rows back for the next update (bounded,
-    ``dropped`` counts what the bound threw away).
+    ``dropped`` counts what the bound threw away). Rows made durable are also kept in
+    ``recent`` until a flush has published them (:class:`RecentRows`), for readers of the store.
     """
 
     def __init__(self, sinks: Mapping[str, RowSink], *, unknown_mark: bool = True) -> None:
         self.sinks = dict(sinks)
         self.builder = MarkSeriesBuilder(unknown_mark=unknown_mark)
+        self.recent = RecentRows()
         self._held: dict[str, list[Any]] = {kind: [] for kind in self.sinks}
         self.written: dict[str, int] = dict.fromkeys(self.sinks, 0)
         self.refused = 0
@@ -160,6 +176,7 @@ class MarkSeriesOut:
         try:
             sink.append(rows)
             self.written[kind] += len(rows)
+            self.recent.extend(kind, rows)
             return
         except ValueError:
             pass
@@ -170,6 +187,7 @@ class MarkSeriesOut:
             try:
                 sink.append((row,))
                 self.written[kind] += 1
+                self.recent.extend(kind, (row,))
             except ValueError as exc:
                 self.refused += 1
                 log.warning("%s row refused: %r: %s", kind, row, exc)
@@ -193,4 +211,5 @@ class MarkSeriesOut:
         return {"written": dict(self.written), "partial_minutes": self.builder.partial_minutes,
                 "stale": self.builder.stale, "funding_left_to_rest": self.builder.funding_left,
                 "refused": self.refused, "errors": self.errors,
-                "held": self.held, "dropped": self.dropped}
+                "held": self.held, "dropped": self.dropped, "recent_rows": len(self.recent),
+                "recent_dropped": self.recent.dropped}

@@ -15,6 +15,7 @@ class Mark:
     index_price: float | None
     funding_rate: float | None
     next_funding_ms: int
+    settle_price: float | None = None
 
 
 class MarkPrices:
@@ -37,7 +38,7 @@ class MarkPrices:
         ev = self._latest.get(symbol)
         if ev is None:
             return None
-        return Mark(ev.s, ev.E, ev.p, ev.i, ev.funding_rate, ev.T)
+        return Mark(ev.s, ev.E, ev.p, ev.i, ev.funding_rate, ev.T, ev.P)
 
     def remove(self, symbol: str) -> None:
         self._latest.pop(symbol, None)

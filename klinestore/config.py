@@ -37,12 +37,14 @@ from klinestore.ingest.config import (
     ToleranceConfig,
     WebsocketConfig,
 )
+from klinestore.gateway.config import GatewayConfig
 from klinestore.jobs.config import AlertsConfig, JobsConfig
 from klinestore.queries.config import MetricsConfig
 from klinestore.storage.config import DEFAULT_CONFIG_PATH, ShardingConfig, StorageConfig, config_file
 
 __all__ = [
     "DEFAULT_CONFIG_PATH", "EXCHANGE_MAX_STREAMS", "EXCHANGE_WEIGHT_LIMIT", "AlertsConfig", "CacheConfig", "Config",
+    "GatewayConfig",
     "HeartbeatConfig", "JobsConfig", "MetricsConfig", "ModesConfig", "PingConfig", "PoolConfig",
     "ReconciliationConfig", "ReconnectConfig", "RestConfig", "RoutesConfig", "ShardingConfig", "StorageConfig",
     "StreamsConfig", "ToleranceConfig", "WebsocketConfig", "config_from_dict", "config_reference", "config_to_dict",
@@ -61,6 +63,7 @@ class Config:
     alerts: AlertsConfig = sub(AlertsConfig, "Alert thresholds (seed v4.4).")
     metrics: MetricsConfig = sub(MetricsConfig, "Prometheus endpoint.")
     sharding: ShardingConfig = sub(ShardingConfig, "Ingest sharding by symbol.")
+    gateway: GatewayConfig = sub(GatewayConfig, "Local Binance-compatible API (docs/gateway.md).")
 
     def __post_init__(self) -> None:
         if self.sharding.shard_id >= self.sharding.num_shards:

@@ -11,7 +11,9 @@ Lifecycle, in this order and nothing hidden:
    in a thread; ``status`` every ``jobs.status_interval``; ``listings`` every
    ``jobs.listing_refresh_interval``) and the data-quality jobs of ``QualityJobs``; and,
    when ``metrics.enabled``, the Prometheus endpoint on loopback (each scrape builds the
-   same snapshot as status.json, on the event loop, so the two never disagree).
+   same snapshot as status.json, on the event loop, so the two never disagree); when
+   ``gateway.enabled``, the local Binance-compatible API (``klinestore.gateway``, right after
+   ingest starts, so it serves live state from its first request).
 2. ``wait()``: run until ``request_stop()`` (SIGINT/SIGTERM in the CLI) or a duration.
 3. ``stop()``: stop the metrics endpoint and the scheduler (running jobs finish), stop ingest (connections closed,
    queued callbacks run), close storage (a last flush, the lock released), then a last gap
@@ -37,6 +39,7 @@ import httpx
 
 from klinestore.config import Config
 from klinestore.core.times import iso
+from klinestore.gateway import Gateway
 from klinestore.ingest.feed import Feed
 from klinestore.ingest.sink import BarSink
 from klinestore.ingest.status import snapshot
@@ -102,6 +105,9 @@ class Service:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics_url = ""  # http://127.0.0.1:PORT/metrics while the endpoint runs
         self._stop_metrics: Callable[[], None] | None = None
+        self.gateway: Gateway | None = None
+        if config.gateway.enabled:
+            self.gateway = Gateway(config.gateway, self.feed, self.data_dir)
 
     async def start(self) -> None:
         self._stop_requested = asyncio.Event()
@@ -110,11 +116,15 @@ class Service:
             self.restart = await asyncio.to_thread(self.store.open)
             if self.series is not None:
                 await asyncio.to_thread(self.series.open)
+                if self.gateway is not None and self.series.pending_rows:  # the gateway reads the
+                    await asyncio.to_thread(self.series.flush)  # series from Parquet: the WAL's rows first
             await self._warm_restart(self.store)
         self._started = True
         await self.quality.open()
         self.quality.attach()
         await self.feed.start()
+        if self.gateway is not None:
+            await self.gateway.start()
         await self.quality.start(self.scheduler, self.restart)
         if self.restart is not None and (self.restart.quarantined or self.restart.wal_corrupt):
             await self.flush()  # the replayed bars first, so that only the lost ones count as gaps
@@ -165,6 +175,8 @@ class Service:
             self._stop_metrics = None
             self.metrics_url = ""
         await self.scheduler.shutdown()
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self._started:
             await self.feed.stop()
         if self.store is not None and self._started:
@@ -215,6 +227,7 @@ class Service:
         data["wal"] = self._wal_status()
         data["status_interval_s"] = self.config.jobs.status_interval
         data["metrics"] = self.metrics_url
+        data["gateway"] = self.gateway.status() if self.gateway is not None else {"rest": "", "ws": ""}
         if self.trade_repair is not None:
             data["trade_repair"] = self.trade_repair.status()
         data["jobs"] = self.scheduler.snapshot()
@@ -259,6 +272,8 @@ class Service:
         """
         if self.store is None:
             return
+        recent = self.feed.series.recent if self.feed.series is not None else None
+        checkpoint = recent.checkpoint() if recent is not None else 0
         try:
             report = await asyncio.to_thread(self.store.flush)
             if self.series is not None:
@@ -267,6 +282,8 @@ class Service:
             self.flush_failures += 1
             self.last_flush_error = repr(exc)
             raise
+        if recent is not None:  # the series rows numbered up to the checkpoint are in Parquet now
+            recent.trim(checkpoint)
         self.flushes += 1
         self.flushed_bars += report.bars
         self.last_flush_ms = int(time.time() * 1000)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from klinestore.sim.clock import parse_time
 from klinestore.sim.errors import SimError
-from klinestore.sim.http import Request, Response
+from klinestore.ingest.protocol.http import Request, Response
 
 if TYPE_CHECKING:
     from klinestore.sim.server import Simulator

@@ -25,7 +25,7 @@ from klinestore.ingest.protocol.archive import ArchiveRef, checksum_text, parse_
 from klinestore.sim.bars import rest_row
 from klinestore.sim.clock import ExchangeClock
 from klinestore.sim.faults import FaultState
-from klinestore.sim.http import Request, Response
+from klinestore.ingest.protocol.http import Request, Response
 from klinestore.sim.market import Market
 from klinestore.sim.prices import Prices
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from klinestore.core.intervals import bar_close
+from klinestore.ingest.protocol.wire import kline_row
 from klinestore.sim.instruments import SymbolSpec
 
 
@@ -94,17 +95,6 @@ def fold(minutes: Iterable[Bar], open_time: int, interval: str) -> Bar | None:
 
 def rest_row(bar: Bar, spec: SymbolSpec) -> list[int | str]:
     """The 12-field row of ``/fapi/v1/klines`` and of the archive CSVs."""
-    return [
-        bar.open_time,
-        spec.price(bar.open),
-        spec.price(bar.high),
-        spec.price(bar.low),
-        spec.price(bar.close),
-        spec.qty(bar.volume),
-        bar.close_time,
-        spec.quote(bar.quote),
-        bar.trades,
-        spec.qty(bar.taker_volume),
-        spec.quote(bar.taker_quote),
-        "0",
-    ]
+    p, q = spec.price, spec.qty
+    return kline_row(bar.open_time, p(bar.open), p(bar.high), p(bar.low), p(bar.close), q(bar.volume),
+                     bar.close_time, spec.quote(bar.quote), bar.trades, q(bar.taker_volume), spec.quote(bar.taker_quote))

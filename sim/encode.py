@@ -1,5 +1,8 @@
 """Binance's payloads, encoded here from the simulator's own state (never via the client's code).
 
+The layouts a server shares with the gateway (envelope, replies, depth body) are
+``klinestore.ingest.protocol.wire``'s, re-exported here.
+
 Field order and types follow BINANCE.md: decimals are strings with the symbol's fixed
 decimals, ids and times are integers. Symbols are ``[A-Z0-9_]`` (checked on entry), so the
 JSON needs no escaping and plain string building is both exact and fast.
@@ -7,9 +10,7 @@ JSON needs no escaping and plain string building is both exact and fast.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
+from klinestore.ingest.protocol.wire import combined, depth_snapshot as _depth_body, error_reply, levels_json, reply
 from klinestore.sim.bars import Bar
 from klinestore.sim.book import Diff, Levels, Snapshot
 from klinestore.sim.fixed import fmt, fmt_cached
@@ -55,9 +56,13 @@ def agg_trade(spec: SymbolSpec, agg_id: int, price: int, qty: int, first: int, l
     ).encode()
 
 
+__all__ = ["agg_trade", "book_ticker", "combined", "continuous_kline", "depth_snapshot", "depth_update",
+           "error_reply", "kline", "mark_price", "reply", "trade"]
+
+
 def _levels(levels: Levels, spec: SymbolSpec) -> str:
     tick, pd, qd, f = spec.tick_units, spec.price_decimals, spec.qty_decimals, fmt_cached
-    return ",".join([f'["{f(t * tick, pd)}","{f(n, qd)}"]' for t, n in zip(levels.ticks.tolist(), levels.qty.tolist())])
+    return levels_json([(f(t * tick, pd), f(n, qd)) for t, n in zip(levels.ticks.tolist(), levels.qty.tolist())])
 
 
 def depth_update(event_ms: int, spec: SymbolSpec, diff: Diff) -> bytes:
@@ -69,10 +74,7 @@ def depth_update(event_ms: int, spec: SymbolSpec, diff: Diff) -> bytes:
 
 
 def depth_snapshot(event_ms: int, spec: SymbolSpec, snap: Snapshot) -> bytes:
-    return (
-        f'{{"lastUpdateId":{snap.last_update_id},"E":{event_ms},"T":{event_ms},'
-        f'"bids":[{_levels(snap.bids, spec)}],"asks":[{_levels(snap.asks, spec)}]}}'
-    ).encode()
+    return _depth_body(snap.last_update_id, event_ms, _levels(snap.bids, spec), _levels(snap.asks, spec))
 
 
 def book_ticker(event_ms: int, spec: SymbolSpec, update_id: int, top: tuple[int, int, int, int]) -> bytes:
@@ -99,16 +101,3 @@ def trade(spec: SymbolSpec, trade_id: int, price: int, qty: int, t: int, maker: 
         f'{{"e":"trade","E":{t},"T":{t},"s":"{spec.symbol}","t":{trade_id},"p":"{spec.price(price)}",'
         f'"q":"{spec.qty(qty)}","X":"MARKET","m":{"true" if maker else "false"}}}'
     ).encode()
-
-
-def combined(stream: str, payload: bytes) -> bytes:
-    """The combined-stream envelope ``{"stream": name, "data": payload}``."""
-    return b'{"stream":"' + stream.encode() + b'","data":' + payload + b"}"
-
-
-def reply(request_id: Any, result: Any) -> bytes:
-    return json.dumps({"result": result, "id": request_id}, separators=(",", ":")).encode()
-
-
-def error_reply(request_id: Any, code: int, msg: str) -> bytes:
-    return json.dumps({"error": {"code": code, "msg": msg}, "id": request_id}, separators=(",", ":")).encode()

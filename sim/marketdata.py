@@ -34,10 +34,11 @@ from klinestore.ingest.protocol.rest import (
 from klinestore.sim import params
 from klinestore.sim.book import STEP_MS, Books
 from klinestore.sim.fixed import fmt
-from klinestore.sim.http import Request
+from klinestore.ingest.protocol.http import Request
+from klinestore.ingest.protocol.wire import premium_index
 from klinestore.sim.market import Market
 from klinestore.sim.params import ApiError
-from klinestore.sim.prices import INTEREST_RATE, Prices
+from klinestore.sim.prices import Prices
 from klinestore.sim.tickers import Tickers, rest_body
 
 Body = dict[str, Any] | list[Any]
@@ -95,11 +96,8 @@ class MarketData:
     def _premium_index(self, request: Request, now: int) -> Body:
         def body(symbol: str) -> dict[str, Any]:
             s = self.prices.state(symbol, now)
-            return {
-                "symbol": symbol, "markPrice": fmt(s.mark, s.decimals), "indexPrice": fmt(s.index, s.decimals),
-                "estimatedSettlePrice": fmt(s.settle, s.decimals), "lastFundingRate": fmt(s.rate, 8),
-                "interestRate": INTEREST_RATE, "nextFundingTime": s.next_funding, "time": now,
-            }
+            return premium_index(symbol, fmt(s.mark, s.decimals), fmt(s.index, s.decimals), fmt(s.settle, s.decimals),
+                                 fmt(s.rate, 8), s.next_funding, now)
 
         return self._one_or_all(request, now, body)
 

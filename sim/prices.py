@@ -30,7 +30,6 @@ from klinestore.sim.market import Market
 
 FUNDING_MS = 8 * HOUR_MS
 MIN_MARK_DECIMALS = 8
-INTEREST_RATE = "0.00010000"
 _SECOND_MS = 1000
 _BLOCK_MINUTES = 1440  # minutes computed per numpy block (86 400 seconds)
 

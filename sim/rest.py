@@ -33,7 +33,8 @@ from klinestore.sim.clock import ExchangeClock
 from klinestore.sim.encode import depth_snapshot
 from klinestore.sim.exchangeinfo import exchange_info
 from klinestore.sim.faults import FaultState, mismatched
-from klinestore.sim.http import Request, Response
+from klinestore.ingest.protocol.http import Request, Response
+from klinestore.ingest.protocol.params import invalid_path
 from klinestore.sim.limits import WeightLimiter
 from klinestore.sim.market import Market
 from klinestore.sim.marketdata import MarketData
@@ -73,7 +74,7 @@ class BinanceRest:
     async def handle(self, request: Request) -> Response:
         route = self._routes.get(request.path)
         if route is None or request.method != "GET":
-            body = {"code": -5000, "msg": f"Path {request.path}, Method {request.method} is invalid"}
+            body = invalid_path(request.path, request.method)
             return Response.json(404 if route is None else 405, body, self._weight_header(self.limiter.used()))
         self.ledger[request.path] += 1
         fault = self.faults.take_rest_error()

@@ -27,7 +27,7 @@ from klinestore.sim.config import SimConfig
 from klinestore.sim.errors import ListingError, SimConfigError, SimError
 from klinestore.sim.faults import DROP_CLOSE_CODE, FaultState, parse_fault
 from klinestore.sim.generator import GeneratedSource
-from klinestore.sim.http import HttpServer, Request, Response
+from klinestore.ingest.protocol.http import HttpServer, Request, Response
 from klinestore.sim.hub import Hub
 from klinestore.sim.limits import WeightLimiter
 from klinestore.sim.listings import Listings

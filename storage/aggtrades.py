@@ -227,9 +227,17 @@ def _day_files(data_dir: Path | str, start_ms: int | None, end_ms: int | None) -
 
 
 def read_agg_trades(
-    data_dir: Path | str, symbol: str, start_ms: int | None = None, end_ms: int | None = None
+    data_dir: Path | str, symbol: str, start_ms: int | None = None, end_ms: int | None = None, *,
+    from_id: int | None = None, limit: int | None = None, newest: bool = False,
 ) -> pl.DataFrame:
-    """One symbol's aggTrades with ``transact_time`` in ``[start_ms, end_ms)``, by id (UTC datetimes)."""
+    """One symbol's aggTrades with ``transact_time`` in ``[start_ms, end_ms)``, by id (UTC datetimes).
+
+    ``from_id``: only ids from it on; ``limit``: only the first ``limit`` (the last with
+    ``newest``, read a day at a time from the newest day back, so the cost follows ``limit``).
+    """
+    if newest and limit is not None:
+        return _newest(data_dir, symbol, start_ms, end_ms, from_id, limit)
+
     def read(files: list[Path]) -> pl.DataFrame:
         if not files:
             return pl.DataFrame(schema={**TRADE_SCHEMA, "transact_time": _TIME})
@@ -238,10 +246,34 @@ def read_agg_trades(
             lazy = lazy.filter(pl.col("transact_time") >= pl.lit(start_ms).cast(_TIME))
         if end_ms is not None:
             lazy = lazy.filter(pl.col("transact_time") < pl.lit(end_ms).cast(_TIME))
-        return latest(lazy.collect(), KEY).select(AGG_TRADE_COLUMNS).sort("agg_trade_id")
+        if from_id is not None:
+            lazy = lazy.filter(pl.col("agg_trade_id") >= from_id)
+        frame = latest(lazy.collect(), KEY).select(AGG_TRADE_COLUMNS).sort("agg_trade_id")
+        return frame if limit is None else frame.head(limit)
 
     what = f"aggTrades under {trades_root(data_dir)}"
     return read_skipping(lambda: _day_files(data_dir, start_ms, end_ms), read, what)
+
+
+def _newest(data_dir: Path | str, symbol: str, start_ms: int | None, end_ms: int | None, from_id: int | None,
+            limit: int) -> pl.DataFrame:
+    days = [d.name.partition("=")[2] for d in sorted(trades_root(data_dir).glob("day=*"))]
+    lo = None if start_ms is None else _day(start_ms)
+    hi = None if end_ms is None else _day(end_ms - 1)
+    parts: list[pl.DataFrame] = []
+    found = 0
+    for day in reversed([d for d in days if (lo is None or d >= lo) and (hi is None or d <= hi)]):
+        begin = int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() * 1000)
+        a = begin if start_ms is None else max(begin, start_ms)
+        b = begin + DAY_MS if end_ms is None else min(begin + DAY_MS, end_ms)
+        part = read_agg_trades(data_dir, symbol, a, b, from_id=from_id)
+        parts.insert(0, part)
+        found += part.height
+        if found >= limit:
+            break
+    if not parts:
+        return read_agg_trades(data_dir, symbol, 0, 0)
+    return pl.concat(parts).tail(limit)
 
 
 def agg_trades_relation_sql(data_dir: Path | str, *, skip: Collection[Path] = ()) -> str:

@@ -61,6 +61,26 @@ def assert_trades_equal_truth(data: Path, sim: Any, symbol: str, *, at_least: in
                 row["is_buyer_maker"]) == truth[row["agg_trade_id"]]
 
 
+def test_pages_of_trades_by_id_and_the_newest_across_days(tmp_path: Path) -> None:
+    """What a gateway's ``aggTrades`` asks the store: the first ``limit`` from an id, the last
+    ``limit`` up to a time (read from the newest day back), both by id."""
+    store = TradeStore(tmp_path, StorageConfig())
+    store.open()
+    day_end = START_MS + DAY
+    store.append([trade(i, day_end - 100 + i) for i in range(1, 200)])  # 99 trades one day, 100 the next
+    store.flush()
+    store.close()
+    ids = read_agg_trades(tmp_path, "BTCUSDT", from_id=50, limit=70)["agg_trade_id"].to_list()
+    assert ids == list(range(50, 120))
+    assert read_agg_trades(tmp_path, "BTCUSDT", end_ms=day_end + 50, limit=5, newest=True)["agg_trade_id"].to_list() \
+        == [145, 146, 147, 148, 149]
+    across = read_agg_trades(tmp_path, "BTCUSDT", end_ms=day_end + 3, limit=6, newest=True)["agg_trade_id"].to_list()
+    assert across == [97, 98, 99, 100, 101, 102]  # three from each day
+    everything = read_agg_trades(tmp_path, "BTCUSDT", limit=500, newest=True)["agg_trade_id"].to_list()
+    assert everything == list(range(1, 200))
+    assert read_agg_trades(tmp_path, "ETHUSDT", limit=5, newest=True).height == 0
+
+
 def test_the_service_keeps_every_aggtrade_it_receives(tmp_path: Path, sim_factory: SimFactory) -> None:
     data = tmp_path / "data"
     sim = sim_factory(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=START_MS)

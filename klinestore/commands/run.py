@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulator exchange start, ISO (UTC) or epoch ms (default: 24 h ago, so that at the "
                              "default speed the simulated market stays in the past for 24 min and exports, gap "
                              "checks and charts treat its bars as closed)")
+    parser.add_argument("--gateway-port", type=int, metavar="PORT",
+                        help="serve the local Binance-compatible REST and WebSocket API on this port (0: a free "
+                             "one; status.json names it); sets gateway.enabled and gateway.port (docs/gateway.md)")
     parser.add_argument("--progress", type=float, default=60.0, metavar="SECONDS",
                         help="when stderr is not a terminal, log a progress line this often (default 60)")
     parser.add_argument("--for", dest="duration", type=float, metavar="SECONDS",
@@ -93,6 +96,9 @@ def build_config(args: argparse.Namespace) -> Config:
         overrides["websocket.base_url"] = args.ws_url
     if args.rest_url:
         overrides["websocket.rest_url"] = args.rest_url
+    if getattr(args, "gateway_port", None) is not None:
+        overrides["gateway.enabled"] = True
+        overrides["gateway.port"] = args.gateway_port
     if args.sim and (args.ws_url or args.rest_url):
         raise ConfigError("--sim", "cannot be combined with --ws-url/--rest-url")
     if args.sim_start is not None and not args.sim:

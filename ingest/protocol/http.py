@@ -1,7 +1,10 @@
 """A small asyncio HTTP/1.1 server: GET and POST with Content-Length bodies, keep-alive.
 
-websockets' HTTP parser refuses request bodies, and Binance serves REST on its own host
-anyway (``fapi`` beside ``fstream``), so REST runs here on its own port. Limits are bounded
+The one asyncio module of the protocol package: the simulator and the gateway both serve
+Binance's REST through it (the simulator may import only ``ingest.protocol``), so one
+request parser and one response writer serve both. websockets' HTTP parser refuses request
+bodies, and Binance serves REST on its own host anyway (``fapi`` beside ``fstream``), so
+REST runs here on its own port. Limits are bounded
 (head 16 KiB, body 1 MiB, idle keep-alive 60 s); chunked request bodies are refused (501).
 """
 
@@ -30,6 +33,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names
     body: bytes = b""
+    peer: str = ""  # "host:port" of the client's connection
+    target: str = ""  # the request target as sent (path and query)
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -49,6 +54,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: Takes over a connection whose request asks ``Upgrade: websocket`` (it owns the streams until it returns).
+Upgrade = Callable[[Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class BadRequest(Exception):
@@ -60,12 +67,20 @@ class BadRequest(Exception):
 class HttpServer:
     """Serves ``handler`` on ``host:port`` until :meth:`stop`."""
 
-    def __init__(self, handler: Handler, host: str, port: int) -> None:
+    def __init__(self, handler: Handler, host: str, port: int, *, max_connections: int | None = None,
+                 upgrade: Upgrade | None = None) -> None:
         self._handler = handler
+        self._upgrade = upgrade
         self._host = host
         self._port = port
+        self._max_connections = max_connections  # beyond it a connection gets 503 and is closed
+        self.refused = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def connections(self) -> int:
+        return len(self._writers)
 
     @property
     def port(self) -> int:
@@ -84,15 +99,29 @@ class HttpServer:
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._max_connections is not None and len(self._writers) >= self._max_connections:
+            self.refused += 1
+            body = {"code": -1003, "msg": f"Too many connections; the limit is {self._max_connections}."}
+            try:
+                await _write(writer, Response.json(503, body), keep_alive=False)
+            except ConnectionError:
+                pass
+            writer.close()
+            return
         self._writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        peer_name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
         try:
             while True:
                 try:
-                    request, keep_alive = await asyncio.wait_for(_read_request(reader), IDLE_TIMEOUT)
+                    request, keep_alive = await asyncio.wait_for(_read_request(reader, peer_name), IDLE_TIMEOUT)
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                     return
                 except BadRequest as exc:
                     await _write(writer, Response.json(exc.status, {"error": str(exc)}), keep_alive=False)
+                    return
+                if self._upgrade is not None and request.headers.get("upgrade", "").lower() == "websocket":
+                    await self._upgrade(request, reader, writer)
                     return
                 try:
                     response = await self._handler(request)
@@ -109,7 +138,7 @@ class HttpServer:
             writer.close()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[Request, bool]:
+async def _read_request(reader: asyncio.StreamReader, peer: str = "") -> tuple[Request, bool]:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
@@ -140,7 +169,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[Request, bool]:
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
     split = urlsplit(target)
     query = parse_qs(split.query, keep_blank_values=True)
-    return Request(method.upper(), split.path, query, headers, body), keep_alive
+    return Request(method.upper(), split.path, query, headers, body, peer, target), keep_alive
 
 
 async def _write(writer: asyncio.StreamWriter, response: Response, *, keep_alive: bool) -> None:
