@@ -16,13 +16,11 @@ from typing import Any
 
 import polars as pl
 
-from klinestore.core.intervals import HOUR_MS
 from klinestore.gateway.rest import GatewayRest, not_ingested
 from klinestore.gateway.series import not_kept
 from klinestore.ingest.markbars import MarkSeriesOut
 from klinestore.ingest.protocol import params
 from klinestore.ingest.protocol.http import Request
-from klinestore.ingest.protocol.params import ApiError
 from klinestore.ingest.protocol.rest import AGG_TRADES_DEFAULT_LIMIT, AGG_TRADES_MAX_LIMIT, AGG_TRADES_PATH
 from klinestore.storage import read_agg_trades
 
@@ -54,11 +52,7 @@ class TradeRoutes:
         symbol = self.rest.symbol_param(request, "symbol")
         if symbol not in self._symbols:
             raise not_ingested(f"the aggTrades of {symbol}")
-        limit = params.limit(request, AGG_TRADES_DEFAULT_LIMIT, AGG_TRADES_MAX_LIMIT)
-        from_id = params.integer(request, "fromId")
-        start, end = params.time_range(request)
-        if start is not None and end is not None and end - start > HOUR_MS:
-            raise ApiError(-1127, "More than 1 hours between startTime and endTime.")
+        limit, from_id, start, end = params.agg_trades_query(request, AGG_TRADES_DEFAULT_LIMIT, AGG_TRADES_MAX_LIMIT)
         upto = now if end is None else min(end, now)
         recent = [(t.agg_trade_id, t.price, t.quantity, t.first_trade_id, t.last_trade_id, t.transact_time,
                    t.is_buyer_maker) for t in self.out.recent.rows("agg_trades", symbol)]

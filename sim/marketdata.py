@@ -37,7 +37,6 @@ from klinestore.sim.fixed import fmt
 from klinestore.ingest.protocol.http import Request
 from klinestore.ingest.protocol.wire import premium_index
 from klinestore.sim.market import Market
-from klinestore.sim.params import ApiError
 from klinestore.sim.prices import Prices
 from klinestore.sim.tickers import Tickers, rest_body
 
@@ -127,11 +126,7 @@ class MarketData:
 
     def _agg_trades(self, request: Request, now: int) -> Body:
         symbol = params.symbol(request, self.market, now)
-        limit = params.limit(request, AGG_TRADES_DEFAULT_LIMIT, AGG_TRADES_MAX_LIMIT)
-        from_id = params.integer(request, "fromId")
-        start, end = params.time_range(request)
-        if start is not None and end is not None and end - start > HOUR_MS:
-            raise ApiError(-1127, "More than 1 hours between startTime and endTime.")
+        limit, from_id, start, end = params.agg_trades_query(request, AGG_TRADES_DEFAULT_LIMIT, AGG_TRADES_MAX_LIMIT)
         upto = now if end is None else min(end, now)
         out: list[dict[str, Any]] = []
         if from_id is not None:

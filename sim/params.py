@@ -8,11 +8,20 @@ from __future__ import annotations
 from klinestore.core.symbols import check_symbol
 from klinestore.ingest.protocol import params as _wire
 from klinestore.ingest.protocol.http import Request
-from klinestore.ingest.protocol.params import ApiError, checked, integer, limit, mandatory, step, time_range
+from klinestore.ingest.protocol.params import (
+    ApiError,
+    agg_trades_query,
+    checked,
+    integer,
+    limit,
+    mandatory,
+    step,
+    time_range,
+)
 from klinestore.sim.listings import TRADING
 from klinestore.sim.market import Market
 
-__all__ = ["ApiError", "bar_window", "checked", "integer", "limit", "mandatory", "optional_symbol", "step",
+__all__ = ["ApiError", "agg_trades_query", "bar_window", "checked", "integer", "limit", "mandatory", "optional_symbol", "step",
            "symbol", "time_range"]
 
 

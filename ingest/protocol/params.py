@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from klinestore.core.errors import InvalidInterval, InvalidSymbol
-from klinestore.core.intervals import bar_open, interval_ms, next_open
+from klinestore.core.intervals import HOUR_MS, bar_open, interval_ms, next_open
 from klinestore.ingest.protocol.http import Request
 
 
@@ -70,6 +70,19 @@ def time_range(request: Request) -> tuple[int | None, int | None]:
     if start is not None and end is not None and start > end:
         raise ApiError(-1023, "Start time is greater than end time.")
     return start, end
+
+
+def agg_trades_query(
+    request: Request, default_limit: int, max_limit: int,
+) -> tuple[int, int | None, int | None, int | None]:
+    """``(limit, fromId, startTime, endTime)`` of an aggTrades request, by Binance's rules: at most
+    an hour between startTime and endTime."""
+    count = limit(request, default_limit, max_limit)
+    from_id = integer(request, "fromId")
+    start, end = time_range(request)
+    if start is not None and end is not None and end - start > HOUR_MS:
+        raise ApiError(-1127, "More than 1 hours between startTime and endTime.")
+    return count, from_id, start, end
 
 
 def bar_window(interval: str, start: int | None, end: int | None, limit: int, now: int,
