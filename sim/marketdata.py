@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from klinestore.core.intervals import HOUR_MS, check_interval
+from klinestore.ingest.protocol.http import Request
 from klinestore.ingest.protocol.rest import (
     AGG_TRADES_DEFAULT_LIMIT,
     AGG_TRADES_MAX_LIMIT,
@@ -31,11 +32,10 @@ from klinestore.ingest.protocol.rest import (
     TICKER_PRICE_PATH,
     TICKER_PRICE_V2_PATH,
 )
+from klinestore.ingest.protocol.wire import premium_index
 from klinestore.sim import params
 from klinestore.sim.book import STEP_MS, Books
 from klinestore.sim.fixed import fmt
-from klinestore.ingest.protocol.http import Request
-from klinestore.ingest.protocol.wire import premium_index
 from klinestore.sim.market import Market
 from klinestore.sim.prices import Prices
 from klinestore.sim.tickers import Tickers, rest_body
