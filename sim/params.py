@@ -21,8 +21,8 @@ from klinestore.ingest.protocol.params import (
 from klinestore.sim.listings import TRADING
 from klinestore.sim.market import Market
 
-__all__ = ["ApiError", "agg_trades_query", "bar_window", "checked", "integer", "limit", "mandatory", "optional_symbol", "step",
-           "symbol", "time_range"]
+__all__ = ["ApiError", "agg_trades_query", "bar_window", "checked", "integer", "limit", "mandatory",
+           "optional_symbol", "step", "symbol", "time_range"]
 
 
 def symbol(request: Request, market: Market, now: int, *, trading: bool = False, name: str = "symbol") -> str:
