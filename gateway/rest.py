@@ -138,7 +138,10 @@ class GatewayRest:
         book = self.state.books.get(symbol)
         if book is None:
             raise not_ingested(f"the depth of {symbol}")
-        if not book.synced or book.bids.short or book.asks.short:  # short: the price walked off the known levels
+        # a short side (the price walked toward the snapshot's edge, a refresh is due) still knows its
+        # best levels exactly: served when it knows at least ``limit`` of them, never a hole
+        short = book.bids.short or book.asks.short
+        if not book.synced or short and min(book.bids.known, book.asks.known) < limit:
             raise unavailable(f"the local book of {symbol} is resyncing")
         bids, asks = book.depth(limit)
         d = self.decimals(symbol)

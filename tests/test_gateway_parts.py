@@ -179,3 +179,30 @@ def test_price_buckets_are_served_only_when_every_second_was_sampled() -> None:
     assert [b.open_time for b in kept] == [0, 6 * minute]  # the one with a hole is missing, the open one served
     # the open bucket with a missed minute is not served either
     assert _complete([Piece(0, 1, 1, 1, 1, 60 + 5)], "3m", now=2 * minute + 5_000) == []
+
+
+def test_a_short_book_serves_the_levels_it_knows_and_refuses_a_deeper_answer(tmp_path: Path) -> None:
+    """A 20-level book whose asks were taken down to 6 known levels (the price walked toward the
+    snapshot's edge): limit 5 is exact and served; limit 10 would need unseen levels, so 503."""
+    from klinestore.gateway.klines import Decimals
+    from klinestore.ingest.orderbook import OrderBook
+    from klinestore.ingest.protocol.events import DepthUpdateEvent
+    from klinestore.ingest.protocol.rest import DepthSnapshot
+
+    gw = rest(tmp_path)
+    gw.info.decimals["BTCUSDT"] = Decimals(1, 3)
+    book = gw.state.books["BTCUSDT"] = OrderBook("BTCUSDT", max_levels=20)
+
+    def diff(u: int, asks: list[tuple[float, float]]) -> DepthUpdateEvent:
+        return DepthUpdateEvent(E=u, T=u, s="BTCUSDT", U=u, u=u, pu=u - 1, b=[], a=asks)
+
+    book.on_event(diff(1, []))
+    book.on_snapshot(DepthSnapshot(lastUpdateId=1, bids=[(100.0 - i, 1.0) for i in range(20)],
+                                   asks=[(101.0 + i, 1.0) for i in range(20)]))
+    book.on_event(diff(2, [(101.0 + i, 0.0) for i in range(14)]))  # 6 asks known: short (fewer than 10)
+    assert book.synced and book.asks.short and book.refresh_wanted
+    status, body = ask(gw, "/fapi/v1/depth", symbol="BTCUSDT", limit="5")
+    assert status == 200 and body["asks"] == [[f"{115.0 + i:.1f}", "1.000"] for i in range(5)]  # type: ignore[index]
+    assert body["bids"][0] == ["100.0", "1.000"] and len(body["bids"]) == 5  # type: ignore[index]
+    status, body = ask(gw, "/fapi/v1/depth", symbol="BTCUSDT", limit="10")
+    assert status == 503 and "resyncing" in body["msg"]  # type: ignore[index]
