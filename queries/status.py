@@ -8,7 +8,7 @@ after it stopped, and on a data directory no service ever wrote:
   alerts, jobs, WAL). Fields are read defensively: an older or newer service may lack some
   or carry more, and everything unknown is passed through under ``status_json``;
 * the published DataQual tables (latest score per symbol) when status.json has none;
-* the dataset itself: per interval the months, files, bytes and newest bar, and the WAL.
+* the dataset itself: per interval the partitions (months or years), files, bytes and newest bar, and the WAL.
 
 The snapshot is *stale* when its own ``written_at`` is older than ``STALE_INTERVALS`` status
 intervals: the service is probably not running. :func:`exit_code` turns the report into the
@@ -229,7 +229,8 @@ def wal_on_disk(data_dir: Path) -> dict[str, int]:
 
 
 def dataset_summary(data_dir: Path, now: int, market: str = "um") -> list[dict[str, Any]]:
-    """Per stored interval: months, files (total and most in one partition), bytes, newest bar.
+    """Per stored interval: partitions (months, or years for 1h and longer), files (total and most
+    in one partition), bytes, newest bar.
 
     ``now`` is exchange time when the service reported it (a simulator's clock runs fast),
     so ``newest_age_s`` is how far the newest bar lags the market.
@@ -242,7 +243,10 @@ def dataset_summary(data_dir: Path, now: int, market: str = "um") -> list[dict[s
         files = [part.files() for part in partitions]
         newest = _newest(files)
         out.append({
-            "interval": interval, "months": len(partitions), "files": sum(len(f) for f in files),
+            "interval": interval, "partitions": len(partitions),
+            "partitioned_by": "year" if all(len(p.month) == 4 for p in partitions) else "month",
+            "months": len(partitions),  # the old name of "partitions", kept for readers of status JSON
+            "files": sum(len(f) for f in files),
             "max_files_per_partition": max((len(f) for f in files), default=0),
             "bytes": sum(p.stat().st_size for f in files for p in f if p.exists()),
             "symbols": len(newest), "newest_open_time": iso(max(newest.values())) if newest else None,

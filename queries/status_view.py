@@ -152,11 +152,12 @@ def _storage(report: Mapping[str, Any]) -> RenderableType:
         line += f", {storage['pending_bars']} bars pending"
     market = report.get("market", "um")
     table = Table(title="storage" if market == "um" else f"storage ({market} dataset)", title_justify="left")
-    for col in ("interval", "months", "files", "max/partition", "size", "symbols", "newest bar", "age"):
+    for col in ("interval", "partitions", "files", "max/partition", "size", "symbols", "newest bar", "age"):
         table.add_column(col, justify="left" if col in ("interval", "newest bar") else "right")
     for r in report["dataset"]:
         age = r.get("newest_age_s")
-        table.add_row(r["interval"], str(r["months"]), str(r["files"]), str(r["max_files_per_partition"]),
+        span = r.get("partitioned_by", "month")
+        table.add_row(r["interval"], f"{r.get('partitions', r['months'])} {span}s", str(r["files"]), str(r["max_files_per_partition"]),
                       _bytes(r["bytes"]), str(r["symbols"]), _short_time(r.get("newest_open_time")),
                       "-" if age is None else _duration(age))
     if not report["dataset"]:

@@ -70,6 +70,8 @@ def test_fresh_and_healthy(dataset: Path) -> None:
     assert set(by_interval) == {"1m", "5m", "15m", "1h", "4h"}
     assert by_interval["1m"]["symbols"] == 2 and by_interval["1m"]["newest_open_time"] == "2024-01-01T09:59:00Z"
     assert by_interval["1m"]["newest_age_s"] == 60.0  # against the exchange clock in the snapshot
+    assert (by_interval["1m"]["partitions"], by_interval["1m"]["partitioned_by"]) == (1, "month")
+    assert (by_interval["1h"]["partitions"], by_interval["1h"]["partitioned_by"]) == (1, "year")  # 1h and longer
 
 
 def test_missing_streams_failed_connections_and_low_dataqual_alert(dataset: Path) -> None:

@@ -18,7 +18,7 @@ DESCRIPTION = """\
 Report on a data directory from any process, while the service runs or not: connections and
 their states, streams and missing streams, counters (messages, rejects by reason,
 reconnects), ready/warming_up per symbol and timeframe, DataQual per symbol, last flush and
-WAL depth, bars stored per interval (months, files, newest bar), the REST API ledger, and
+WAL depth, bars stored per interval (partitions, files, newest bar), the REST API ledger, and
 alerts. Sources: <data-dir>/status.json (rewritten by the service every
 jobs.status_interval seconds), the published DataQual tables and the files themselves.
 A status.json older than 3 status intervals is reported as stale (service not running?);
