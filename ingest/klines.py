@@ -256,8 +256,11 @@ class KlineSeries:
 
     @property
     def contiguous_from(self) -> int:
-        """Open time of the first bar of the newest contiguous run (-1 when empty)."""
-        return self._contiguous_from
+        """Open time of the first bar of the newest contiguous run the ring still holds (-1 when empty):
+        the run may have begun before the ring's oldest bar, which the ring has dropped since."""
+        if self._contiguous_from < 0 or not len(self.ring):
+            return self._contiguous_from
+        return max(self._contiguous_from, self.ring.key_at(0))
 
     def contiguous_count(self) -> int:
         if self._last < 0:

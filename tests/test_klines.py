@@ -156,7 +156,7 @@ def test_the_ring_keeps_the_newest_bars_at_capacity() -> None:
         close(s, closed(T0 + i * M))
     times = s.ring.tail()["open_time"]
     assert len(times) == 50 and times[0] == T0 + 80 * M and times[-1] == T0 + 129 * M
-    assert s.contiguous_count() == 50
+    assert s.contiguous_count() == 50 and s.contiguous_from == T0 + 80 * M  # the run's start the ring still holds
     assert close(s, closed(T0 + 10 * M)) == "stale"
 
 
