@@ -27,6 +27,10 @@ class GatewayConfig:
                            between(1024, 1 << 30))
     queue_frames: int = opt(100_000, "Frames waiting for fan-out at most; beyond, subscribers are disconnected.",
                             between(16, 10**8))
+    ping_interval: float = opt(180.0, "Seconds between the pings sent to each WebSocket client (Binance: 3 minutes).",
+                               positive)
+    pong_timeout: float = opt(600.0, "A WebSocket client that sends nothing (not even a pong) this long is "
+                              "disconnected (Binance: 10 minutes).", positive)
     exchange_info_refresh: float = opt(300.0, "Seconds between refreshes of the cached exchangeInfo.", positive)
 
     def __post_init__(self) -> None:

@@ -143,7 +143,8 @@ class Gateway:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         client = WsClient(proto, endpoint, reader, writer, self.fanout, send_buffer=self.config.send_buffer,
-                          max_streams=self.config.max_subscriptions, served=self.served)
+                          max_streams=self.config.max_subscriptions, served=self.served,
+                          ping_interval=self.config.ping_interval, pong_timeout=self.config.pong_timeout)
         key = next(self._ids)
         self.clients[key] = client
         try:

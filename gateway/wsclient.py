@@ -2,8 +2,10 @@
 
 The HTTP server hands over a request that asks ``Upgrade: websocket``; the handshake, control
 requests (``klinestore.ingest.protocol.wsserve``, the simulator's rules too) and pings are
-answered here. Data frames are written by the fan-out straight to the transport; the
-transport's unsent bytes are the client's only queue, bounded by ``gateway.send_buffer``.
+answered here, and, as Binance does, the client is pinged every ``ping_interval`` and dropped
+after ``pong_timeout`` of silence (a vanished peer must not keep its subscriptions). Data
+frames are written by the fan-out straight to the transport; the transport's unsent bytes
+are the client's only queue, bounded by ``gateway.send_buffer``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class WsClient:
 
     def __init__(self, proto: ServerProtocol, endpoint: Endpoint, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, fanout: Fanout, *, send_buffer: int, max_streams: int,
-                 served: Callable[[str, Endpoint], str | None]) -> None:
+                 served: Callable[[str, Endpoint], str | None], ping_interval: float = 180.0,
+                 pong_timeout: float = 600.0) -> None:
         self.proto = proto
         self.endpoint = endpoint
         self.combined = endpoint.combined
@@ -68,6 +71,10 @@ class WsClient:
         self._served = served
         self._second = 0
         self._messages = 0
+        self._ping_interval = ping_interval
+        self._pong_timeout = pong_timeout
+        self._heard = time.monotonic()  # the last bytes from the client
+        self.pings = 0
         self.closed = False
 
     # --- writes (the fan-out calls push) ----------------------------------------------------
@@ -112,12 +119,14 @@ class WsClient:
     # --- reads ----------------------------------------------------------------------------
 
     async def serve(self) -> None:
+        keepalive = asyncio.create_task(self._keepalive(), name="gateway-ping")
         try:
             while not self.closed:
                 data = await self._reader.read(READ_CHUNK)
                 if not data:
                     self.proto.receive_eof()
                     break
+                self._heard = time.monotonic()
                 self.proto.receive_data(data)
                 for event in self.proto.events_received():
                     if event.opcode is Opcode.TEXT and not self.closed:
@@ -131,8 +140,23 @@ class WsClient:
             log.exception("gateway: client connection failed")
             self.close(1011, "Internal error")
         finally:
+            keepalive.cancel()
             self.closed = True
             self._fanout.forget(self)
+
+    async def _keepalive(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self._ping_interval)
+            if self.closed:
+                return
+            if time.monotonic() - self._heard > self._pong_timeout:
+                self.close(1001, "ping timeout")
+                self._writer.transport.abort()  # a vanished peer will not read the close frame
+                return
+            if self.proto.state is State.OPEN:
+                self.proto.send_ping(str(self.pings).encode())
+                self.pings += 1
+                self._flush()
 
     def _control(self, raw: bytes) -> None:
         second = int(time.monotonic())

@@ -372,3 +372,40 @@ def test_agg_trades_not_kept_are_refused_naming_the_setting(running: tuple[SimTh
     assert status == 404 and body["code"] == -5000 and "storage.persist_aggtrades" in body["msg"]
     assert body["msg"].startswith("Path /fapi/v1/aggTrades, Method GET is invalid")
     assert get(f"{url(run)}/fapi/v1/markPriceKlines?symbol=BTCUSDT&interval=1m&limit=2")[0] == 200
+
+
+def test_websocket_clients_are_pinged_and_a_silent_one_is_dropped(tmp_path: Path) -> None:
+    """As Binance does: a ping every ``ping_interval``; a client that answers (websockets pongs by
+    itself) stays, one that sends nothing for ``pong_timeout`` (a vanished peer) is dropped."""
+    sim = SimThread(symbols=("BTCUSDT",), speed=60, seed=7, start_ms=START_MS).start()
+    config = service_config(sim, tmp_path / "data", **{"gateway.enabled": True, "gateway.port": 0,
+                                                       "gateway.ping_interval": 0.2, "gateway.pong_timeout": 1.0})
+    run = Running(Service(config))
+    try:
+        gateway = run.service.gateway
+        assert gateway is not None
+        port = int(gateway.ws_url.rsplit(":", 1)[1])
+        silent = socket.create_connection(("127.0.0.1", port))
+        silent.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert silent.recv(12) == b"HTTP/1.1 101"  # subscribed to nothing: no data, only pings, never a pong
+
+        async def answering() -> tuple[int, int]:
+            async with connect(f"{gateway.ws_url}/ws") as ws:
+                await asyncio.sleep(2.5)
+                pings = [c.pings for c in list(gateway.clients.values())]
+                await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": [], "id": 1}
+                return len(pings), max(pings)
+
+        clients, pings = run.call(answering())
+        assert clients == 1 and pings >= 5  # only the answering client is left, pinged all along
+        silent.settimeout(5)
+        with pytest.raises((ConnectionError, OSError)):  # dropped: the connection is reset or closed
+            while silent.recv(4096):
+                pass
+            raise ConnectionError("closed")
+        silent.close()
+    finally:
+        run.stop()
+        sim.stop()
