@@ -163,25 +163,8 @@ class TradeStore:
         """Merge this writer's files of a day (see the module docstring); the files quarantined."""
         with self._flush_mutex:
             quarantined = quarantine_writer(self.data_dir, self.writer, [self.root])
-            collect(self.data_dir, self.writer)
-            retired = pending_obsolete(self.data_dir, self.writer)
             today = _day(self._newest_ms or int(time.time() * 1000))
-            for day_dir in sorted(self.root.glob("day=*")):
-                files = [(n, p) for n, p in data_files(day_dir, self.writer) if p not in retired]
-                closed = day_dir.name.partition("=")[2] < today
-                if len(files) < (2 if closed else self.config.compaction_min_files):
-                    continue
-                paths = [p for _, p in files]
-                frame = latest(pl.read_parquet([str(p) for p in paths]).with_columns(
-                    pl.col("transact_time").dt.epoch("ms")), KEY)
-                publish = Publish(self.data_dir, self.writer, self._stamper, grace=self.config.compaction_grace)
-                try:
-                    self._write_days(publish, frame, generation=max(n.generation for n, _ in files) + 1)
-                    publish.retire(paths)
-                    publish.commit()
-                except BaseException:
-                    publish.abort()
-                    raise
+            compact_days(self.data_dir, self.writer, self._stamper, self.config, today=today)
             return quarantined
 
     def _write_days(self, publish: Publish, frame: pl.DataFrame, *, generation: int) -> None:
@@ -217,6 +200,30 @@ def write_days(
         out = part.drop("_day").sort(*KEY).with_columns(pl.col("transact_time").cast(_TIME))
         out.write_parquet(tmp, compression="zstd", statistics=True)
         fsync_file(tmp)
+
+
+def compact_days(data_dir: Path, writer: str, stamper: Stamper, config: StorageConfig, *, today: str) -> None:
+    """Merge ``writer``'s files of each day into one: a closed day (before ``today``) once it holds
+    two, the current day once it holds ``compaction_min_files`` (the shards' and the importer's alike)."""
+    root = trades_root(data_dir)
+    collect(data_dir, writer)
+    retired = pending_obsolete(data_dir, writer)
+    for day_dir in sorted(root.glob("day=*")):
+        files = [(n, p) for n, p in data_files(day_dir, writer) if p not in retired]
+        closed = day_dir.name.partition("=")[2] < today
+        if len(files) < (2 if closed else config.compaction_min_files):
+            continue
+        paths = [p for _, p in files]
+        stored = pl.read_parquet([str(p) for p in paths])
+        frame = latest(stored.with_columns(pl.col("transact_time").dt.epoch("ms")), KEY)
+        publish = Publish(data_dir, writer, stamper, grace=config.compaction_grace)
+        try:
+            write_days(publish, root, frame, stamper, writer, generation=max(n.generation for n, _ in files) + 1)
+            publish.retire(paths)
+            publish.commit()
+        except BaseException:
+            publish.abort()
+            raise
 
 
 def _day_files(data_dir: Path | str, start_ms: int | None, end_ms: int | None) -> list[Path]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
-from klinestore.storage.aggtrades import TradeStore, trades_root
+from klinestore.storage.aggtrades import TradeStore, compact_days, trades_root
 from klinestore.storage.compaction import CompactReport, compact
 from klinestore.storage.config import StorageConfig
 from klinestore.storage.layout import DATASETS, IMPORT_WRITER, Stamper, dataset_root, is_writer, state_dir
 from klinestore.storage.locks import WriterLock
+from klinestore.storage.quarantine import quarantine_writer
 from klinestore.storage.txn import recover
 
 
@@ -42,6 +44,10 @@ def compact_all(data_dir: Path, config: StorageConfig) -> tuple[CompactReport, l
             if writer.startswith("t"):  # a shard's aggTrades (storage.aggtrades)
                 trades = TradeStore(Path(data_dir), replace(config, compaction_grace=0), shard_id=int(writer[1:]))
                 report.quarantined += trades.compact()
+            elif writer == IMPORT_WRITER and trades_root(data_dir).is_dir():  # imported aggTrades archives
+                report.quarantined += quarantine_writer(Path(data_dir), writer, [trades_root(data_dir)])
+                today = time.strftime("%Y-%m-%d", time.gmtime())
+                compact_days(Path(data_dir), writer, Stamper(writer), replace(config, compaction_grace=0), today=today)
         finally:
             lock.release()
     return report, busy

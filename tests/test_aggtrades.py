@@ -155,3 +155,24 @@ def test_klinestore_compact_merges_a_stopped_services_trade_files(tmp_path: Path
     report, busy = compact_all(tmp_path, StorageConfig())
     assert busy == [] and len(list(day.glob("*.parquet"))) == 1
     assert read_agg_trades(tmp_path, "BTCUSDT")["agg_trade_id"].to_list() == [1, 2, 3, 4, 9]
+
+
+def test_klinestore_compact_merges_imported_trade_files(tmp_path: Path) -> None:
+    """Two imports of one day's aggTrades leave two files of the importer; compaction makes one."""
+    from klinestore.storage.maintenance import compact_all
+    from klinestore.storage.series_import import import_trade_archives
+
+    data = tmp_path / "data"
+    for n, ids in enumerate(((1, 2, 3), (3, 4, 5))):  # trade 3 in both: kept once
+        folder = tmp_path / f"archive{n}"
+        folder.mkdir()
+        rows = "".join(f"{i},100.{i},0.{i},{10 * i},{10 * i + 1},{START_MS + i},{'true' if i % 2 else 'false'}\n"
+                       for i in ids)
+        (folder / "BTCUSDT-aggTrades-2024-05-01.csv").write_text(rows)
+        assert import_trade_archives([folder / "BTCUSDT-aggTrades-2024-05-01.csv"], data) == 3
+    day = data / "agg_trades" / "day=2024-05-01"
+    assert len(list(day.glob("*.parquet"))) == 2
+    report, busy = compact_all(data, StorageConfig())
+    assert busy == [] and len(list(day.glob("*.parquet"))) == 1
+    stored = read_agg_trades(data, "BTCUSDT")
+    assert stored["agg_trade_id"].to_list() == [1, 2, 3, 4, 5] and stored["price"].to_list()[2] == 100.3
