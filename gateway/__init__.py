@@ -2,10 +2,14 @@
 
 ``Gateway`` serves, from the service's own store and live state, Binance's REST market
 endpoints and WebSocket streams (docs/gateway.md); ``GatewayConfig`` is its config section.
+
+Names load on first use (:func:`klinestore.core.lazy.lazy_exports`).
 """
 
-from klinestore.gateway.config import GatewayConfig
-from klinestore.gateway.errors import GatewayError, GatewayStartError
-from klinestore.gateway.server import Gateway
+from klinestore.core.lazy import lazy_exports
 
-__all__ = ["Gateway", "GatewayConfig", "GatewayError", "GatewayStartError"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "config": ("GatewayConfig",),
+    "errors": ("GatewayError", "GatewayStartError"),
+    "server": ("Gateway",),
+})

@@ -6,15 +6,16 @@ for a gateway in :mod:`klinestore.queries.series`), :func:`export` (:mod:`klines
 :func:`read_status` (:mod:`klinestore.queries.status`) and the errors. The service's metrics endpoint
 is :func:`klinestore.queries.metrics.start_metrics_server` (imported on its own: it needs
 prometheus-client).
+
+Names load on first use (:func:`klinestore.core.lazy.lazy_exports`): importing
+``klinestore.queries.config`` does not import DuckDB.
 """
 
-from klinestore.queries.api import agg_trades, bars, connect, funding, gaps, index_bars, mark_bars, sql
-from klinestore.queries.errors import ExportError, GapError, QueryError, SqlError
-from klinestore.queries.export import ExportReport, export
-from klinestore.queries.status import read_status
+from klinestore.core.lazy import lazy_exports
 
-__all__ = [
-    "ExportError", "ExportReport", "GapError", "QueryError", "SqlError", "agg_trades", "bars", "connect", "export", "funding", "gaps",
-    "index_bars", "mark_bars",
-    "read_status", "sql",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "api": ("agg_trades", "bars", "connect", "funding", "gaps", "index_bars", "mark_bars", "sql"),
+    "errors": ("ExportError", "GapError", "QueryError", "SqlError"),
+    "export": ("ExportReport", "export"),
+    "status": ("read_status",),
+})

@@ -10,64 +10,36 @@ series (mark and index bars, funding: :class:`SeriesStores`, :func:`read_funding
 :func:`read_agg_trades`, :func:`agg_trades_relation_sql`), the series' archive import
 (:func:`import_series`, :func:`import_trade_archives`, :func:`series_of`), and the errors. Other packages import
 only from here; the modules behind it are storage's own.
+
+Names load on first use (:func:`klinestore.core.lazy.lazy_exports`), so importing
+``klinestore.storage.config`` does not import Polars.
 """
 
-from klinestore.core.schema import BAR_SCHEMA, EXCHANGE_SOURCES, KLINE_FIELDS, SOURCES, Bar
-from klinestore.storage.aggtrades import (
-    AGG_TRADE_COLUMNS,
-    AggTrade,
-    TradeStore,
-    agg_trades_relation_sql,
-    read_agg_trades,
-)
-from klinestore.storage.archive import find_archives
-from klinestore.storage.dataset import Dataset, Partition
-from klinestore.storage.errors import ArchiveError, BarError, DatasetError, StorageError, WalError
-from klinestore.storage.frames import TIME, to_bars, to_ms
-from klinestore.storage.fsguard import prepare_dirs
-from klinestore.storage.importer import ImportReport, import_archives
-from klinestore.storage.layout import shard_file, shard_writer, tmp_path, wal_dir, writer_slot
-from klinestore.storage.quarantine import find_damaged, skipped
-from klinestore.storage.quarantine import records as quarantine_records
-from klinestore.storage.reader import (
-    bars_relation_sql,
-    expected_opens,
-    find_gaps,
-    find_gaps_many,
-    gaps_among,
-    last_open_times,
-    last_stored_open_time,
-    load_recent,
-    missing_after,
-    read_bars,
-)
-from klinestore.storage.resample import resample, resample_many, resample_touched, resample_touched_many
-from klinestore.storage.series import (
-    FUNDING_COLUMNS,
-    PRICE_BAR_COLUMNS,
-    SeriesStores,
-    funding_row,
-    price_bar,
-    read_funding,
-    read_price_bars,
-    series_relation_sql,
-)
-from klinestore.storage.series_import import SERIES_KINDS, import_all, import_series, import_trade_archives, series_of
-from klinestore.storage.store import BarStore, FlushReport, RestartState
-from klinestore.storage.trades import bars_from_trades
-from klinestore.storage.txn import fsync_dir, fsync_file, retired_files
-from klinestore.storage.writer import parquet_writer
+from klinestore.core.lazy import lazy_exports
 
-__all__ = [
-    "ArchiveError", "BAR_SCHEMA", "Bar", "BarError", "BarStore", "Dataset", "DatasetError", "EXCHANGE_SOURCES",
-    "FlushReport", "ImportReport", "KLINE_FIELDS", "Partition", "RestartState", "SOURCES", "StorageError", "TIME",
-    "WalError", "bars_from_trades", "bars_relation_sql", "expected_opens", "find_archives", "find_gaps", "find_gaps_many", "gaps_among",
-    "import_archives", "last_open_times", "last_stored_open_time", "load_recent", "missing_after", "read_bars",
-    "resample", "resample_many", "resample_touched", "resample_touched_many", "shard_file", "shard_writer", "to_bars",
-    "to_ms", "writer_slot", "fsync_dir", "fsync_file", "tmp_path", "parquet_writer", "prepare_dirs", "wal_dir",
-    "quarantine_records", "find_damaged", "skipped", "retired_files",
-    "FUNDING_COLUMNS", "PRICE_BAR_COLUMNS", "SeriesStores", "funding_row", "price_bar", "read_funding",
-    "read_price_bars", "series_relation_sql", "AGG_TRADE_COLUMNS", "AggTrade", "TradeStore",
-    "agg_trades_relation_sql", "read_agg_trades", "SERIES_KINDS", "import_all", "import_series", "import_trade_archives",
-    "series_of",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "klinestore.core.schema": ("BAR_SCHEMA", "EXCHANGE_SOURCES", "KLINE_FIELDS", "SOURCES", "Bar"),
+    "aggtrades": ("AGG_TRADE_COLUMNS", "AggTrade", "TradeStore", "agg_trades_relation_sql", "read_agg_trades"),
+    "archive": ("find_archives",),
+    "dataset": ("Dataset", "Partition"),
+    "errors": ("ArchiveError", "BarError", "DatasetError", "StorageError", "WalError"),
+    "frames": ("TIME", "to_bars", "to_ms"),
+    "fsguard": ("prepare_dirs",),
+    "importer": ("ImportReport", "import_archives"),
+    "layout": ("shard_file", "shard_writer", "tmp_path", "wal_dir", "writer_slot"),
+    "quarantine": ("find_damaged", "skipped", "quarantine_records=records"),
+    "reader": (
+        "bars_relation_sql", "expected_opens", "find_gaps", "find_gaps_many", "gaps_among", "last_open_times",
+        "last_stored_open_time", "load_recent", "missing_after", "read_bars"
+    ),
+    "resample": ("resample", "resample_many", "resample_touched", "resample_touched_many"),
+    "series": (
+        "FUNDING_COLUMNS", "PRICE_BAR_COLUMNS", "SeriesStores", "funding_row", "price_bar", "read_funding",
+        "read_price_bars", "series_relation_sql"
+    ),
+    "series_import": ("SERIES_KINDS", "import_all", "import_series", "import_trade_archives", "series_of"),
+    "store": ("BarStore", "FlushReport", "RestartState"),
+    "trades": ("bars_from_trades",),
+    "txn": ("fsync_dir", "fsync_file", "retired_files"),
+    "writer": ("parquet_writer",),
+})

@@ -17,6 +17,7 @@ level 3.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ from klinestore.storage.resample import interval_minutes
 from klinestore.storage.txn import Publish
 
 ROW_GROUP_ROWS = 65_536
+#: Row-group writes a streamed file may have queued before its producer waits (see _StreamedFile).
+WRITES_AHEAD = 2
 MIN_ROW_GROUP_ROWS = 4_096
 #: Sorted times and small counts shrink by a third with delta encoding (measured: 36 -> 26 B/bar).
 _DELTA = {c: "DELTA_BINARY_PACKED" for c in ("open_time", "close_time", "trades", "version")}
@@ -152,7 +155,14 @@ class PartitionFiles:
 
 
 class _StreamedFile:
-    """A Parquet file written row group by row group, the writes chained in order on a pool."""
+    """A Parquet file written row group by row group, the writes chained in order on a pool.
+
+    At most :data:`WRITES_AHEAD` writes wait in a file's chain: a caller that gets further
+    ahead waits for the oldest. One file's writes cannot run in parallel, so without the
+    bound the 1m file's chain fell behind the readers and finished alone on one core (an
+    import of 2.7 M bars ended with 0.6 s of it) while its pending row groups held memory (the
+    import's peak RSS fell from 575 to 370 MB with the bound; its time did not change).
+    """
 
     def __init__(self, path: Path, pool: Executor, group_rows: int) -> None:
         self.path, self._pool, self._group_rows = path, pool, group_rows
@@ -162,6 +172,7 @@ class _StreamedFile:
         self._handle: BinaryIO | None = None
         self._writer: pq.ParquetWriter | None = None
         self._tail: Future[None] | None = None
+        self._queued: deque[Future[None]] = deque()
 
     def add(self, frame: pl.DataFrame) -> None:
         symbol = frame.item(0, "symbol")
@@ -204,6 +215,9 @@ class _StreamedFile:
             job()
 
         self._tail = self._pool.submit(run)
+        self._queued.append(self._tail)
+        while len(self._queued) > WRITES_AHEAD:
+            self._queued.popleft().result()
         return self._tail
 
     def _write(self, frames: list[pl.DataFrame]) -> None:

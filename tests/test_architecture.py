@@ -186,3 +186,36 @@ def test_wheel_holds_one_import_package(tmp_path: Path) -> None:
     for pkg in ("core", "storage", "ingest", "ingest/protocol", "queries", "jobs", "sim", "gateway", "commands"):
         assert f"klinestore/{pkg}/__init__.py" in names
     assert "klinestore/ingest/protocol/streams.py" in names
+
+
+def test_config_and_the_command_line_load_no_heavy_library() -> None:
+    """Every command loads the config first: the packages' surfaces load on first use
+    (``core.lazy``), so reading the config costs no Polars, DuckDB, pandas or matplotlib."""
+    heavy = ("polars", "duckdb", "pandas", "matplotlib", "pyarrow", "websockets")
+    code = ("import sys, klinestore.cli, klinestore.config, klinestore.storage.config, klinestore.queries.config; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == ""
+
+
+def test_package_surfaces_resolve_every_name() -> None:
+    """Each lazily exported name imports, and an unknown one is an AttributeError naming it."""
+    import importlib
+
+    for pkg in ("storage", "ingest", "queries", "gateway", "sim"):
+        module = importlib.import_module(f"klinestore.{pkg}")
+        for name in module.__all__:
+            assert getattr(module, name) is not None, (pkg, name)
+        with pytest.raises(AttributeError, match="no_such_name"):
+            module.no_such_name  # noqa: B018
+
+
+def test_a_submodule_named_like_an_export_does_not_replace_it() -> None:
+    """``klinestore.queries.export`` is the function, also after its module was imported."""
+    import klinestore.queries.export
+    import klinestore.storage.resample  # noqa: F401
+    from klinestore.queries import export, gaps, sql
+    from klinestore.storage import resample
+
+    assert all(callable(f) for f in (export, gaps, sql, resample))
+    assert klinestore.queries.export is export

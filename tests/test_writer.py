@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +45,48 @@ def test_partition_files_stream_row_groups_across_months_and_round_trip(tmp_path
         assert meta.num_rows == 2880 and meta.num_row_groups == 3  # 1000 + 1000 + 880
     for symbol, frame in frames.items():
         assert read_bars(tmp_path, symbol, "1m").equals(to_public(frame))
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A pool that records the most writes ever queued or running at once, each write slowed."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.queued = self.most = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        def slow() -> None:
+            time.sleep(0.005)  # an encoder slower than its producer
+            fn(*args, **kwargs)
+            with self._lock:
+                self.queued -= 1
+
+        with self._lock:
+            self.queued += 1
+            self.most = max(self.most, self.queued)
+        return super().submit(slow)
+
+
+def test_a_streamed_file_holds_a_bounded_number_of_row_groups_waiting(tmp_path: Path, monkeypatch) -> None:
+    """A producer faster than the encoder waits: an import's memory does not grow with its size."""
+    import klinestore.storage.writer
+
+    monkeypatch.setattr(klinestore.storage.writer, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(klinestore.storage.writer, "MIN_ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(klinestore.storage.writer, "WRITES_AHEAD", 2)
+    publish = Publish(tmp_path, IMPORT_WRITER, Stamper(IMPORT_WRITER))
+    frames = [day_of(f"S{i:02d}USDT") for i in range(4)]  # 4 x 1440 rows: 57 row groups of one file
+    with _CountingPool() as pool:
+        files = PartitionFiles(publish, dataset_root(tmp_path), pool)
+        for frame in frames:
+            files.add(frame)
+        assert files.close() == 4 * 1440
+    publish.commit()
+    assert pool.most <= 3  # two queued and the one being submitted
+    (path,) = dataset_root(tmp_path).glob("interval=1m/month=*/*.parquet")
+    assert pq.ParquetFile(path).metadata.num_rows == 4 * 1440
+    assert read_bars(tmp_path, "S03USDT", "1m").equals(to_public(frames[3]))
 
 
 def test_partition_files_refuse_a_symbol_out_of_order(tmp_path: Path) -> None:
