@@ -24,7 +24,7 @@ from klinestore.queries.sql import connect, execute
 from klinestore.storage.frames import version_expr
 from klinestore.storage.layout import IMPORT_WRITER, Stamper, dataset_root
 from klinestore.storage.txn import Publish
-from klinestore.storage.writer import write_partitions
+from klinestore.storage.writer import row_group_rows, write_partitions
 
 AREA = "history"
 HOUR = 3_600_000
@@ -34,7 +34,7 @@ SYMBOL = "S007USDT"
 
 def dataset(symbols: int, years: int) -> tuple[Path, Path]:
     """(data_dir, the SYMBOL's feather file): ``years`` years of 1h bars ending with LAST_YEAR."""
-    root = OUT / f"history-{symbols}x{years}y-v2"
+    root = OUT / f"history-{symbols}x{years}y-rg{row_group_rows('1h')}"  # new files when the layout changes
     data_dir, feather = root / "data", root / f"{SYMBOL[:-4]}_USDT_USDT-1h-futures.feather"
     if (root / ".complete").exists():
         return data_dir, feather
@@ -44,7 +44,8 @@ def dataset(symbols: int, years: int) -> tuple[Path, Path]:
     for k in range(years):  # one write per year: the one file compaction leaves in a closed year
         start = pd.Timestamp(LAST_YEAR - years + 1 + k, 1, 1, tz="UTC")
         hours = (366 if start.is_leap_year else 365) * 24
-        frame = synthetic_bars(symbols, hours, interval="1h", step_ms=HOUR, t0=int(start.timestamp() * 1000), seed=k)
+        frame = synthetic_bars(symbols, hours, interval="1h", step_ms=HOUR, t0=int(start.timestamp() * 1000), seed=k,
+                               source="import")
         publish = Publish(data_dir, IMPORT_WRITER, stamper)
         write_partitions(publish, dataset_root(data_dir), frame.with_columns(version_expr(stamper.next())))
         publish.commit()

@@ -196,15 +196,15 @@ def test_sql_relation_has_the_bar_columns_and_is_empty_on_an_empty_dataset(tmp_p
 
 
 def test_one_symbol_of_a_coarse_interval_reads_only_its_row_groups(tmp_path: Path) -> None:
-    """Row groups are sized per interval (about a symbol's partition: a year of 1h bars), so a
-    one-symbol query over 1h bars skips the other symbols' row groups by their statistics."""
-    hours = [bar(f"S{i:02d}USDT", hour, 100.0 + i, interval="1h") for i in range(60) for hour in range(744)]
+    """Row groups of a month file are sized per interval (about a symbol-month), so a one-symbol
+    query over the coarsest monthly interval (15m) skips the other symbols' groups by their statistics."""
+    quarters = [bar(f"S{i:02d}USDT", q, 100.0 + i, interval="15m") for i in range(60) for q in range(744)]
     with BarStore(tmp_path, CONFIG) as store:
-        store.append(hours)
-    files = list((tmp_path / "bars" / "interval=1h").glob("month=*/*.parquet"))
+        store.append(quarters)
+    files = list((tmp_path / "bars" / "interval=15m").glob("month=*/*.parquet"))
     groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
-    assert groups >= 5  # 44 640 rows: 8 192-row groups, not one 65 536-row group
-    query = f"SELECT * FROM ({bars_relation_sql(tmp_path, '1h')}) WHERE symbol = 'S07USDT'"
+    assert groups >= 10  # 44 640 rows: 4 096-row groups, not one 65 536-row group
+    query = f"SELECT * FROM ({bars_relation_sql(tmp_path, '15m')}) WHERE symbol = 'S07USDT'"
     with duckdb.connect() as con:
         assert con.sql(query).pl().height == 744
         plan = con.sql(f"EXPLAIN ANALYZE {query}").fetchall()[0][1]

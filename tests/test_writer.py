@@ -110,8 +110,8 @@ def test_unique_sorted_keeps_the_largest_version_of_a_key() -> None:
     assert out["open"].to_list()[1] == 200.0
 
 
-@pytest.mark.parametrize(("interval", "rows"), [("1m", 65_536), ("5m", 16_384), ("15m", 4_096), ("1h", 8_192),
-                                                ("4h", 4_096), ("1d", 4_096), ("1M", 4_096)])
+@pytest.mark.parametrize(("interval", "rows"), [("1m", 65_536), ("5m", 16_384), ("15m", 4_096), ("1h", 65_536),
+                                                ("4h", 65_536), ("1d", 65_536), ("1M", 65_536)])
 def test_row_groups_hold_about_a_symbol_partition(interval: str, rows: int) -> None:
-    """A symbol's month (under 1h) in one or two groups, its year of 1h bars (8 784) in two or three."""
+    """A symbol's month (under 1h) in one or two groups; a year file (1h and longer) in the largest groups."""
     assert row_group_rows(interval) == rows
