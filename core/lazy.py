@@ -3,7 +3,7 @@
 ``klinestore.config`` imports every package's ``config`` module, and importing a submodule runs
 its package's ``__init__``: a package that re-exported its surface eagerly made every command
 pay for Polars, pyarrow.dataset, pandas and matplotlib before it parsed its arguments
-(``klinestore --help`` took 1.3 s, ``klinestore import`` spent 0.45 s of a 2.4 s run on imports).
+(``import klinestore.config``: 463 ms eager, 48 ms lazy, measured with ``python -X importtime``).
 """
 
 from __future__ import annotations

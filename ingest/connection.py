@@ -58,6 +58,12 @@ log = logging.getLogger(__name__)
 Refused = Callable[["Connection", list[str], ControlError], None]
 
 
+
+def _from_session(name: str) -> Any:
+    """A read-only attribute of the connection that is its session's (the sans-I/O state)."""
+    return property(lambda self: getattr(self.session, name), doc=f"The session's ``{name}``.")
+
+
 class Connection:
     """A routed combined-stream connection: a :class:`Session` driven over a websockets socket."""
 
@@ -106,45 +112,16 @@ class Connection:
 
     # --- the session's view ----------------------------------------------------------------------
 
-    @property
-    def streams(self) -> dict[str, None]:
-        return self.session.streams
-
-    @property
-    def subscribed(self) -> set[str]:
-        return self.session.subscribed
-
-    @property
-    def last_seen(self) -> dict[str, float]:
-        return self.session.last_seen
-
-    @property
-    def state(self) -> ConnState:
-        return self.session.state
-
-    @property
-    def retries(self) -> int:
-        return self.session.retries
-
-    @property
-    def reconnects(self) -> int:
-        return self.session.reconnects
-
-    @property
-    def control_errors(self) -> int:
-        return self.session.control_errors
-
-    @property
-    def unmatched_replies(self) -> int:
-        return self.session.unmatched_replies
-
-    @property
-    def resubscribes(self) -> int:
-        return self.session.resubscribes
-
-    @property
-    def subscribed_at(self) -> float:
-        return self.session.subscribed_at
+    streams: dict[str, None] = _from_session("streams")
+    subscribed: set[str] = _from_session("subscribed")
+    last_seen: dict[str, float] = _from_session("last_seen")
+    state: ConnState = _from_session("state")
+    retries: int = _from_session("retries")
+    reconnects: int = _from_session("reconnects")
+    control_errors: int = _from_session("control_errors")
+    unmatched_replies: int = _from_session("unmatched_replies")
+    resubscribes: int = _from_session("resubscribes")
+    subscribed_at: float = _from_session("subscribed_at")
 
     # --- lifecycle -----------------------------------------------------------------------------
 
