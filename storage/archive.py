@@ -225,17 +225,19 @@ def _parse(spec: ArchiveFile, data: bytes, types: dict[str, pl.DataType], *, min
             pa.py_buffer(data).slice(0, end),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header), use_threads=False, block_size=_BLOCK),
             parse_options=pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: _ARROW[types[n]] for n in names}, null_values=[""], strings_can_be_null=True
+            convert_options=pacsv.ConvertOptions(  # the klines' last field is unused: checked for count, not kept
+                column_types={n: _ARROW[types[n]] for n in names}, null_values=[""], strings_can_be_null=True,
+                include_columns=[n for n in names if n != "ignore"],
             ),
         )
         frame = pl.from_arrow(table)
     except (pa.ArrowInvalid, pl.exceptions.PolarsError, ValueError) as exc:
         line, reason = _locate(data, header, [types[n] for n in names])
         raise ArchiveError(where, reason or f"unreadable CSV: {exc}", line) from None
-    if not any(frame.get_column(n).null_count() for n in names[:minimum]):
+    kept = [n for n in names[:minimum] if n in frame.columns]
+    if not any(frame.get_column(n).null_count() for n in kept):
         return frame
-    nulls = frame.select(pl.any_horizontal(pl.col(n).is_null() for n in names[:minimum]).arg_true().first()).item()
+    nulls = frame.select(pl.any_horizontal(pl.col(n).is_null() for n in kept).arg_true().first()).item()
     if nulls is not None:
         line = nulls + 1 + int(header)
         blank = not data.splitlines()[line - 1].strip()  # the parser reads a blank line as a row of nulls

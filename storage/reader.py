@@ -103,12 +103,10 @@ def scan_files(
 ) -> list[Path]:
     """Data files of ``interval`` whose partition (month or year) can hold opens in ``[start_ms, end_ms)``."""
     low, high = partition_range(interval, start_ms, end_ms)
-    retired = retired_files(data_dir)
-    out: list[Path] = []
-    for _, month, path in list_partitions(dataset_root(data_dir, market), interval):
-        if low <= month <= high:
-            out.extend(p for _, p in data_files(path) if p not in retired)
-    return out
+    partitions = [path for _, month, path in list_partitions(dataset_root(data_dir, market), interval)
+                  if low <= month <= high]
+    retired = retired_files(data_dir) if partitions else set()  # the journals are read only when needed
+    return [p for path in partitions for _, p in data_files(path) if p not in retired]
 
 
 def read_versioned(

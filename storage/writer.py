@@ -10,8 +10,8 @@ Row groups hold about one symbol-month each (:func:`row_group_rows`), so a query
 symbol reads one or two row groups per month file and skips the rest by their statistics: a
 month of 1m bars of one symbol (44 640 rows) spans at most two 65 536-row groups; 1h bars
 (744 a month) go in 4 096-row groups rather than one group holding every symbol. Dictionary
-encoding only where it pays (symbol, source), delta encoding for times and counts, zstd
-level 3.
+encoding only where it pays (symbol, source), delta encoding for times and counts, and zstd
+at the level that pays per column (:data:`ZSTD_LEVELS`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ MIN_ROW_GROUP_ROWS = 4_096
 #: Sorted times and small counts shrink by a third with delta encoding (measured: 36 -> 26 B/bar).
 _DELTA = {c: "DELTA_BINARY_PACKED" for c in ("open_time", "close_time", "trades", "version")}
 ZSTD_LEVEL = 3
+#: zstd level per column: 3 only where it shrinks real bars. On the real 1m bars of the shared
+#: data (spot BTCUSDT 7 days; USD-M BTC and ETH from freqtrade), level 3 makes base volumes 2-16 %
+#: smaller than level 1 but prices no smaller (-2 % to +2 %), and quote volumes do not compress at
+#: either level; level 1 encodes a column 20-25 % faster. Whole files of the real spot bars:
+#: 40.7 B/bar at 235 ns/bar against 40.8 B/bar at 268 ns/bar with level 3 everywhere.
+#: Any other column keeps :data:`ZSTD_LEVEL`.
+ZSTD_LEVELS = {c: ZSTD_LEVEL if c in ("volume", "taker_buy_volume") else 1 for c in [*BAR_SCHEMA.names, "version"]}
 #: The Parquet schema of a data file: the bar columns but ``interval`` (a Hive partition key:
 #: Spark and pyarrow refuse a column that is both in the files and in the path) plus the version.
 FILE_SCHEMA = BAR_SCHEMA.remove(BAR_SCHEMA.get_field_index("interval")).append(
@@ -232,8 +239,10 @@ class _StreamedFile:
             if self._writer is None:
                 self._handle = create_new(self.path)
                 self._writer = parquet_writer(self._handle)
-            table = pa.concat_tables([to_arrow(f) for f in frames])  # chunks side by side, no copy
-            self._writer.write_table(table, row_group_size=self._group_rows)
+            # one conversion per write, not one per frame: its fixed cost (about 0.5 ms) was paid
+            # 300 times in an import of 2.7 M bars, mostly for small frames of resampled bars
+            frame = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+            self._writer.write_table(to_arrow(frame), row_group_size=self._group_rows)
         except (OSError, pa.ArrowException) as exc:
             raise DatasetError(f"cannot write {self.path}: {exc}") from exc
 
@@ -274,7 +283,8 @@ def parquet_writer(sink: BinaryIO | Path | str, schema: pa.Schema = FILE_SCHEMA)
     """
     names = set(schema.names)
     return pq.ParquetWriter(
-        sink, schema, compression="zstd", compression_level=ZSTD_LEVEL, write_statistics=True,
+        sink, schema, compression="zstd", write_statistics=True,
+        compression_level={c: ZSTD_LEVELS.get(c, ZSTD_LEVEL) for c in names},
         write_page_checksum=True,  # a flipped byte is found by a checked read (storage.quarantine)
         use_dictionary=[c for c in ("symbol", "interval", "source") if c in names],
         column_encoding={c: e for c, e in _DELTA.items() if c in names},
@@ -304,9 +314,23 @@ def write_file(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path, interv
 
 
 def to_arrow(frame: pl.DataFrame) -> pa.Table:
-    """A working (or public) versioned frame as an Arrow table of exactly ``FILE_SCHEMA``."""
-    frame = frame.select(FILE_SCHEMA.names).with_columns(pl.col("open_time", "close_time").cast(TIME))
-    return frame.to_arrow().cast(FILE_SCHEMA)
+    """A working (or public) versioned frame as an Arrow table of exactly ``FILE_SCHEMA``.
+
+    Column by column, with no Polars query: numbers pass without a copy and Int64 times are
+    viewed as timestamps. Twice as fast as a select, a cast and a table cast (0.30 against
+    0.60 ms for a symbol-month of 1m bars, 0.11 against 0.38 ms for a small resampled frame),
+    and it holds the GIL for less of that time.
+    """
+    columns = []
+    for field in FILE_SCHEMA:
+        series = frame.get_column(field.name)
+        if field.name in ("open_time", "close_time") and series.dtype != pl.Int64:
+            series = series.cast(TIME)
+        array = series.to_arrow()
+        if array.type == pa.int64() and pa.types.is_timestamp(field.type):
+            array = array.view(field.type)
+        columns.append(array if array.type == field.type else array.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=FILE_SCHEMA)
 
 
 def rows_of(path: Path) -> int:

@@ -184,6 +184,20 @@ def test_blank_lines_inside_a_file_are_refused_and_trailing_ones_ignored(tmp_pat
     assert caught.value.line == 5 and "blank line" in str(caught.value)
 
 
+def test_the_unused_last_field_is_counted_but_not_read(tmp_path: Path) -> None:
+    """The klines' 12th field ("ignore") is skipped by the parser: an empty one is accepted, a
+    missing one is still a line with too few fields."""
+    lines = kline_csv(minutes=3).splitlines()
+    empty = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    empty.write_text("\n".join(line.rsplit(",", 1)[0] + "," for line in lines) + "\n")
+    assert import_archives([empty], tmp_path / "data", CONFIG).written == 3
+    short = tmp_path / "ETHUSDT-1m-2024-01-01.csv"
+    short.write_text("\n".join(lines[:1] + [lines[1].rsplit(",", 1)[0]] + lines[2:]) + "\n")
+    with pytest.raises(ArchiveError) as caught:
+        import_archives([short], tmp_path / "data", CONFIG)
+    assert caught.value.line == 2 and "expected 12 fields, found 11" in str(caught.value)
+
+
 def test_symbol_from_the_file_name_is_validated(tmp_path: Path) -> None:
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from klinestore.storage.errors import DatasetError
-from klinestore.storage.frames import from_bars, to_public
+from klinestore.storage.frames import TIME, from_bars, to_public, version_expr, with_version
 from klinestore.storage.layout import IMPORT_WRITER, Stamper, dataset_root
 from klinestore.storage.reader import read_bars
 from klinestore.storage.txn import Publish
-from klinestore.storage.writer import PartitionFiles, row_group_rows, unique_sorted
+from klinestore.storage.writer import FILE_SCHEMA, PartitionFiles, row_group_rows, to_arrow, unique_sorted
 from storage_support import MINUTE, T0, bar
 
 
@@ -115,3 +115,21 @@ def test_unique_sorted_keeps_the_largest_version_of_a_key() -> None:
 def test_row_groups_hold_about_a_symbol_partition(interval: str, rows: int) -> None:
     """A symbol's month (under 1h) in one or two groups; a year file (1h and longer) in the largest groups."""
     assert row_group_rows(interval) == rows
+
+
+def test_with_version_ranks_each_row_by_its_source_one_source_or_several() -> None:
+    """A one-source frame takes a shortcut (one repeated value); it must rank as the row-wise rule does."""
+    frames = [from_bars([bar(minute=i, source=source) for i in range(3)]) for source in ("import", "resample")]
+    frames.append(pl.concat(frames))  # two sources: ranked row by row
+    for frame in frames:
+        expected = frame.with_columns(version_expr(41)).get_column("version")
+        assert with_version(frame, 41).get_column("version").to_list() == expected.to_list()
+    assert with_version(frames[0].clear(), 41).get_column("version").len() == 0
+
+
+def test_to_arrow_gives_the_file_schema_from_working_and_public_frames() -> None:
+    working = with_version(from_bars([bar(minute=i) for i in range(4)]), 7)
+    table = to_arrow(working)
+    assert table.schema == FILE_SCHEMA
+    assert table.equals(to_arrow(working.with_columns(pl.col("open_time", "close_time").cast(TIME))))
+    assert table.column("open_time").to_pylist()[0].timestamp() * 1000 == T0
