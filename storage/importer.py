@@ -34,11 +34,11 @@ import polars as pl
 from klinestore.storage.archive import ArchiveFile, describe, find_archives, read_archive
 from klinestore.storage.compaction import compact
 from klinestore.storage.config import StorageConfig
-from klinestore.storage.frames import PARTITION_KEY, latest, with_version
+from klinestore.storage.frames import PARTITION_KEY, VERSIONED_SCHEMA, latest, with_version
 from klinestore.storage.layout import DATASETS, IMPORT_WRITER, Stamper, dataset_root
 from klinestore.storage.locks import WriterLock
 from klinestore.storage.markers import announcement
-from klinestore.storage.reader import read_versioned
+from klinestore.storage.reader import read_versioned, scan_files
 from klinestore.storage.resample import bucket_ends, bucket_opens, resample_many
 from klinestore.storage.series import price_rows
 from klinestore.storage.txn import Publish, recover
@@ -100,7 +100,8 @@ def import_archives(
                 files = PartitionFiles(publish, root, encoders)
                 minutes: dict[str, tuple[int, int]] = {}  # per symbol, the 1m range written
                 try:
-                    prepared = (workers.submit(_prepare, key, bars, data_dir, market, config.resample_intervals, stamp)
+                    stored = _Stored(data_dir, market, {i for _, i in groups} | set(config.resample_intervals))
+                    prepared = (workers.submit(_prepare, key, bars, stored, config.resample_intervals, stamp)
                                 for key, bars in _groups(groups, progress, _reader(market)))
                     for symbol_groups in _by_symbol(_in_order(prepared, ahead=_CORES)):
                         staged = []
@@ -143,12 +144,12 @@ class _Group:
 
 
 def _prepare(
-    key: tuple[str, str], bars: pl.DataFrame, data_dir: Path, market: str, intervals: Sequence[str], stamp: int
+    key: tuple[str, str], bars: pl.DataFrame, stored: _Stored, intervals: Sequence[str], stamp: int
 ) -> _Group:
     """Compare a group with what is stored and resample its changed minutes (on a worker thread)."""
     symbol, interval = key
-    changed = _changed(bars, data_dir, market, symbol, interval)
-    derived = _resampled(changed, data_dir, market, symbol, intervals) if interval == "1m" else {}
+    changed = _changed(bars, stored, symbol, interval)
+    derived = _resampled(changed, stored, symbol, intervals) if interval == "1m" else {}
     staged = [(iv, with_version(frame, stamp)) for iv, frame in [(interval, changed), *derived.items()] if frame.height]
     return _Group(symbol, bars.height, changed.height, sum(f.height for f in derived.values()), staged)
 
@@ -227,16 +228,30 @@ def _groups(
             yield key, bars
 
 
-def _stored(data_dir: Path, market: str, symbol: str, interval: str, start: int, end: int) -> pl.DataFrame:
-    return read_versioned(data_dir, interval, symbols=[symbol], start_ms=start, end_ms=end, market=market)
+class _Stored:
+    """What the dataset held of a symbol's range, read when the import compares and resamples.
+
+    An interval with no published file when the import started is not read again: the
+    import's own files are not published yet, and a first import of years of archives would
+    otherwise list the partitions and read the journals six times per symbol for nothing.
+    """
+
+    def __init__(self, data_dir: Path, market: str, intervals: set[str]) -> None:
+        self.data_dir, self.market = data_dir, market
+        self.empty = {iv for iv in intervals if not scan_files(data_dir, iv, market=market)}
+
+    def __call__(self, symbol: str, interval: str, start: int, end: int) -> pl.DataFrame:
+        if interval in self.empty:
+            return pl.DataFrame(schema=VERSIONED_SCHEMA)
+        return read_versioned(self.data_dir, interval, symbols=[symbol], start_ms=start, end_ms=end, market=self.market)
 
 
-def _changed(bars: pl.DataFrame, data_dir: Path, market: str, symbol: str, interval: str) -> pl.DataFrame:
+def _changed(bars: pl.DataFrame, read: _Stored, symbol: str, interval: str) -> pl.DataFrame:
     """The bars whose key is not stored, or stored with other values."""
     if bars.is_empty():
         return bars
     lo, hi = int(bars.get_column("open_time").min()), int(bars.get_column("open_time").max())
-    stored = _stored(data_dir, market, symbol, interval, lo, hi + 1).select("open_time", *_VALUES)
+    stored = read(symbol, interval, lo, hi + 1).select("open_time", *_VALUES)
     if stored.is_empty():  # nothing stored there yet (a first import): every bar is new
         return bars
     same = bars.join(stored, on=["open_time", *_VALUES], how="semi", nulls_equal=True)
@@ -244,7 +259,7 @@ def _changed(bars: pl.DataFrame, data_dir: Path, market: str, symbol: str, inter
 
 
 def _resampled(
-    minutes: pl.DataFrame, data_dir: Path, market: str, symbol: str, intervals: Sequence[str]
+    minutes: pl.DataFrame, read: _Stored, symbol: str, intervals: Sequence[str]
 ) -> dict[str, pl.DataFrame]:
     """Per interval, every bucket the changed minutes touch, from stored plus new minutes, minus what is stored."""
     if minutes.is_empty() or not intervals:
@@ -252,7 +267,7 @@ def _resampled(
     opens = minutes.get_column("open_time").to_numpy()
     start = min(int(bucket_opens(opens[:1], iv)[0]) for iv in intervals)
     end = max(int(bucket_ends(bucket_opens(opens[-1:], iv), iv)[0]) for iv in intervals)
-    stored = _stored(data_dir, market, symbol, "1m", start, end).drop("version")
+    stored = read(symbol, "1m", start, end).drop("version")
     if stored.is_empty():  # the buckets hold only these minutes: each bucket is touched
         known = minutes
     else:
@@ -262,7 +277,7 @@ def _resampled(
         if not stored.is_empty():
             touched = pl.DataFrame({"open_time": bucket_opens(opens, interval)}).unique()
             frame = frame.join(touched, on="open_time", how="semi")
-        stored_rows = _stored(data_dir, market, symbol, interval, start, end)
+        stored_rows = read(symbol, interval, start, end)
         if stored_rows.is_empty():
             out[interval] = frame
             continue
