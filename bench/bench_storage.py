@@ -131,6 +131,27 @@ def byte_compile() -> None:
             compileall.compile_dir(location, quiet=1)
 
 
+#: Runs a command as its own child and prints that child's peak RSS (KiB). A child forked by
+#: the benchmark itself would report the benchmark's RSS (Linux carries the forking process's
+#: high-water mark through exec); one forked by this small process starts from a small one.
+_PEAK_RSS = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def peak_rss_mb(argv: list[str]) -> float:
+    """Peak resident memory of ``argv`` run to its end, in MB."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *argv], check=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT)
+    return int(done.stderr.split()[-1]) / 1024
+
+
 def bench_import_process(work: Path, quick: bool) -> list[Figure]:
     """``klinestore import`` as a whole process (start-up, validation, resampling x4, publish,
     compaction) against a pandas process converting the same archives, interleaved, same tries."""
@@ -142,19 +163,26 @@ def bench_import_process(work: Path, quick: bool) -> list[Figure]:
     script = Path(sys.executable).with_name("klinestore")
     ours = [str(script)] if script.exists() else [sys.executable, "-c", "from klinestore.cli import main; main()"]
 
+    commands = {
+        "klinestore": lambda: [*ours, "-q", "import", "--data-dir", str(work / f"process-{next(runs)}"), str(src)],
+        "pandas": lambda: [sys.executable, "-c", _PANDAS_PROCESS, json.dumps(list(KLINE_CSV_COLUMNS)),
+                           str(work / f"pandas-process-{next(runs)}"), *map(str, paths)],
+    }
+
     def run(argv: list[str]) -> None:
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=subprocess_env(), cwd=ROOT)
 
-    best = interleaved({
-        "klinestore": lambda: run([*ours, "-q", "import", "--data-dir", str(work / f"process-{next(runs)}"), str(src)]),
-        "pandas": lambda: run([sys.executable, "-c", _PANDAS_PROCESS, json.dumps(list(KLINE_CSV_COLUMNS)),
-                               str(work / f"pandas-process-{next(runs)}"), *map(str, paths)]),
-    }, rounds=1 if quick else 3)
-    return [Figure(AREA, f"klinestore import as a process: {len(paths)} monthly 1m archives, {rows:,} bars "
-                   "(validate, store, resample x4)", rows / best["klinestore"], "bars/s", rows / best["pandas"],
+    best = interleaved({name: lambda argv=argv: run(argv()) for name, argv in commands.items()},
+                       rounds=1 if quick else 3)
+    peak_mb = {name: peak_rss_mb(argv()) for name, argv in commands.items()}  # one more, untimed run each
+    what = f"{len(paths)} monthly 1m archives, {rows:,} bars"
+    return [Figure(AREA, f"klinestore import as a process: {what} (validate, store, resample x4)",
+                   rows / best["klinestore"], "bars/s", rows / best["pandas"],
                    "pandas read_csv + to_parquet, one process", "higher", ">= 1,000,000 bars/s and >= 1.5x",
                    {"rows": rows, "files": len(paths), "seconds": round(best["klinestore"], 2),
-                    "baseline_seconds": round(best["pandas"], 2)})]
+                    "baseline_seconds": round(best["pandas"], 2)}),
+            Figure(AREA, f"peak RSS of that import process ({what})", peak_mb["klinestore"], "MB",
+                   peak_mb["pandas"], "pandas process, one file at a time", "lower")]
 
 
 def bench_resample(quick: bool) -> list[Figure]:
