@@ -7,7 +7,7 @@ resample, read every row) or the plain syscall, on the same synthetic Binance-sh
 from __future__ import annotations
 
 import compileall
-import importlib.util
+import io
 import itertools
 import json
 import os
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -25,8 +26,10 @@ import polars as pl
 from bench.harness import ROOT, Figure, interleaved, measure, subprocess_env, synthetic_bars
 from klinestore.config import StorageConfig
 from klinestore.storage import Bar, BarStore, import_archives, load_recent, resample_many
-from klinestore.storage.archive import KLINE_CSV_COLUMNS
+from klinestore.storage.archive import KLINE_CSV_COLUMNS, describe, read_archive
+from klinestore.storage.frames import with_version
 from klinestore.storage.layout import dataset_root
+from klinestore.storage.writer import ZSTD_LEVEL, ZSTD_LEVELS, parquet_writer, row_group_rows, to_arrow
 
 T0 = 1_704_067_200_000
 MINUTE = 60_000
@@ -81,31 +84,60 @@ def bench_import(work: Path, quick: bool, *, monthly: bool) -> list[Figure]:
     if monthly:
         stored = sum(p.stat().st_size for p in dataset_root(target).glob("interval=1m/month=*/*.parquet"))
         assert report is not None and report.written == rows
-        csv_bytes = sum(len(zipfile.ZipFile(p).read(zipfile.ZipFile(p).namelist()[0])) for p in paths)
-        figures.append(Figure(AREA, "bytes on disk per 1m bar", stored / rows, "B", csv_bytes / rows, "CSV", "lower"))
+        figures.append(Figure(AREA, "bytes on disk per 1m bar", stored / rows, "B", csv_size(paths) / rows, "CSV",
+                              "lower"))
     return figures
+
+
+def csv_size(paths: list[Path]) -> int:
+    """Bytes of the CSV inside each archive."""
+    total = 0
+    for path in paths:
+        with zipfile.ZipFile(path) as archive:
+            total += archive.infolist()[0].file_size
+    return total
 
 
 #: Real 1m bars (spot BTCUSDT, 7 daily archives) from the shared data beside the checkout.
 REAL_BARS = Path(os.environ.get("KLINESTORE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "spot/klines/BTCUSDT/1m"
 
 
-def bench_real_bytes(work: Path) -> list[Figure]:
-    """Bytes on disk per real 1m bar, beside the CSV and pandas' zstd Parquet of the same
-    archives. The synthetic bars above compress in ways real ones do not (a quote volume that
-    is volume x price): the zstd levels per column are chosen on these."""
+def bench_real_bytes(work: Path, quick: bool) -> list[Figure]:
+    """Real 1m bars: bytes on disk beside the CSV and pandas' zstd Parquet of the same archives,
+    and their encoding with the per-column zstd levels beside level 3 everywhere.
+
+    The synthetic bars above compress in ways real ones do not (a quote volume that is volume x
+    price): the levels per column (``storage.writer.ZSTD_LEVELS``) are chosen on these.
+    """
     paths = sorted(REAL_BARS.glob("*.zip"))
     if not paths:
         return []
     report = import_archives(paths, work / "real", StorageConfig(), market="spot")
+    rows = report.rows
     stored = sum(p.stat().st_size for p in dataset_root(work / "real", "spot").glob("interval=1m/*/*.parquet"))
-    csv_bytes = sum(len(zipfile.ZipFile(p).read(zipfile.ZipFile(p).namelist()[0])) for p in paths)
     frame = pd.concat(pd.read_csv(p, header=None, names=list(KLINE_CSV_COLUMNS)) for p in paths)
     frame.to_parquet(work / "real-pandas.parquet", compression="zstd")
     pandas_bytes = (work / "real-pandas.parquet").stat().st_size
-    return [Figure(AREA, f"bytes on disk per real 1m bar ({report.rows:,} bars of spot BTCUSDT)",
-                   stored / report.rows, "B", csv_bytes / report.rows, "CSV", "lower",
-                   notes={"pandas_zstd_parquet_B": round(pandas_bytes / report.rows, 2)})]
+    table = to_arrow(with_version(pl.concat([read_archive(describe(p)) for p in paths]), 1))
+    sizes: dict[str, int] = {}
+
+    def encode(name: str, levels: dict[str, int]) -> None:
+        sink = io.BytesIO()
+        with parquet_writer(sink, levels=levels) as writer:
+            writer.write_table(table, row_group_size=row_group_rows("1m"))
+        sizes[name] = sink.tell()
+
+    best = interleaved({"per column": lambda: encode("per column", ZSTD_LEVELS),
+                        "level 3": lambda: encode("level 3", dict.fromkeys(ZSTD_LEVELS, ZSTD_LEVEL))},
+                       rounds=5 if quick else 30)
+    return [
+        Figure(AREA, f"bytes on disk per real 1m bar ({rows:,} bars of spot BTCUSDT)", stored / rows, "B",
+               csv_size(paths) / rows, "CSV", "lower", notes={"pandas_zstd_parquet_B": round(pandas_bytes / rows, 2)}),
+        Figure(AREA, "real 1m bars: encode with zstd levels per column", best["per column"] / rows * 1e9, "ns/bar",
+               best["level 3"] / rows * 1e9, "zstd level 3 on every column", "lower",
+               notes={"B_per_bar": round(sizes["per column"] / rows, 2),
+                      "level_3_B_per_bar": round(sizes["level 3"] / rows, 2)}),
+    ]
 
 
 #: The baseline as a whole process: pandas reads each archive and writes it as Parquet.
@@ -121,14 +153,13 @@ for path in sys.argv[3:]:
 
 
 def byte_compile() -> None:
-    """Byte-compile klinestore's modules, as installing a wheel does: the pandas baseline starts
-    from its compiled modules, while an editable install on a machine that sets
-    PYTHONDONTWRITEBYTECODE (this one does) would compile every klinestore module at each start
-    (40 ms of a 0.35 s start-up)."""
-    for package in ("klinestore", *(f"klinestore.{p}" for p in ("core", "storage", "ingest", "queries", "jobs"))):
-        spec = importlib.util.find_spec(package)
-        for location in spec.submodule_search_locations if spec and spec.submodule_search_locations else ():
-            compileall.compile_dir(location, quiet=1)
+    """Byte-compile klinestore's packages (``pyproject.toml``'s package-dir), as installing a
+    wheel does: the pandas baseline starts from its compiled modules, while an editable install
+    on a machine that sets PYTHONDONTWRITEBYTECODE (this one does) would compile every
+    klinestore module at each start."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for folder in packages.values():
+        compileall.compile_dir(ROOT / folder, quiet=1)
 
 
 #: Runs a command as its own child and prints that child's peak RSS (KiB). A child forked by
@@ -297,7 +328,7 @@ def run(quick: bool) -> list[Figure]:
         figures = bench_resample(quick)
         figures += bench_import(work, quick, monthly=True)
         figures += bench_import(work, quick, monthly=False)
-        figures += bench_real_bytes(work)
+        figures += bench_real_bytes(work, quick)
         figures += bench_import_process(work, quick)
         figures += bench_store(work, quick)
     os.sync()

@@ -43,6 +43,8 @@ KLINE_CSV_COLUMNS: tuple[str, ...] = (
 )
 _KLINE_TYPES = {c: pl.Int64 if c in ("open_time", "close_time", "trades") else pl.Float64 for c in KLINE_CSV_COLUMNS}
 _KLINE_TYPES["ignore"] = pl.String
+#: Fields counted on every line but never converted (the klines' last field is unused).
+_UNREAD = frozenset({"ignore"})
 _TRADE_TYPES = {
     "agg_trade_id": pl.Int64, "price": pl.String, "quantity": pl.String, "first_trade_id": pl.Int64,
     "last_trade_id": pl.Int64, "transact_time": pl.Int64, "is_buyer_maker": pl.String, "is_best_match": pl.String,
@@ -225,16 +227,16 @@ def _parse(spec: ArchiveFile, data: bytes, types: dict[str, pl.DataType], *, min
             pa.py_buffer(data).slice(0, end),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header), use_threads=False, block_size=_BLOCK),
             parse_options=pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(  # the klines' last field is unused: checked for count, not kept
+            convert_options=pacsv.ConvertOptions(
                 column_types={n: _ARROW[types[n]] for n in names}, null_values=[""], strings_can_be_null=True,
-                include_columns=[n for n in names if n != "ignore"],
+                include_columns=[n for n in names if n not in _UNREAD],
             ),
         )
         frame = pl.from_arrow(table)
     except (pa.ArrowInvalid, pl.exceptions.PolarsError, ValueError) as exc:
         line, reason = _locate(data, header, [types[n] for n in names])
         raise ArchiveError(where, reason or f"unreadable CSV: {exc}", line) from None
-    kept = [n for n in names[:minimum] if n in frame.columns]
+    kept = [n for n in names[:minimum] if n not in _UNREAD]
     if not any(frame.get_column(n).null_count() for n in kept):
         return frame
     nulls = frame.select(pl.any_horizontal(pl.col(n).is_null() for n in kept).arg_true().first()).item()

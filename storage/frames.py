@@ -59,17 +59,10 @@ def with_version(frame: pl.DataFrame, stamp: int) -> pl.DataFrame:
     cheaper than looking each row's source up.
     """
     source = frame.get_column("source")
-    first = source[0] if frame.height else None
-    if first is not None and (source == first).all():
-        version = pl.Series("version", [_rank(first) + stamp], pl.Int64).new_from_index(0, frame.height)
-        return frame.hstack([version])
-    exchange = source.is_in(sorted(EXCHANGE_SOURCES)).to_numpy()
-    values = np.where(exchange, np.int64(EXCHANGE_RANK + stamp), np.int64(stamp))
-    return frame.hstack([pl.Series("version", values, pl.Int64)])
-
-
-def _rank(source: str) -> int:
-    return EXCHANGE_RANK if source in EXCHANGE_SOURCES else 0
+    one_source = frame.height > 0 and bool((source == source[0]).all())
+    exchange = [source[0] in EXCHANGE_SOURCES] if one_source else source.is_in(sorted(EXCHANGE_SOURCES)).to_numpy()
+    version = pl.Series("version", np.where(exchange, np.int64(EXCHANGE_RANK + stamp), np.int64(stamp)), pl.Int64)
+    return frame.hstack([version.new_from_index(0, frame.height) if one_source else version])
 
 
 _BAR_ORDER: tuple[str, ...] = Bar.__struct_fields__

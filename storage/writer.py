@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -44,10 +44,9 @@ MIN_ROW_GROUP_ROWS = 4_096
 _DELTA = {c: "DELTA_BINARY_PACKED" for c in ("open_time", "close_time", "trades", "version")}
 ZSTD_LEVEL = 3
 #: zstd level per column: 3 only where it shrinks real bars. On the real 1m bars of the shared
-#: data (spot BTCUSDT 7 days; USD-M BTC and ETH from freqtrade), level 3 makes base volumes 2-16 %
-#: smaller than level 1 but prices no smaller (-2 % to +2 %), and quote volumes do not compress at
-#: either level; level 1 encodes a column 20-25 % faster. Whole files of the real spot bars:
-#: 40.7 B/bar at 235 ns/bar against 40.8 B/bar at 268 ns/bar with level 3 everywhere.
+#: data, level 3 makes base volumes smaller than level 1 but not prices, and quote volumes do
+#: not compress at either level, while level 1 encodes faster: ``python -m bench --only
+#: storage`` encodes the shared spot BTCUSDT bars both ways ("real 1m bars: encode ...").
 #: Any other column keeps :data:`ZSTD_LEVEL`.
 ZSTD_LEVELS = {c: ZSTD_LEVEL if c in ("volume", "taker_buy_volume") else 1 for c in [*BAR_SCHEMA.names, "version"]}
 #: The Parquet schema of a data file: the bar columns but ``interval`` (a Hive partition key:
@@ -274,17 +273,19 @@ def _split(frames: list[pl.DataFrame], rows: int) -> tuple[list[pl.DataFrame], l
     return head, []
 
 
-def parquet_writer(sink: BinaryIO | Path | str, schema: pa.Schema = FILE_SCHEMA) -> pq.ParquetWriter:
+def parquet_writer(
+    sink: BinaryIO | Path | str, schema: pa.Schema = FILE_SCHEMA, *, levels: Mapping[str, int] = ZSTD_LEVELS
+) -> pq.ParquetWriter:
     """A Parquet writer of bars sorted by (symbol, open_time) with the dataset's encodings.
 
     Data files use :data:`FILE_SCHEMA`; an export of bars (``BAR_SCHEMA``) gets the same
     encodings: 3x faster to write than pyarrow's defaults, which try a dictionary on every
-    float column.
+    float column. ``levels``: zstd level per column (the benchmark's level-3 baseline).
     """
     names = set(schema.names)
     return pq.ParquetWriter(
         sink, schema, compression="zstd", write_statistics=True,
-        compression_level={c: ZSTD_LEVELS.get(c, ZSTD_LEVEL) for c in names},
+        compression_level={c: levels.get(c, ZSTD_LEVEL) for c in names},
         write_page_checksum=True,  # a flipped byte is found by a checked read (storage.quarantine)
         use_dictionary=[c for c in ("symbol", "interval", "source") if c in names],
         column_encoding={c: e for c, e in _DELTA.items() if c in names},
